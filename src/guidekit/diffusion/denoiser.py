@@ -1,0 +1,35 @@
+"""The one denoiser interface: eps(x_t, t, cond) in DDPM form; every sampler and guidance method calls it."""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+
+from guidekit.diffusion.parameterization import to_eps
+from guidekit.diffusion.schedule import NoiseSchedule
+from guidekit.errors import check
+
+NULL = -1
+"""The null label ∅ of classifier-free guidance, in every cond dict; adapters map it to the model's own null."""
+
+Cond = Mapping[str, torch.Tensor]
+Denoiser = Callable[[torch.Tensor, torch.Tensor, Cond], torch.Tensor]
+
+
+class ModelDenoiser:
+    """Adapts a network (ε-, x0- or v-prediction; Salimans & Ho 2022) to eps(x_t, t, cond)."""
+
+    def __init__(self, net: torch.nn.Module, schedule: NoiseSchedule, prediction_type: str = "eps",
+                 num_classes: int = 0):
+        self.net, self.schedule, self.prediction_type, self.num_classes = net, schedule, prediction_type, num_classes
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
+        kwargs = dict(cond)
+        y = kwargs.pop("y", None)
+        if y is not None:
+            check(self.num_classes > 0 or bool((y == NULL).all()),
+                  "this model is unconditional: drop --class, or use a class-conditional model")
+            y = torch.where(y == NULL, torch.full_like(y, self.num_classes), y) if self.num_classes else None
+        out = self.net(x, t, y=y, **kwargs)
+        return to_eps(out.to(x.dtype), x, self.schedule.alpha_bar(t.detach().cpu()), self.prediction_type)

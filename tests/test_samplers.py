@@ -1,0 +1,95 @@
+"""Golden tests: with the exact Gaussian denoiser every sampler reproduces the data distribution."""
+
+import pytest
+import torch
+
+from guidekit import GuidekitError
+from guidekit.diffusion import NoiseSchedule
+from guidekit.sampling import Noise, generate, make_step, sample
+from gaussian import MixtureEps
+
+SHAPE = (1, 4, 4)
+N = 4000
+
+
+class BatchNoise:
+    """One generator for the whole batch: fast, for distribution tests (per-image seeds are tested apart)."""
+
+    def __init__(self, n, seed=0):
+        self.n, self.g = n, torch.Generator().manual_seed(seed)
+
+    def __len__(self):
+        return self.n
+
+    def randn_like(self, x):
+        return torch.randn(x.shape, generator=self.g, dtype=x.dtype)
+
+
+def gaussian_eps(schedule, lo=0.2):
+    g = torch.Generator().manual_seed(0)
+    mean = torch.rand((1, *SHAPE), generator=g) * 2 - 1
+    std = torch.rand((1, *SHAPE), generator=g) * (1 - lo) + lo
+    return MixtureEps(schedule, mean, std), mean[0].double(), std[0].double()
+
+
+def run(schedule, sampler, steps, eta=0.0, lo=0.2):
+    eps, mean, std = gaussian_eps(schedule, lo)
+    noise = BatchNoise(N)
+    x = noise.randn_like(torch.zeros(N, *SHAPE, dtype=torch.float64))
+    out = sample(eps, x, schedule.timesteps(steps), {}, make_step(sampler, schedule, eta), noise)
+    return (out - mean) / std  # standardized: N(0, 1) in every pixel when exact
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+@pytest.mark.parametrize("sampler,steps,eta", [
+    ("ddpm", 1000, 0.0), ("ddim", 500, 0.0), ("ddim", 1000, 1.0), ("ddim", 500, 0.5), ("dpmpp-2m", 100, 0.0),
+])
+def test_sampler_reproduces_gaussian(kind, sampler, steps, eta):
+    schedule = NoiseSchedule.linear() if kind == "linear" else NoiseSchedule.cosine()
+    z = run(schedule, sampler, steps, eta)
+    se = 1 / N ** 0.5
+    assert z.mean(0).abs().max() < 5 * se, z.mean(0)
+    assert (z.std(0) - 1).abs().max() < 0.05, z.std(0)
+    pooled = 1 / z.numel() ** 0.5  # all pixels pooled
+    assert abs(z.mean()) < 4 * pooled and abs(z.std() - 1) < 0.02
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp-2m", "ddpm"])
+def test_error_shrinks_with_steps(sampler):
+    """Few steps shrink the spread (DDIM contracts by cos Δθ per step); more steps converge to the data."""
+    schedule = NoiseSchedule.linear()
+    errors = [(run(schedule, sampler, steps).std() - 1).abs().item() for steps in (10, 40, 200)]
+    assert errors[0] > max(errors[1:]) and errors[2] < 0.04, errors
+
+
+def test_dpmpp_beats_ddim_at_few_steps():
+    schedule = NoiseSchedule.linear()
+    ddim, dpm = (abs(run(schedule, s, 15, lo=0.5).std().item() - 1) for s in ("ddim", "dpmpp-2m"))
+    assert dpm < ddim, (dpm, ddim)
+
+
+def test_per_image_seeds_do_not_depend_on_batch():
+    schedule = NoiseSchedule.linear()
+    eps, _, _ = gaussian_eps(schedule)
+    for sampler in ("ddpm", "ddim", "dpmpp-2m"):
+        big = generate(eps, schedule, SHAPE, [3, 7, 11, 5], {}, sampler=sampler, steps=10, eta=1.0)
+        small = generate(eps, schedule, SHAPE, [11], {}, sampler=sampler, steps=10, eta=1.0)
+        torch.testing.assert_close(big[2:3], small)
+        again = generate(eps, schedule, SHAPE, [3, 7, 11, 5], {}, sampler=sampler, steps=10, eta=1.0)
+        assert torch.equal(big, again)
+
+
+def test_bad_sampler_arguments():
+    schedule = NoiseSchedule.linear()
+    with pytest.raises(GuidekitError, match="seeds"):
+        Noise([-1])
+    with pytest.raises(GuidekitError, match="seed"):
+        Noise([])
+    with pytest.raises(GuidekitError, match="unknown sampler 'euler'"):
+        make_step("euler", schedule)
+    with pytest.raises(GuidekitError, match="eta"):
+        make_step("ddim", schedule, eta=2.0)
+    with pytest.raises(GuidekitError, match="steps"):
+        schedule.timesteps(0)
+    with pytest.raises(GuidekitError, match="steps"):
+        schedule.timesteps(2000)
