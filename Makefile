@@ -1,0 +1,29 @@
+# guidekit: `make demo` and `make test` work on a fresh machine (Python >= 3.11, no GPU needed).
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+
+.PHONY: demo test install data clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch is pinned (CPU wheel); install it first so nothing pulls a CUDA build
+	$(PY) -m pip install "torch==2.13.0"
+	$(PY) -m pip install -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/guidekit demo --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+# Full Fashion-MNIST (60k/10k) from Debian, for training and evaluation on real data.
+data:
+	@test -d /usr/share/datasets/fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist)
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache

@@ -1,0 +1,39 @@
+"""The `guidekit` command: bad input gets a clear message and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from guidekit import __version__
+from guidekit.errors import GuidekitError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from guidekit.cli import demo, sample, train
+
+    parser = argparse.ArgumentParser(
+        prog="guidekit",
+        description="Steer diffusion models: train, sample with classifier-free guidance, and more.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'guidekit COMMAND --help' for the options of a command.")
+    parser.add_argument("--version", action="version", version=f"guidekit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (train, sample, demo):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except GuidekitError as e:
+        print(f"guidekit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"guidekit {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0

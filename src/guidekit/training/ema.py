@@ -1,0 +1,32 @@
+"""Exponential moving average of weights, with the warm-up decay min(d, (1+n)/(10+n)) of Improved DDPM-era trainers."""
+
+from __future__ import annotations
+
+import torch
+
+
+class EMA:
+    """Shadow copy of a module's floating-point state, updated after every optimizer step."""
+
+    def __init__(self, module: torch.nn.Module, decay: float = 0.9999):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in module.state_dict().items()}
+
+    def rate(self, step: int) -> float:
+        """Decay at optimizer step `step`: short runs still average sensibly."""
+        return min(self.decay, (1 + step) / (10 + step))
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module, step: int) -> None:
+        d = self.rate(step)
+        for k, v in module.state_dict().items():
+            if v.is_floating_point():
+                self.shadow[k].lerp_(v.detach().float(), 1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.shadow = {k: v.clone().float() for k, v in state.items()}
