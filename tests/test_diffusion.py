@@ -1,0 +1,83 @@
+"""Schedules, the forward process and the ε/x0/v parameterizations."""
+
+import pytest
+import torch
+
+from guidekit import GuidekitError
+from guidekit.diffusion import NULL, ModelDenoiser, NoiseSchedule, eps_to_x0, q_sample, target, to_eps, x0_to_eps
+
+
+@pytest.mark.parametrize("schedule", [NoiseSchedule.linear(), NoiseSchedule.cosine(), NoiseSchedule.linear(50)])
+def test_alpha_bar_lookup(schedule):
+    T = schedule.num_timesteps
+    grid = torch.arange(T, dtype=torch.float64)
+    torch.testing.assert_close(schedule.alpha_bar(grid), schedule.alpha_bar_table)
+    assert schedule.alpha_bar(-1.0).item() == 1.0
+    fine = schedule.alpha_bar(torch.linspace(-1, T - 1, 5 * T))
+    assert (fine[1:] < fine[:-1]).all()  # strictly decreasing, continuous in t
+    mid = schedule.alpha_bar(torch.tensor([10.5])).item()
+    lo, hi = schedule.alpha_bar_table[10].item(), schedule.alpha_bar_table[11].item()
+    assert abs(mid - (lo * hi) ** 0.5) < 1e-12  # log-linear interpolation
+    with pytest.raises(GuidekitError, match="out of range"):
+        schedule.alpha_bar(torch.tensor([T * 1.0]))
+
+
+def test_timesteps_spacings():
+    s = NoiseSchedule.linear()
+    assert s.timesteps(4, "trailing") == [999.0, 749.0, 499.0, 249.0, -1.0]
+    assert s.timesteps(4, "leading") == [750.0, 500.0, 250.0, 0.0, -1.0]
+    assert s.timesteps(1000)[:3] == [999.0, 998.0, 997.0] and s.timesteps(1000)[-2:] == [0.0, -1.0]
+    assert s.timesteps(2, start=499.0) == [499.0, 249.0, -1.0]
+    assert s.t_from_fraction(1.0) == 999.0 and s.t_from_fraction(0.0) == -1.0
+    with pytest.raises(GuidekitError, match="spacing"):
+        s.timesteps(10, "random")
+    with pytest.raises(GuidekitError, match="t0"):
+        s.t_from_fraction(1.5)
+
+
+def test_schedule_config_roundtrip_and_errors():
+    for s in (NoiseSchedule.linear(200, 1e-4, 0.03), NoiseSchedule.cosine(300)):
+        again = NoiseSchedule.from_config(s.to_config())
+        torch.testing.assert_close(again.betas, s.betas)
+    with pytest.raises(GuidekitError, match="unknown noise schedule"):
+        NoiseSchedule.from_config({"kind": "sigmoid"})
+    with pytest.raises(GuidekitError, match="beta"):
+        NoiseSchedule(torch.tensor([0.1, 1.5]))
+
+
+def test_q_sample_moments():
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.full((20000, 1), 0.7, dtype=torch.float64)
+    x_t = q_sample(x0, 0.36, torch.randn(x0.shape, generator=g, dtype=torch.float64))
+    assert abs(x_t.mean() - 0.6 * 0.7) < 0.02 and abs(x_t.var() - 0.64) < 0.02
+
+
+@pytest.mark.parametrize("kind", ["eps", "x0", "v"])
+def test_parameterizations_roundtrip(kind):
+    g = torch.Generator().manual_seed(1)
+    x0, eps = torch.randn(4, 1, 8, 8, generator=g), torch.randn(4, 1, 8, 8, generator=g)
+    ab = torch.tensor([0.9, 0.5, 0.1, 0.01], dtype=torch.float64)
+    x_t = q_sample(x0, ab, eps)
+    torch.testing.assert_close(to_eps(target(x0, eps, ab, kind), x_t, ab, kind), eps, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(eps_to_x0(x_t, eps, ab), x0, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(x0_to_eps(x_t, x0, ab), eps, atol=1e-4, rtol=1e-4)
+    with pytest.raises(GuidekitError, match="prediction_type"):
+        to_eps(eps, x_t, ab, "score")
+
+
+def test_model_denoiser_maps_null_label():
+    seen = {}
+
+    class Net(torch.nn.Module):
+        def forward(self, x, t, y=None, hint=None):
+            seen.update(y=y, hint=hint)
+            return torch.zeros_like(x)
+
+    den = ModelDenoiser(Net(), NoiseSchedule.linear(), "eps", num_classes=10)
+    den(torch.zeros(3, 1, 4, 4), torch.full((3,), 5.0), {"y": torch.tensor([2, NULL, 9]), "hint": torch.ones(1)})
+    assert seen["y"].tolist() == [2, 10, 9] and seen["hint"] is not None
+    uncond = ModelDenoiser(Net(), NoiseSchedule.linear(), "eps", num_classes=0)
+    uncond(torch.zeros(2, 1, 4, 4), torch.full((2,), 5.0), {"y": torch.tensor([NULL, NULL])})
+    assert seen["y"] is None
+    with pytest.raises(GuidekitError, match="unconditional"):
+        uncond(torch.zeros(1, 1, 4, 4), torch.full((1,), 5.0), {"y": torch.tensor([3])})
