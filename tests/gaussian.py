@@ -29,7 +29,7 @@ class MixtureEps:
     def __call__(self, x, t, cond):
         x64, ab = x.double(), _ab(self.schedule, t)[None]
         logp, score = self.component_terms(x64, ab)
-        r = torch.softmax(logp + self.weights.log()[:, None], dim=0)  # (K, B) posterior over components
+        r = torch.softmax((logp + self.weights.log()[:, None]).T, dim=-1).T  # (K, B) posterior over components
         y = cond.get("y") if cond else None
         if y is not None:
             onehot = torch.nn.functional.one_hot(y.clamp(min=0), len(self.weights)).T.double()

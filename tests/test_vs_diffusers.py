@@ -171,17 +171,7 @@ def _mismatching_step_counts(spacing):
     return bad
 
 
-@pytest.mark.parametrize("spacing", [
-    "leading",
-    pytest.param("trailing", marks=pytest.mark.xfail(strict=True, reason=(
-        "rounding of exact .5 ties differs: diffusers rounds np.arange(T, 0, -T/n) (float error decides the tie), "
-        "guidekit rounds the exact T - i*T/n half-to-even; 111 of n in 2..1000 differ by 1 at a few levels, "
-        "e.g. n=48: diffusers 936, guidekit 937"))),
-    pytest.param("linspace", marks=pytest.mark.xfail(strict=True, reason=(
-        "rounding of exact .5 ties differs: diffusers rounds np.linspace(0, T-1, n) reversed, guidekit rounds "
-        "torch.linspace(T-1, 0, n); 137 of n in 2..1000 differ by 1 at one level, e.g. n=15: diffusers 500, "
-        "guidekit 499"))),
-])
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
 def test_timesteps_equal_ddim_scheduler_for_every_step_count(spacing):
     assert _mismatching_step_counts(spacing) == []
 

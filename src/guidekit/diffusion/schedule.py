@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from guidekit.errors import GuidekitError, check
@@ -84,11 +85,11 @@ class NoiseSchedule:
         if start is not None:
             check(-1 < start <= T - 1, f"start timestep must lie in (-1, {T - 1}], got {start}")
             levels = torch.linspace(start, -1, steps + 1, dtype=torch.float64)[:-1].tolist()
-        elif spacing == "trailing":
-            levels = [float(round(T - i * T / steps) - 1) for i in range(steps)]
+        elif spacing == "trailing":  # the same float arithmetic as diffusers' schedulers, so levels agree exactly
+            levels = (np.round(np.arange(T, 0, -T / steps)) - 1).tolist()
         elif spacing == "leading":
             levels = [float(i * (T // steps)) for i in reversed(range(steps))]
         else:
-            levels = [float(round(v)) for v in torch.linspace(T - 1, 0, steps).tolist()]
+            levels = np.linspace(0, T - 1, steps).round()[::-1].tolist() if steps > 1 else [T - 1.0]
         check(steps <= T, f"steps ({steps}) must not exceed the training timesteps ({T})")
-        return levels + [-1.0]
+        return [float(v) for v in levels] + [-1.0]
