@@ -33,7 +33,7 @@ def run(args) -> None:
     run_dir = out / "run"
     t0 = time.time()
     train_cmd = ["train", "--dataset", "samples", "--preset", "tiny", "--out", str(run_dir), "--steps", "100000",
-                 "--batch-size", "32", "--lr", "1e-3", "--warmup", "50", "--save-every", "500", "--log-every",
+                 "--batch-size", "32", "--lr", "1e-3", "--warmup", "50", "--prediction", "v", "--save-every", "500", "--log-every",
                  "10", "--max-minutes", f"{args.minutes:g}"]
     print(f"[1/2] training a tiny class-conditional model for {args.minutes:g} min on the embedded samples")
     code = cli_main(train_cmd + (["--resume"] if (run_dir / "checkpoints").exists() else []))
@@ -65,7 +65,7 @@ def _page(panels, train_cmd: str, last: dict, seconds: float) -> str:
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}}figure{{display:inline-block;margin:1em;
 vertical-align:top}}img{{image-rendering:pixelated}}code{{font-size:80%;white-space:pre-wrap}}</style></head><body>
 <h1>guidekit demo: classifier-free guidance</h1>
-<p>A tiny class-conditional UNet trained for {last.get('step')} steps (final loss {last.get('loss')}) on the 500 embedded
+<p>A tiny class-conditional UNet (v-prediction) trained for {last.get('step')} steps (final loss {last.get('loss')}) on the 500 embedded
 Fashion-MNIST images with condition dropout to the null class, then sampled with
 ε̂ = (1+w)·ε(x, y) − w·ε(x, ∅) (Ho &amp; Salimans 2021). Rows are classes, columns seeds; the same seed
 starts from the same noise in every panel. Total time {seconds:.0f} s.</p>
