@@ -36,3 +36,16 @@ class MixtureEps:
             r = torch.where((y == NULL)[None], r, onehot)
         mix_score = (r[..., None, None, None] * score).sum(0)
         return (-(1 - ab[0]).sqrt() * mix_score).to(x.dtype)
+
+
+class BatchNoise:
+    """One generator for the whole batch: fast noise for distribution tests (per-image seeds are tested apart)."""
+
+    def __init__(self, n, seed=0):
+        self.n, self.g = n, torch.Generator().manual_seed(seed)
+
+    def __len__(self):
+        return self.n
+
+    def randn_like(self, x):
+        return torch.randn(x.shape, generator=self.g, dtype=x.dtype)

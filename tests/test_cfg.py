@@ -8,7 +8,7 @@ from guidekit.diffusion import NULL, ModelDenoiser, NoiseSchedule
 from guidekit.guidance import ClassifierFreeGuidance, guidance_scale_to_w, null_cond
 from guidekit.models import UNet, UNetConfig
 from guidekit.sampling import generate, make_step, sample
-from gaussian import MixtureEps
+from gaussian import BatchNoise, MixtureEps
 
 SHAPE = (1, 4, 4)
 NUM_CLASSES = 3
@@ -194,19 +194,6 @@ def test_guided_unet_image_does_not_depend_on_batch():
 N = 4000
 GOLD_SHAPE = (1, 2, 2)
 SIGMA = 0.5
-
-
-class BatchNoise:
-    """One generator for the whole batch: fast noise for distribution tests."""
-
-    def __init__(self, n, seed=0):
-        self.n, self.g = n, torch.Generator().manual_seed(seed)
-
-    def __len__(self):
-        return self.n
-
-    def randn_like(self, x):
-        return torch.randn(x.shape, generator=self.g, dtype=x.dtype)
 
 
 def two_classes():

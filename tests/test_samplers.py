@@ -6,23 +6,10 @@ import torch
 from guidekit import GuidekitError
 from guidekit.diffusion import NoiseSchedule
 from guidekit.sampling import Noise, generate, make_step, sample
-from gaussian import MixtureEps
+from gaussian import BatchNoise, MixtureEps
 
 SHAPE = (1, 4, 4)
 N = 4000
-
-
-class BatchNoise:
-    """One generator for the whole batch: fast, for distribution tests (per-image seeds are tested apart)."""
-
-    def __init__(self, n, seed=0):
-        self.n, self.g = n, torch.Generator().manual_seed(seed)
-
-    def __len__(self):
-        return self.n
-
-    def randn_like(self, x):
-        return torch.randn(x.shape, generator=self.g, dtype=x.dtype)
 
 
 def gaussian_eps(schedule, lo=0.2):

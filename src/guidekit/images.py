@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
@@ -43,21 +42,6 @@ def labelled(img: Image.Image, title: str | None = None, rows: Sequence[str] = (
     return out
 
 
-def side_by_side(images: Sequence[Image.Image], gap: int = 12) -> Image.Image:
-    """Concatenate images horizontally, top-aligned."""
-    w = sum(i.width for i in images) + gap * (len(images) - 1)
-    out = Image.new("RGB", (w, max(i.height for i in images)), "white")
-    x = 0
-    for i in images:
-        out.paste(i.convert("RGB"), (x, 0))
-        x += i.width + gap
-    return out
-
-
 def save_png(img: Image.Image, path: Path) -> None:
     img.save(path, format="PNG")
 
-
-def as_array(x: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) in [−1, 1] to uint8 (N, H, W, C)."""
-    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
