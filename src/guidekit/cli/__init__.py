@@ -10,7 +10,7 @@ from guidekit.errors import GuidekitError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from guidekit.cli import demo, sample, train
+    from guidekit.cli import demo, evaluate, sample, sweep, train
 
     parser = argparse.ArgumentParser(
         prog="guidekit",
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'guidekit COMMAND --help' for the options of a command.")
     parser.add_argument("--version", action="version", version=f"guidekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (train, sample, demo):
+    for module in (train, sample, evaluate, sweep, demo):
         module.register(sub)
     return parser
 
@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["eval", "train-evaluator"]:  # `guidekit eval train-evaluator` is its own command
+        argv = ["eval-train-evaluator"] + argv[2:]
     args = parser.parse_args(argv)
     try:
         args.run(args)

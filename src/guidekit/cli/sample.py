@@ -70,10 +70,9 @@ def run(args) -> None:
     import torch
 
     from guidekit.diffusion import NULL
-    from guidekit.guidance import ClassifierFreeGuidance, ClipX0
+    from guidekit.experiments.generation import SamplerSettings, sample_cfg
     from guidekit.images import grid, labelled, save_png, to_pil
     from guidekit.io import atomic_folder, check_output
-    from guidekit.sampling import generate
     from guidekit.training import load_model
 
     check_output(args.out, args.overwrite)
@@ -81,25 +80,15 @@ def run(args) -> None:
     device = pick_device(args.device)
     model = load_model(args.model, device)
     classes = parse_classes(args.classes, model.class_names)
-    conditional = model.net.config.num_classes > 0
-    w = (1.0 if conditional else 0.0) if w is None else w
-    check(w == 0 or conditional, f"--w {w}: classifier-free guidance needs a class-conditional model, and this "
-                                 f"one is unconditional; use --w 0")
+    w = (1.0 if model.net.config.num_classes > 0 else 0.0) if w is None else w
     seeds = list(range(args.seed, args.seed + args.n))
     labels = torch.tensor([c for c in classes for _ in seeds])
     all_seeds = [s for _ in classes for s in seeds]
-    denoiser = model.denoiser()
-    if w > 0:
-        denoiser = ClassifierFreeGuidance(denoiser, w)
-    if not args.no_clip:
-        denoiser = ClipX0(denoiser, model.schedule)
-    c = model.net.config
+    settings = SamplerSettings(args.sampler, args.steps, args.eta, args.spacing, not args.no_clip, args.batch_size)
     start = time.time()
-    images = generate(denoiser, model.schedule, (c.in_channels, c.image_size, c.image_size), all_seeds,
-                      {"y": labels}, sampler=args.sampler, steps=args.steps, eta=args.eta, spacing=args.spacing,
-                      device=device, progress=not args.no_progress, batch_size=args.batch_size)
+    images = sample_cfg(model, labels, all_seeds, w, settings, device, progress=not args.no_progress)
     elapsed = time.time() - start
-    check(bool(torch.isfinite(images).all()), "the samples contain NaN/inf: the model weights are broken")
+    c = model.net.config
     names = [("null" if y == NULL else model.class_names[y]) for y in classes]
     files = []
     with atomic_folder(args.out, overwrite=args.overwrite) as tmp:
@@ -109,8 +98,7 @@ def run(args) -> None:
             files.append({"file": name, "class": y, "class_name": names[classes.index(y)], "seed": s})
         cell = (c.image_size + 2) * 3
         save_png(labelled(grid(images, len(seeds), scale=3), f"w = {w:g}", names, cell), tmp / "grid.png")
-        manifest = {"model": str(model.path), "sampler": args.sampler, "steps": args.steps, "eta": args.eta,
-                    "spacing": args.spacing, "w": w, "clip_x0": not args.no_clip, "classes": classes,
+        manifest = {"model": str(model.path), **settings.to_dict(), "w": w, "classes": classes,
                     "seeds": seeds, "device": str(device), "seconds": round(elapsed, 3),
                     "images_per_second": round(len(all_seeds) / elapsed, 3), "images": files}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -1,0 +1,53 @@
+"""The sweep figures: FID vs IS (Ho & Salimans 2021, Fig. 4 style) and metrics vs guidance weight."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def fid_vs_is(series: dict[str, list[dict]], path: Path, key: str = "w") -> None:
+    """One curve per series through (IS, FID) points, each point labelled with its weight."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
+    for name, rows in series.items():
+        rows = sorted(rows, key=lambda r: r[key])
+        ax.plot([r["is"] for r in rows], [r["fid"] for r in rows], "o-", label=name)
+        for r in rows:
+            ax.annotate(f"{r[key]:g}", (r["is"], r["fid"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("IS-FMNIST (higher = more class-distinct)")
+    ax.set_ylabel("FID-FMNIST (lower = closer to data)")
+    ax.set_title(f"FID vs IS over the guidance weight {key}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def metrics_vs_w(rows: list[dict], path: Path, key: str = "w") -> None:
+    """FID, IS, accuracy and precision/recall against the weight, in three panels."""
+    rows = sorted(rows, key=lambda r: r[key])
+    ws = [r[key] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), dpi=120)
+    axes[0].plot(ws, [r["fid"] for r in rows], "o-", color="C3")
+    axes[0].set_ylabel("FID-FMNIST")
+    axes[1].plot(ws, [r["is"] for r in rows], "o-", color="C0", label="IS-FMNIST")
+    axes[1].set_ylabel("IS-FMNIST")
+    for name, color in (("accuracy", "C2"), ("precision", "C1"), ("recall", "C4")):
+        vals = [r.get(name) for r in rows]
+        if any(v is not None for v in vals):
+            axes[2].plot(ws, vals, "o-", color=color, label=name)
+    axes[2].set_ylim(0, 1.02)
+    axes[2].legend(fontsize=8)
+    for ax in axes:
+        ax.set_xlabel(key)
+        ax.grid(alpha=0.3)
+        if min(ws) >= 0 and max(ws) > 10 * max(min(w for w in ws if w > 0) if any(w > 0 for w in ws) else 1, 1e-9):
+            ax.set_xscale("symlog", linthresh=0.1)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

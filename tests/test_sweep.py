@@ -1,0 +1,78 @@
+"""`guidekit eval` and `guidekit sweep cfg` end to end on a tiny model, the embedded samples as reference."""
+
+import csv
+import json
+
+import pytest
+
+from guidekit.cli import main
+
+TRAIN = ["train", "--dataset", "samples", "--preset", "tiny", "--steps", "2", "--batch-size", "8", "--no-progress"]
+EVAL = ["--reference", "samples", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GUIDEKIT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "run"
+    assert main(TRAIN + ["--out", str(out)]) == 0
+    return out
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_sweep_writes_table_plots_grids_and_resumes(run_dir, tmp_path, cache):
+    out = tmp_path / "sweep"
+    args = ["sweep", "cfg", str(run_dir), "--n", "20", "--steps", "2", "--out", str(out)] + EVAL
+    assert main(args + ["--w", "0"]) == 0
+    first = read_csv(out / "results.csv")
+    assert [r["w"] for r in first] == ["0.0"]
+    assert list(cache.glob("ref-*.safetensors"))  # reference features cached on first use
+    assert main(args + ["--w", "0,1"]) == 0
+    rows = read_csv(out / "results.csv")
+    assert [r["w"] for r in rows] == ["0.0", "1.0"] and rows[0] == first[0]  # the finished row was kept
+    for r in rows:
+        assert 0 <= float(r["accuracy"]) <= 1 and float(r["fid"]) > 0 and float(r["is"]) >= 1
+    assert "FID-FMNIST" in (out / "results.md").read_text()
+    for name in ("fid_vs_is.png", "metrics_vs_w.png", "grids/w0.png", "grids/w1.png"):
+        assert (out / name).stat().st_size > 1000, name
+
+
+def test_sweep_refuses_other_settings_in_same_folder(run_dir, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    base = ["sweep", "cfg", str(run_dir), "--w", "0", "--steps", "2", "--out", str(out)] + EVAL
+    assert main(base + ["--n", "20"]) == 0
+    assert main(base + ["--n", "30"]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_eval_model_and_sample_folder(run_dir, tmp_path):
+    assert main(["eval", str(run_dir), "--n", "20", "--steps", "2", "--json", str(tmp_path / "m.json")] + EVAL) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["n"] == 20 and metrics["w"] == 1.0 and metrics["accuracy"] is not None
+    samples = tmp_path / "s"
+    assert main(["sample", str(run_dir), "--n", "2", "--steps", "2", "--out", str(samples), "--no-progress"]) == 0
+    assert main(["eval", str(samples), "--json", str(tmp_path / "s.json")] + EVAL) == 0
+    metrics = json.loads((tmp_path / "s.json").read_text())
+    assert metrics["n"] == 20 and len(metrics["per_class_accuracy"]) == 10
+
+
+@pytest.mark.parametrize("args,message", [
+    (["sweep", "cfg", "RUN", "--w", "0,-1", "--out", "OUT"], "must be >= 0"),
+    (["sweep", "cfg", "RUN", "--w", "a,b", "--out", "OUT"], "comma-separated numbers"),
+    (["sweep", "cfg", "RUN", "--n", "5", "--out", "OUT"], "too small"),
+    (["eval", "OUT"], "does not exist"),
+])
+def test_bad_sweep_input_exits_2(run_dir, tmp_path, capsys, args, message):
+    args = [str(run_dir) if a == "RUN" else str(tmp_path / "out") if a == "OUT" else a for a in args]
+    with pytest.raises(SystemExit) as e:
+        raise SystemExit(main(args + EVAL))
+    assert e.value.code == 2 and message in capsys.readouterr().err
