@@ -49,3 +49,16 @@ class BatchNoise:
 
     def randn_like(self, x):
         return torch.randn(x.shape, generator=self.g, dtype=x.dtype)
+
+
+class MixtureClassifier(torch.nn.Module):
+    """The exact noisy classifier p(y | x_t) of a MixtureEps (components = classes): logits = log π_k + log p_t^k."""
+
+    def __init__(self, mixture):
+        super().__init__()
+        self.mixture = mixture
+
+    def forward(self, x, t):
+        ab = _ab(self.mixture.schedule, t)[None]
+        logp, _ = self.mixture.component_terms(x.double(), ab)
+        return (logp + self.mixture.weights.log()[:, None]).T.to(x.dtype)
