@@ -93,3 +93,43 @@ def load_eval(args, device, progress: bool = True):
     if args.reference not in ("fashion-mnist", "samples"):
         dataset.name = f"folder-{dataset.name}"
     return evaluator, reference(evaluator, dataset, evaluator_id(evaluator), progress=progress)
+
+
+def add_guidance_args(p: argparse.ArgumentParser, cfg_weight: bool = True) -> None:
+    """--w/--guidance-scale (CFG) and --classifier/--clean-classifier/--classifier-w/--base-null."""
+    if cfg_weight:
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--w", type=nonneg_float("--w"), default=None, help="classifier-free guidance weight w >= 0: "
+                       "eps = (1+w)·eps(x,y) − w·eps(x,∅) (default 1 for class-conditional models without a "
+                       "classifier, else 0)")
+        g.add_argument("--guidance-scale", type=float, default=None, metavar="S",
+                       help="alias in the diffusers/Imagen convention: S = 1 + w (S >= 1)")
+    c = p.add_mutually_exclusive_group()
+    c.add_argument("--classifier", metavar="DIR", default=None,
+                   help="noise-aware classifier (guidekit train-classifier) for classifier guidance: "
+                        "eps − w_c·√(1−ᾱ_t)·∇ log p(y|x_t, t)")
+    c.add_argument("--clean-classifier", metavar="DIR", default=None,
+                   help="NOT the paper's method: an ordinary classifier on clean images ('evaluator' = guidekit's "
+                        "shipped Fashion-MNIST evaluator) applied to the predicted x0")
+    p.add_argument("--classifier-w", type=nonneg_float("--classifier-w"), default=1.0,
+                   help="classifier guidance weight w_c")
+    p.add_argument("--base-null", action="store_true",
+                   help="give a class-conditional model ∅ so its null class is the unconditional base that the "
+                        "classifier guides")
+
+
+def guidance_from_args(args, model, device, w_override: float | None = None):
+    """A Guidance from the options; w defaults to 1 for a class-conditional model with no classifier."""
+    from guidekit.experiments.generation import Guidance, load_guiding_classifier
+    from guidekit.guidance import guidance_scale_to_w
+
+    path = args.classifier or args.clean_classifier
+    classifier = load_guiding_classifier(path, model, device, clean=bool(args.clean_classifier)) if path else None
+    w = w_override
+    if w is None and getattr(args, "guidance_scale", None) is not None:
+        w = guidance_scale_to_w(args.guidance_scale)
+    if w is None:
+        w = getattr(args, "w", None)
+    if w is None:
+        w = 1.0 if model.net.config.num_classes > 0 and classifier is None and not args.base_null else 0.0
+    return Guidance(w, classifier, args.classifier_w, bool(args.clean_classifier), args.base_null)

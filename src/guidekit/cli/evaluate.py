@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from guidekit.errors import check
-from guidekit.cli.common import (add_device, add_eval_args, add_sampler_args, load_eval, nonneg_float, nonneg_int,
-                                 pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import (add_device, add_eval_args, add_guidance_args, add_sampler_args, guidance_from_args,
+                                 load_eval, nonneg_int, pick_device, positive_int, sampler_settings)
 
 
 def register(sub) -> None:
@@ -22,8 +22,7 @@ def register(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("target", help="sample folder, model folder or run folder")
     p.add_argument("--n", type=positive_int("--n"), default=1000, help="images to sample when TARGET is a model")
-    p.add_argument("--w", type=nonneg_float("--w"), default=None, help="CFG weight when sampling (default 1 if "
-                   "class-conditional, else 0)")
+    add_guidance_args(p)
     p.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed when sampling")
     add_sampler_args(p)
     add_eval_args(p)
@@ -59,17 +58,18 @@ def run(args) -> None:
         images, labels = load_sample_dir(target)
         source = {"samples": str(target)}
     else:
-        from guidekit.experiments.cfg_sweep import balanced_labels
-        from guidekit.experiments.generation import sample_cfg
+        from guidekit.experiments.generation import class_names, sample_guided
+        from guidekit.experiments.sweep import balanced_labels
         from guidekit.training import load_model
 
         model = load_model(target, device)
-        K = model.net.config.num_classes
-        w = (1.0 if K else 0.0) if args.w is None else args.w
+        guidance = guidance_from_args(args, model, device)
+        K = len(class_names(model, guidance) or [])
         labels = balanced_labels(args.n, K) if K else torch.full((args.n,), -1)
         settings = sampler_settings(args)
-        images = sample_cfg(model, labels, list(range(args.seed, args.seed + args.n)), w, settings, device, progress)
-        source = {"model": str(model.path), "w": w, **settings.to_dict()}
+        images = sample_guided(model, labels, list(range(args.seed, args.seed + args.n)), guidance, settings, device,
+                               progress)
+        source = {"model": str(model.path), **guidance.describe(), **settings.to_dict()}
     evaluator, ref = load_eval(args, device, progress)
     metrics = {**source, **evaluate(images, labels, evaluator, ref, progress=progress),
                "seconds": round(time.time() - start, 2)}

@@ -6,7 +6,8 @@ import argparse
 import json
 import time
 
-from guidekit.cli.common import add_device, nonneg_float, nonneg_int, pick_device, positive_int
+from guidekit.cli.common import (add_device, add_guidance_args, add_sampler_args, guidance_from_args, nonneg_int,
+                                 pick_device, positive_int, sampler_settings)
 from guidekit.errors import check
 
 
@@ -21,21 +22,11 @@ def register(sub) -> None:
     p.add_argument("--class", dest="classes", action="append", metavar="C",
                    help="class name, prefix or index; repeat or comma-separate; 'all' = every class; 'null' = "
                         "unconditional (∅). Default: all classes of a class-conditional model")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--w", type=nonneg_float("--w"), default=None,
-                   help="guidance weight w >= 0 (default 1.0 for class-conditional models, 0 otherwise)")
-    g.add_argument("--guidance-scale", type=float, default=None, metavar="S",
-                   help="alias in the diffusers/Imagen convention: S = 1 + w (S >= 1)")
+    add_guidance_args(p)
     p.add_argument("--n", type=positive_int("--n"), default=4, help="images per class (seeds --seed .. --seed+n-1)")
     p.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed; image (class, seed) is "
                    "reproducible whatever the batch size")
-    p.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "dpmpp-2m"], help="sampler")
-    p.add_argument("--steps", type=positive_int("--steps"), default=50, help="model evaluations per image (per half)")
-    p.add_argument("--eta", type=nonneg_float("--eta"), default=0.0, help="DDIM η (0 deterministic, 1 DDPM-like)")
-    p.add_argument("--spacing", default="trailing", choices=["trailing", "leading", "linspace"],
-                   help="how the steps are spread over the T training timesteps")
-    p.add_argument("--no-clip", action="store_true", help="do not clamp the predicted x0 to [-1, 1]")
-    p.add_argument("--batch-size", type=positive_int("--batch-size"), default=64, help="images per forward")
+    add_sampler_args(p)
     p.add_argument("--out", required=True, help="output folder (created; see --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -58,38 +49,38 @@ def parse_classes(values: list[str] | None, class_names: list[str] | None) -> li
     return [NULL if v.lower() == "null" else class_index(class_names, v) for v in items]
 
 
-def resolve_w(args) -> float | None:
-    from guidekit.guidance import guidance_scale_to_w
-
-    if args.guidance_scale is not None:
-        return guidance_scale_to_w(args.guidance_scale)
-    return args.w  # None: the model decides (1.0 if class-conditional, else 0)
+def title(guidance) -> str:
+    """Grid title: the guidance in force."""
+    parts = [f"w = {guidance.w:g}"] if guidance.w or guidance.classifier is None else []
+    if guidance.classifier is not None:
+        parts.append(f"{'clean ' if guidance.clean else ''}classifier w = {guidance.classifier_w:g}")
+    return ", ".join(parts)
 
 
 def run(args) -> None:
     import torch
 
     from guidekit.diffusion import NULL
-    from guidekit.experiments.generation import SamplerSettings, sample_cfg
+    from guidekit.experiments.generation import class_names, sample_guided
     from guidekit.images import grid, labelled, save_png, to_pil
     from guidekit.io import atomic_folder, check_output
     from guidekit.training import load_model
 
     check_output(args.out, args.overwrite)
-    w = resolve_w(args)
     device = pick_device(args.device)
     model = load_model(args.model, device)
-    classes = parse_classes(args.classes, model.class_names)
-    w = (1.0 if model.net.config.num_classes > 0 else 0.0) if w is None else w
+    guidance = guidance_from_args(args, model, device)
+    names_all = class_names(model, guidance)
+    classes = parse_classes(args.classes, names_all)
     seeds = list(range(args.seed, args.seed + args.n))
     labels = torch.tensor([c for c in classes for _ in seeds])
     all_seeds = [s for _ in classes for s in seeds]
-    settings = SamplerSettings(args.sampler, args.steps, args.eta, args.spacing, not args.no_clip, args.batch_size)
+    settings = sampler_settings(args)
     start = time.time()
-    images = sample_cfg(model, labels, all_seeds, w, settings, device, progress=not args.no_progress)
+    images = sample_guided(model, labels, all_seeds, guidance, settings, device, not args.no_progress)
     elapsed = time.time() - start
     c = model.net.config
-    names = [("null" if y == NULL else model.class_names[y]) for y in classes]
+    names = [("null" if y == NULL else names_all[y]) for y in classes]
     files = []
     with atomic_folder(args.out, overwrite=args.overwrite) as tmp:
         for i, (y, s) in enumerate(zip(labels.tolist(), all_seeds)):
@@ -97,8 +88,8 @@ def run(args) -> None:
             save_png(to_pil(images[i]), tmp / name)
             files.append({"file": name, "class": y, "class_name": names[classes.index(y)], "seed": s})
         cell = (c.image_size + 2) * 3
-        save_png(labelled(grid(images, len(seeds), scale=3), f"w = {w:g}", names, cell), tmp / "grid.png")
-        manifest = {"model": str(model.path), **settings.to_dict(), "w": w, "classes": classes,
+        save_png(labelled(grid(images, len(seeds), scale=3), title(guidance), names, cell), tmp / "grid.png")
+        manifest = {"model": str(model.path), **settings.to_dict(), **guidance.describe(), "classes": classes,
                     "seeds": seeds, "device": str(device), "seconds": round(elapsed, 3),
                     "images_per_second": round(len(all_seeds) / elapsed, 3), "images": files}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""`guidekit sweep cfg`: FID/KID/IS/accuracy/precision/recall over the guidance weight w, resumable."""
+"""`guidekit sweep cfg|classifier`: FID/KID/IS/accuracy/precision/recall over a guidance weight, resumable."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from pathlib import Path
 from guidekit.cli.common import (add_device, add_eval_args, add_sampler_args, load_eval, nonneg_int, pick_device,
                                  positive_int, sampler_settings)
 from guidekit.errors import check
+
+OUTPUTS = ("OUT/results.csv, OUT/results.md, OUT/fid_vs_is.png, OUT/metrics_vs_w.png and OUT/grids/w*.png. "
+           "Finished rows are kept: rerun the same command to resume.")
 
 
 def float_list(text: str) -> list[float]:
@@ -20,39 +23,67 @@ def float_list(text: str) -> list[float]:
     return values
 
 
+def _common(p: argparse.ArgumentParser, ws: str) -> None:
+    p.add_argument("model", help="model or run folder (with class labels)")
+    p.add_argument("--w", type=float_list, default=float_list(ws), help="weights, comma-separated")
+    p.add_argument("--n", type=positive_int("--n"), default=10000, help="images per weight")
+    p.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed (the same seeds for every w)")
+    p.add_argument("--out", required=True, help="output folder")
+    add_sampler_args(p, steps=50, batch=250)
+    add_eval_args(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_device(p)
+
+
 def register(sub) -> None:
-    p = sub.add_parser("sweep", help="metric sweeps over a guidance parameter (cfg)",
-                       description="Sweep a guidance parameter and measure each setting.")
+    p = sub.add_parser("sweep", help="metric sweeps over a guidance weight (cfg, classifier)",
+                       description="Sweep a guidance weight and measure each setting.")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     c = kinds.add_parser("cfg", help="classifier-free guidance weight w",
-                         description="For each w: sample --n class-balanced images (the same seeds for every w), "
+                         description="For each w: sample --n class-balanced images with ε̂ = (1+w)·ε(x,y) − w·ε(x,∅), "
                                      "measure FID/KID/IS-FMNIST, accuracy of the requested class and "
-                                     "precision/recall, and write OUT/results.csv, OUT/results.md, "
-                                     "OUT/fid_vs_is.png, OUT/metrics_vs_w.png and OUT/grids/w*.png. Finished rows "
-                                     "are kept: rerun the same command to resume.",
+                                     "precision/recall, and write " + OUTPUTS,
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    c.add_argument("model", help="class-conditional model or run folder")
-    c.add_argument("--w", type=float_list, default=[0, 0.1, 0.2, 0.3, 0.5, 1, 2, 4], help="weights, comma-separated")
-    c.add_argument("--n", type=positive_int("--n"), default=10000, help="images per w")
-    c.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed")
-    c.add_argument("--out", required=True, help="output folder")
-    add_sampler_args(c, steps=50, batch=250)
-    add_eval_args(c)
-    c.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_device(c)
+    _common(c, "0,0.1,0.2,0.3,0.5,1,2,4")
     c.set_defaults(run=run)
+    k = kinds.add_parser("classifier", help="classifier guidance weight w",
+                         description="For each w: sample --n class-balanced images with "
+                                     "ε̄ = ε − w·√(1−ᾱ_t)·∇ log p_φ(y|x_t, t) and measure them as for cfg. An "
+                                     "unconditional model is guided as is; a class-conditional one is given its "
+                                     "labels unless --base-null hands it ∅ (its null class as the unconditional "
+                                     "base). Writes " + OUTPUTS,
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _common(k, "0,0.5,1,2,4,8")
+    src = k.add_mutually_exclusive_group(required=True)
+    src.add_argument("--classifier", metavar="DIR", help="noise-aware classifier (guidekit train-classifier)")
+    src.add_argument("--clean-classifier", metavar="DIR",
+                     help="NOT the paper's method: a clean-image classifier on x0-hat ('evaluator' = shipped one)")
+    k.add_argument("--base-null", action="store_true", help="hand a class-conditional model ∅")
+    k.add_argument("--cfg-w", type=float, default=0.0, help="also apply CFG at this fixed w (class-conditional)")
+    k.set_defaults(run=run)
 
 
 def run(args) -> None:
-    from guidekit.experiments.cfg_sweep import run_cfg_sweep
+    from guidekit.experiments.generation import Guidance, load_guiding_classifier
+    from guidekit.experiments.sweep import run_sweep
     from guidekit.metrics.evaluate import format_table
     from guidekit.training import load_model
 
     check(all(w >= 0 for w in args.w), f"--w values must be >= 0, got {args.w}")
     device = pick_device(args.device)
     model = load_model(args.model, device)
+    if args.kind == "cfg":
+        guidance_at, spec, title = (lambda w: Guidance(w=w)), {}, "classifier-free guidance"
+    else:
+        clean = bool(args.clean_classifier)
+        path = args.clean_classifier or args.classifier
+        clf = load_guiding_classifier(path, model, device, clean=clean)
+        check(args.cfg_w >= 0, f"--cfg-w must be >= 0, got {args.cfg_w}")
+        guidance_at = lambda w: Guidance(args.cfg_w, clf, w, clean, args.base_null)  # noqa: E731
+        spec = {"classifier": path, "clean": clean, "base_null": args.base_null, "cfg_w": args.cfg_w}
+        title = "clean-classifier guidance" if clean else "classifier guidance"
     evaluator, ref = load_eval(args, device, not args.no_progress)
-    rows = run_cfg_sweep(model, args.w, args.n, sampler_settings(args), evaluator, ref, Path(args.out), args.seed,
-                         device, not args.no_progress)
+    rows = run_sweep(model, args.w, guidance_at, args.n, sampler_settings(args), evaluator, ref, Path(args.out),
+                     args.seed, device, not args.no_progress, title, spec)
     print(format_table(rows))
     print(f"wrote {args.out}/results.csv, results.md, fid_vs_is.png, metrics_vs_w.png, grids/")

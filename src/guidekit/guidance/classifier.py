@@ -14,10 +14,14 @@ from guidekit.guidance.cfg import null_cond
 
 def log_prob_grad(classifier: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """∇_x Σ_i log softmax(classifier(x, t))[i, y_i] over images with y_i ≠ ∅ (others get 0)."""
+    check(isinstance(y, torch.Tensor) and y.shape == (x.shape[0],) and not y.is_floating_point()
+          and y.dtype != torch.bool, f"y must be an integer tensor of shape ({x.shape[0]},), got {y!r:.80}")
     keep = (y != NULL).to(x.dtype)
     with torch.enable_grad():
         x_in = x.detach().requires_grad_(True)
         logits = classifier(x_in, t)
+        check(bool((y < logits.shape[1]).all() & (y >= NULL).all()),
+              f"y labels must be in [0, {logits.shape[1] - 1}] (or ∅ = {NULL}), got {y.tolist()[:8]}")
         logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
         logp = F.log_softmax(logits, dim=-1).gather(1, y.clamp(min=0).long().view(-1, 1))[:, 0]
         (grad,) = torch.autograd.grad((logp * keep).sum(), x_in)

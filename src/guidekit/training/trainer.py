@@ -115,11 +115,13 @@ class Trainer:
         """The diffusion loss of step's (shard of the) batch: MSE to the ε/v/x0 target at uniform t."""
         g, device = _step_generator(self.cfg.seed, step), self.acc.device
         idx = batch_indices(len(self.dataset), self.cfg.batch_size, self.cfg.seed, step)
-        idx = idx.chunk(self.acc.num_processes)[self.acc.process_index]
-        x0 = self.dataset.images(idx)
+        # draws for the whole global batch, then this process's shard: every image gets its own t, ε, dropout
         t = torch.randint(self.schedule.num_timesteps, (len(idx),), generator=g)
-        eps = torch.randn(x0.shape, generator=g)
+        eps = torch.randn((len(idx), *self.dataset.pixels.shape[1:]), generator=g)
         drop = torch.rand(len(idx), generator=g) < self.cfg.p_uncond
+        shard = lambda v: v.chunk(self.acc.num_processes)[self.acc.process_index]  # noqa: E731
+        idx, t, eps, drop = shard(idx), shard(t), shard(eps), shard(drop)
+        x0 = self.dataset.images(idx)
         ab = self.schedule.alpha_bar(t).float()
         x_t = q_sample(x0, ab, eps)
         goal = target(x0, eps, ab, self.raw.config.prediction_type)

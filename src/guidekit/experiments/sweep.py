@@ -1,4 +1,4 @@
-"""`guidekit sweep cfg`: the FID/IS trade-off over the guidance weight w (Ho & Salimans 2021, Table 1 / Fig. 4)."""
+"""`guidekit sweep`: metrics over a guidance weight — CFG (Ho & Salimans 2021, Fig. 4), classifier guidance (Dhariwal & Nichol 2021)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
 from guidekit.errors import check
-from guidekit.experiments.generation import SamplerSettings, sample_cfg
+from guidekit.experiments.generation import Guidance, SamplerSettings, class_names, sample_guided
 from guidekit.experiments.plots import fid_vs_is, metrics_vs_w
 from guidekit.images import grid, labelled, save_png
 from guidekit.metrics.evaluate import evaluate, format_table
@@ -48,15 +49,18 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def run_cfg_sweep(model: LoadedModel, ws: list[float], n: int, settings: SamplerSettings, evaluator, ref: Reference,
-                  out: Path, seed: int = 0, device="cpu", progress: bool = True) -> list[dict]:
-    """Sample n class-balanced images per w, evaluate each set, write CSV/Markdown/plots/grids; resumable."""
-    K = model.net.config.num_classes
-    check(K > 0, "sweep cfg needs a class-conditional model (trained with class labels)")
-    check(n >= 2 * K, f"--n {n} is too small: use at least {2 * K} (two images per class)")
+def run_sweep(model: LoadedModel, ws: list[float], guidance_at: Callable[[float], Guidance], n: int,
+              settings: SamplerSettings, evaluator, ref: Reference, out: Path, seed: int = 0, device="cpu",
+              progress: bool = True, title: str = "guidance", spec: dict | None = None) -> list[dict]:
+    """Sample n class-balanced images per weight, evaluate each set, write CSV/Markdown/plots/grids; resumable."""
+    names = class_names(model, guidance_at(0.0))
+    K = len(names or [])
+    check(K > 0, "a guidance sweep needs classes: a class-conditional model, or a classifier with class names")
+    check(n >= max(2 * K, 10), f"--n {n} is too small: use at least {max(2 * K, 10)} (two images per class)")
     check(all(w >= 0 for w in ws), f"every w must be >= 0, got {ws}")
     out.mkdir(parents=True, exist_ok=True)
-    spec = {"model": str(model.path), "n": n, "seed": seed, "settings": settings.to_dict(), "reference": ref.name}
+    spec = {"model": str(model.path), "n": n, "seed": seed, "settings": settings.to_dict(), "reference": ref.name,
+            "kind": title, **(spec or {})}
     spec_path = out / "sweep.json"
     if spec_path.exists():
         old = json.loads(spec_path.read_text())
@@ -68,9 +72,9 @@ def run_cfg_sweep(model: LoadedModel, ws: list[float], n: int, settings: Sampler
     done = {r["w"] for r in rows}
     labels, seeds = balanced_labels(n, K), list(range(seed, seed + n))
     (out / "grids").mkdir(exist_ok=True)
-    for w in tqdm([w for w in ws if w not in done], desc="sweep cfg", disable=not progress):
+    for w in tqdm([w for w in ws if w not in done], desc=f"sweep {title}", disable=not progress):
         start = time.time()
-        images = sample_cfg(model, labels, seeds, w, settings, device, progress=False)
+        images = sample_guided(model, labels, seeds, guidance_at(w), settings, device, progress=False)
         sampling = time.time() - start
         row = {"w": w, **evaluate(images, labels, evaluator, ref, seed=seed), "img_per_s": n / sampling,
                "seconds": time.time() - start}
@@ -78,10 +82,10 @@ def run_cfg_sweep(model: LoadedModel, ws: list[float], n: int, settings: Sampler
         write_rows(out / "results.csv", sorted(rows, key=lambda r: r["w"]))
         cols = min(8, n // K)
         pick = torch.cat([torch.nonzero(labels == c)[:cols, 0] for c in range(K)])
-        save_png(labelled(grid(images[pick], cols, scale=2), f"w = {w:g}", model.class_names or [],
+        save_png(labelled(grid(images[pick], cols, scale=2), f"{title} w = {w:g}", names,
                           (model.net.config.image_size + 2) * 2), out / "grids" / f"w{w:g}.png")
     rows = [r for r in sorted(rows, key=lambda r: r["w"]) if r["w"] in set(ws) | done]
     (out / "results.md").write_text(format_table(rows) + "\n")
-    fid_vs_is({"classifier-free guidance": rows}, out / "fid_vs_is.png")
+    fid_vs_is({title: rows}, out / "fid_vs_is.png")
     metrics_vs_w(rows, out / "metrics_vs_w.png")
     return rows
