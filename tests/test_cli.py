@@ -109,3 +109,35 @@ def test_help_describes_every_option(capsys):
             main([cmd, "--help"])
         text = capsys.readouterr().out
         assert "--out" in text and "help" in text
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(run_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clf") / "clf"
+    assert main(["train-classifier", "--dataset", "samples", "--like", str(run_dir), "--preset", "tiny", "--steps",
+                 "2", "--batch-size", "8", "--log-every", "1", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_train_classifier_logs_noise_buckets(classifier_dir):
+    header = (classifier_dir / "log.csv").read_text().splitlines()[0]
+    assert "acc_t0_250" in header and "acc_t750_1000" in header
+    assert (classifier_dir / "model" / "model.safetensors").exists()
+
+
+def test_sample_with_classifier_guidance(run_dir, classifier_dir, tmp_path):
+    out = tmp_path / "s"
+    assert main(["sample", str(run_dir), "--classifier", str(classifier_dir), "--classifier-w", "2", "--base-null",
+                 "--class", "bag", "--n", "2", "--steps", "2", "--out", str(out), "--no-progress"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["w"] == 0.0 and manifest["classifier_w"] == 2.0 and manifest["base_null"]
+    assert manifest["images"][0]["class_name"] == "Bag"
+
+
+def test_classifier_with_another_schedule_is_refused(run_dir, tmp_path, capsys):
+    out = tmp_path / "clf"
+    assert main(["train-classifier", "--dataset", "samples", "--schedule", "cosine", "--preset", "tiny", "--steps",
+                 "1", "--batch-size", "8", "--out", str(out), "--no-progress"]) == 0
+    assert main(["sample", str(run_dir), "--classifier", str(out), "--n", "1", "--steps", "2", "--out",
+                 str(tmp_path / "s")]) == 2
+    assert "another noise schedule" in capsys.readouterr().err
