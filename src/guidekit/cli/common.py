@@ -133,3 +133,12 @@ def guidance_from_args(args, model, device, w_override: float | None = None):
     if w is None:
         w = 1.0 if model.net.config.num_classes > 0 and classifier is None and not args.base_null else 0.0
     return Guidance(w, classifier, args.classifier_w, bool(args.clean_classifier), args.base_null)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows '(default: X)' only where there is a real default (not None/False)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)

@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from guidekit.cli.common import add_device, pick_device, positive_float
+from guidekit.cli.common import HelpFormatter, add_device, pick_device, positive_float
 
 W_VALUES = (0.0, 1.0, 3.0)
 
@@ -18,7 +18,7 @@ def register(sub) -> None:
                        description="Train a tiny class-conditional UNet on the 500 embedded Fashion-MNIST images for "
                                    "--minutes, then sample every class at several guidance weights w and write "
                                    "OUT/index.html with the grid and the commands that reproduce it.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--out", default="runs/demo", help="report folder")
     p.add_argument("--minutes", type=positive_float("--minutes"), default=1.0, help="training wall time")
     add_device(p)

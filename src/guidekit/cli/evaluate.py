@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from guidekit.errors import check
-from guidekit.cli.common import (add_device, add_eval_args, add_guidance_args, add_sampler_args, guidance_from_args,
+from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, add_guidance_args, add_sampler_args, guidance_from_args,
                                  load_eval, nonneg_int, pick_device, positive_int, sampler_settings)
 
 
@@ -19,7 +19,7 @@ def register(sub) -> None:
                                    "folder of samples (from 'guidekit sample', with its manifest, or any PNGs) or a "
                                    "model, which is then sampled (--n class-balanced images at --w). "
                                    "'guidekit eval train-evaluator --help' trains the evaluator itself.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("target", help="sample folder, model folder or run folder")
     p.add_argument("--n", type=positive_int("--n"), default=1000, help="images to sample when TARGET is a model")
     add_guidance_args(p)
@@ -34,7 +34,7 @@ def register(sub) -> None:
     t = sub.add_parser("eval-train-evaluator", prog="guidekit eval train-evaluator",
                        description="Train the Fashion-MNIST evaluator classifier (deterministic, seeded recipe) and "
                                    "save it as config.json + model.safetensors.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     t.add_argument("--out", required=True, help="output folder for the evaluator")
     t.add_argument("--epochs", type=positive_int("--epochs"), default=None, help="epochs (default: the recipe's)")
     t.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="seed")

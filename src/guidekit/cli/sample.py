@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 
-from guidekit.cli.common import (add_device, add_guidance_args, add_sampler_args, guidance_from_args, nonneg_int,
+from guidekit.cli.common import (HelpFormatter, add_device, add_guidance_args, add_sampler_args, guidance_from_args, nonneg_int,
                                  pick_device, positive_int, sampler_settings)
 from guidekit.errors import check
 
@@ -17,7 +17,7 @@ def register(sub) -> None:
                                    "paper's convention: eps = (1+w)·eps(x, y) − w·eps(x, ∅); w = 0 is the plain "
                                    "conditional model. Writes one PNG per image, grid.png (rows = classes, columns "
                                    "= seeds) and manifest.json to --out.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("model", help="model folder (config.json + model.safetensors) or a run folder of 'guidekit train'")
     p.add_argument("--class", dest="classes", action="append", metavar="C",
                    help="class name, prefix or index; repeat or comma-separate; 'all' = every class; 'null' = "

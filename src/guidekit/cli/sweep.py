@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from guidekit.cli.common import (add_device, add_eval_args, add_sampler_args, load_eval, nonneg_int, pick_device,
+from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, add_sampler_args, load_eval, nonneg_int, pick_device,
                                  positive_int, sampler_settings)
 from guidekit.errors import check
 
@@ -43,7 +43,7 @@ def register(sub) -> None:
                          description="For each w: sample --n class-balanced images with ε̂ = (1+w)·ε(x,y) − w·ε(x,∅), "
                                      "measure FID/KID/IS-FMNIST, accuracy of the requested class and "
                                      "precision/recall, and write " + OUTPUTS,
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         formatter_class=HelpFormatter)
     _common(c, "0,0.1,0.2,0.3,0.5,1,2,4")
     c.set_defaults(run=run)
     k = kinds.add_parser("classifier", help="classifier guidance weight w",
@@ -52,7 +52,7 @@ def register(sub) -> None:
                                      "unconditional model is guided as is; a class-conditional one is given its "
                                      "labels unless --base-null hands it ∅ (its null class as the unconditional "
                                      "base). Writes " + OUTPUTS,
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         formatter_class=HelpFormatter)
     _common(k, "0,0.5,1,2,4,8")
     src = k.add_mutually_exclusive_group(required=True)
     src.add_argument("--classifier", metavar="DIR", help="noise-aware classifier (guidekit train-classifier)")

@@ -6,10 +6,18 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from guidekit.cli.common import nonneg_float, nonneg_int, positive_float, positive_int
+from guidekit.cli.common import HelpFormatter, nonneg_float, nonneg_int, positive_float, positive_int
 
-DEFAULTS = {"steps": 20_000, "batch_size": 128, "lr": 2e-4, "warmup": 500, "p_uncond": 0.1, "ema_decay": 0.9999,
-            "grad_clip": 1.0, "save_every": 1000, "log_every": 50, "keep": 2, "seed": 0}
+def _defaults() -> dict:
+    """TrainConfig's defaults for the options the CLI exposes (the dataclass is the one source)."""
+    from guidekit.training.trainer import TrainConfig
+
+    names = ("steps", "batch_size", "lr", "warmup", "p_uncond", "ema_decay", "grad_clip", "save_every", "log_every",
+             "keep", "seed")
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in names}
+
+
+DEFAULTS = _defaults()
 
 
 def register(sub) -> None:
@@ -19,7 +27,7 @@ def register(sub) -> None:
                                    "null class (classifier-free guidance, Ho & Salimans 2021). Writes OUT/log.csv, "
                                    "OUT/checkpoints/step-N/ and OUT/model/ (EMA weights, config.json + "
                                    "model.safetensors). Multi-GPU: accelerate launch -m guidekit.cli train ...",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default="fashion-mnist",
                    help="fashion-mnist | mnist | samples (embedded, 500 images) | path to an image folder "

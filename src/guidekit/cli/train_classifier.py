@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
-from guidekit.cli.common import nonneg_float, nonneg_int, positive_float, positive_int
+from guidekit.cli.common import HelpFormatter, nonneg_float, nonneg_int, positive_float, positive_int
 from guidekit.errors import check
 
-DEFAULTS = {"steps": 10_000, "batch_size": 128, "lr": 3e-4, "weight_decay": 0.05, "warmup": 200, "grad_clip": 1.0,
-            "ema_decay": 0.0, "seed": 0, "save_every": 1000, "log_every": 100, "keep": 2}
+def _defaults() -> dict:
+    """ClassifierTrainConfig's defaults for the options the CLI exposes (the dataclass is the one source)."""
+    from guidekit.training.classifier_trainer import ClassifierTrainConfig
+
+    names = ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip", "ema_decay", "seed", "save_every",
+             "log_every", "keep")
+    return {f.name: f.default for f in dataclasses.fields(ClassifierTrainConfig) if f.name in names}
+
+
+DEFAULTS = _defaults()
 
 
 def register(sub) -> None:
@@ -20,7 +29,7 @@ def register(sub) -> None:
                                    "noisiest bucket is expected; stop when the held-out best stops improving. "
                                    "The classifier's noise schedule must match the diffusion model it will guide: "
                                    "pass --like MODEL to copy it.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | mnist | samples | image folder")
     p.add_argument("--data", metavar="DIR", default=None, help="folder with the IDX files")
     p.add_argument("--like", metavar="MODEL", default=None, help="diffusion model whose noise schedule to use")
