@@ -82,8 +82,9 @@ def run(args) -> None:
         guidance_at = lambda w: Guidance(args.cfg_w, clf, w, clean, args.base_null)  # noqa: E731
         spec = {"classifier": path, "clean": clean, "base_null": args.base_null, "cfg_w": args.cfg_w}
         title = "clean-classifier guidance" if clean else "classifier guidance"
-    evaluator, ref = load_eval(args, device, not args.no_progress)
-    rows = run_sweep(model, args.w, guidance_at, args.n, sampler_settings(args), evaluator, ref, Path(args.out),
-                     args.seed, device, not args.no_progress, title, spec)
+    spec.update(reference=args.reference, split=args.split, evaluator=args.evaluator)
+    rows = run_sweep(model, args.w, guidance_at, args.n, sampler_settings(args),
+                     lambda: load_eval(args, device, not args.no_progress), Path(args.out), args.seed, device,
+                     not args.no_progress, title, spec)
     print(format_table(rows))
     print(f"wrote {args.out}/results.csv, results.md, fid_vs_is.png, metrics_vs_w.png, grids/")

@@ -17,7 +17,6 @@ from guidekit.experiments.generation import Guidance, SamplerSettings, class_nam
 from guidekit.experiments.plots import fid_vs_is, metrics_vs_w
 from guidekit.images import grid, labelled, save_png
 from guidekit.metrics.evaluate import evaluate, format_table
-from guidekit.metrics.reference import Reference
 from guidekit.training.checkpoint import LoadedModel
 
 FIELDS = ["w", "n", "fid", "kid", "kid_std", "is", "is_std", "accuracy", "precision", "recall", "img_per_s",
@@ -49,18 +48,37 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def cached_samples(path: Path, make: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float | None]:
+    """Samples of one setting as uint8 safetensors (what a PNG would hold); made (and timed) only when missing."""
+    from safetensors.torch import load_file, save_file
+
+    if path.exists():
+        return load_file(str(path))["images"].float() / 127.5 - 1, None
+    start = time.time()
+    images = make()
+    seconds = time.time() - start
+    u8 = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({"images": u8.contiguous()}, str(tmp))
+    os.replace(tmp, path)
+    return u8.float() / 127.5 - 1, seconds
+
+
 def run_sweep(model: LoadedModel, ws: list[float], guidance_at: Callable[[float], Guidance], n: int,
-              settings: SamplerSettings, evaluator, ref: Reference, out: Path, seed: int = 0, device="cpu",
+              settings: SamplerSettings, load_eval: Callable[[], tuple], out: Path, seed: int = 0, device="cpu",
               progress: bool = True, title: str = "guidance", spec: dict | None = None) -> list[dict]:
-    """Sample n class-balanced images per weight, evaluate each set, write CSV/Markdown/plots/grids; resumable."""
+    """Sample n class-balanced images per weight (cached), then evaluate each set; write CSV/Markdown/plots/grids.
+
+    Resumable at two levels: finished rows are kept, and sampled sets are reused from OUT/samples/.
+    """
     names = class_names(model, guidance_at(0.0))
     K = len(names or [])
     check(K > 0, "a guidance sweep needs classes: a class-conditional model, or a classifier with class names")
     check(n >= max(2 * K, 10), f"--n {n} is too small: use at least {max(2 * K, 10)} (two images per class)")
     check(all(w >= 0 for w in ws), f"every w must be >= 0, got {ws}")
     out.mkdir(parents=True, exist_ok=True)
-    spec = {"model": str(model.path), "n": n, "seed": seed, "settings": settings.to_dict(), "reference": ref.name,
-            "kind": title, **(spec or {})}
+    spec = {"model": str(model.path), "n": n, "seed": seed, "settings": settings.to_dict(), "kind": title,
+            **(spec or {})}
     spec_path = out / "sweep.json"
     if spec_path.exists():
         old = json.loads(spec_path.read_text())
@@ -70,20 +88,26 @@ def run_sweep(model: LoadedModel, ws: list[float], guidance_at: Callable[[float]
         spec_path.write_text(json.dumps(spec, indent=2) + "\n")
     rows = read_rows(out / "results.csv")
     done = {r["w"] for r in rows}
+    pending = [w for w in ws if w not in done]
     labels, seeds = balanced_labels(n, K), list(range(seed, seed + n))
     (out / "grids").mkdir(exist_ok=True)
-    for w in tqdm([w for w in ws if w not in done], desc=f"sweep {title}", disable=not progress):
-        start = time.time()
-        images = sample_guided(model, labels, seeds, guidance_at(w), settings, device, progress=False)
-        sampling = time.time() - start
-        row = {"w": w, **evaluate(images, labels, evaluator, ref, seed=seed), "img_per_s": n / sampling,
-               "seconds": time.time() - start}
-        rows.append(row)
-        write_rows(out / "results.csv", sorted(rows, key=lambda r: r["w"]))
+    (out / "samples").mkdir(exist_ok=True)
+    sets = {}
+    for w in tqdm(pending, desc=f"sample {title}", disable=not progress):
+        sets[w] = cached_samples(out / "samples" / f"w{w:g}.safetensors",
+                                 lambda: sample_guided(model, labels, seeds, guidance_at(w), settings, device))
         cols = min(8, n // K)
         pick = torch.cat([torch.nonzero(labels == c)[:cols, 0] for c in range(K)])
-        save_png(labelled(grid(images[pick], cols, scale=2), f"{title} w = {w:g}", names,
+        save_png(labelled(grid(sets[w][0][pick], cols, scale=2), f"{title} w = {w:g}", names,
                           (model.net.config.image_size + 2) * 2), out / "grids" / f"w{w:g}.png")
+    if pending:
+        evaluator, ref = load_eval()
+    for w in tqdm(pending, desc="evaluate", disable=not progress):
+        images, seconds = sets[w]
+        row = {"w": w, **evaluate(images, labels, evaluator, ref, seed=seed),
+               "img_per_s": n / seconds if seconds else None, "seconds": seconds}
+        rows.append(row)
+        write_rows(out / "results.csv", sorted(rows, key=lambda r: r["w"]))
     rows = [r for r in sorted(rows, key=lambda r: r["w"]) if r["w"] in set(ws) | done]
     (out / "results.md").write_text(format_table(rows) + "\n")
     fid_vs_is({title: rows}, out / "fid_vs_is.png")
