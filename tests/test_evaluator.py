@@ -42,7 +42,7 @@ def test_shipped_weights_classify_the_embedded_samples(shipped, samples, no_syst
     assert result["accuracy"] >= 0.85, result
     assert set(result["per_class"]) == set(samples.class_names)
     config = json.loads((SHIPPED / "config.json").read_text())
-    assert config["metrics"]["test_accuracy"] >= 0.93
+    assert config["metrics"]["test_accuracy"] >= 0.93 and config["evaluator_id"] == evaluator_id(shipped)
     assert (SHIPPED / "model.safetensors").stat().st_size < 2_000_000
 
 
@@ -55,6 +55,8 @@ def test_features_probs_shapes_and_determinism(shipped, samples):
     assert p.shape == (16, 10)
     torch.testing.assert_close(p.sum(1), torch.ones(16))
     torch.testing.assert_close(shipped(x).softmax(1), p)
+    f2, p2 = shipped.features_and_probs(x)
+    assert torch.equal(f2, f) and torch.equal(p2, p)
     assert torch.equal(shipped.features(x), f)  # same input, same output, bit for bit
     torch.testing.assert_close(shipped.features(x[:5]), f[:5], atol=1e-5, rtol=1e-5)  # batch-size independent
     assert evaluator_id(shipped) == evaluator_id(load_evaluator())
@@ -87,6 +89,7 @@ def test_save_load_roundtrip_and_id(tmp_path):
     assert torch.equal(loaded(x), model(x))
     config = json.loads((tmp_path / "fp32" / "config.json").read_text())
     assert config["metrics"] == {"test_accuracy": 0.5} and config["machine"] == "test"
+    assert all((tmp_path / "fp32" / n).stat().st_mode & 0o777 == 0o644 for n in ("config.json", "model.safetensors"))
     save_evaluator(model, tmp_path / "fp16", dtype="float16")
     half = load_evaluator(tmp_path / "fp16" / "model.safetensors")  # the file also names its folder
     assert all(v.dtype != torch.float16 for v in half.state_dict().values())

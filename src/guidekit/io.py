@@ -36,10 +36,14 @@ def atomic_folder(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
     dest = check_output(dest, overwrite)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700: give the result the usual permissions
     try:
         yield tmp
         for f in tmp.rglob("*"):
             if f.is_file():
+                os.chmod(f, 0o666 & ~umask)
                 fsync_path(f)
         fsync_path(tmp)
         old = None

@@ -33,7 +33,8 @@ def read_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
     with open(path, newline="") as f:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
+        rows = [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
+    return [dict(r, n=int(r["n"])) for r in rows]
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:

@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,8 @@ class EvaluatorConfig:
             return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
         for k in ("in_channels", "image_size", "feature_dim", "num_classes"):
-            check(pos_int(getattr(self, k)), f"EvaluatorConfig.{k} must be a positive integer, got {getattr(self, k)!r}")
+            v = getattr(self, k)
+            check(pos_int(v), f"EvaluatorConfig.{k} must be a positive integer, got {v!r}")
         check(isinstance(self.widths, tuple) and len(self.widths) >= 1 and all(pos_int(w) for w in self.widths),
               f"EvaluatorConfig.widths must be a non-empty tuple of positive integers, got {self.widths!r}")
         check(isinstance(self.depths, tuple) and len(self.depths) == len(self.widths)
@@ -93,7 +95,7 @@ def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, padding:
 
 
 class Evaluator(nn.Module):
-    """4x4 stride-2 stem, conv-BN-ReLU stages joined by max-pooling, a feature layer (config.head), a linear classifier."""
+    """4x4 stride-2 stem, conv-BN-ReLU stages joined by max-pooling, a feature layer (config.head), a classifier."""
 
     def __init__(self, config: EvaluatorConfig | None = None):
         super().__init__()
@@ -143,6 +145,11 @@ class Evaluator(nn.Module):
     def probs(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities (N, num_classes): softmax of the logits."""
         return self.forward(x).softmax(dim=1)
+
+    def features_and_probs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """features(x) and probs(x) from one pass over the network."""
+        f = self.features(x)
+        return f, self.classifier(f).softmax(dim=1)
 
 
 @torch.no_grad()
@@ -301,6 +308,8 @@ def save_evaluator(model: Evaluator, folder: str | Path, metrics: dict | None = 
     with atomic_folder(folder) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         save_file(tensors, str(tmp / "model.safetensors"))
+        for f, mode in ((tmp, 0o755), (tmp / "config.json", 0o644), (tmp / "model.safetensors", 0o644)):
+            os.chmod(f, mode)  # readable by all, like any installed file (the temp folder starts private)
     return Path(folder)
 
 
@@ -344,7 +353,7 @@ def load_evaluator(path: str | Path | None = None, device: torch.device | str = 
 
 
 def evaluator_id(model: Evaluator) -> str:
-    """12 hex digits of SHA-256 over the config and the weights rounded to float16 (equal before save and after load)."""
+    """12 hex digits of SHA-256 of the config and the float16-rounded weights (equal before save and after load)."""
     h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
     for k, v in sorted(model.state_dict().items()):
         v = _stored(v, torch.float16)

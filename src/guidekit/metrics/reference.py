@@ -29,8 +29,9 @@ def extract(evaluator: torch.nn.Module, images: torch.Tensor, batch_size: int = 
     feats, probs = [], []
     for i in tqdm(range(0, len(images), batch_size), desc="features", disable=not progress, leave=False):
         x = images[i:i + batch_size].to(device, torch.float32)
-        feats.append(evaluator.features(x).float().cpu())
-        probs.append(evaluator.probs(x).float().cpu())
+        f, p = evaluator.features_and_probs(x)
+        feats.append(f.float().cpu())
+        probs.append(p.float().cpu())
     return torch.cat(feats), torch.cat(probs)
 
 
