@@ -76,3 +76,14 @@ def test_bad_sweep_input_exits_2(run_dir, tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as e:
         raise SystemExit(main(args + EVAL))
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cached_samples_keep_their_timing(tmp_path):
+    import torch
+
+    from guidekit.experiments.sweep import cached_samples
+    made = []
+    make = lambda: made.append(1) or torch.zeros(2, 1, 4, 4)  # noqa: E731
+    first, t1 = cached_samples(tmp_path / "w1.safetensors", make)
+    again, t2 = cached_samples(tmp_path / "w1.safetensors", make)
+    assert made == [1] and torch.equal(first, again) and t1 is not None and abs(t1 - t2) < 1e-3

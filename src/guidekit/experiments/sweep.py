@@ -50,17 +50,20 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def cached_samples(path: Path, make: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float | None]:
-    """Samples of one setting as uint8 safetensors (what a PNG would hold); made (and timed) only when missing."""
-    from safetensors.torch import load_file, save_file
+    """Samples of one setting as uint8 safetensors (what a PNG would hold) with their sampling time; made if missing."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
 
     if path.exists():
-        return load_file(str(path))["images"].float() / 127.5 - 1, None
+        with safe_open(str(path), "pt") as f:
+            seconds = (f.metadata() or {}).get("seconds")
+            return f.get_tensor("images").float() / 127.5 - 1, float(seconds) if seconds else None
     start = time.time()
     images = make()
     seconds = time.time() - start
     u8 = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file({"images": u8.contiguous()}, str(tmp))
+    save_file({"images": u8.contiguous()}, str(tmp), metadata={"seconds": f"{seconds:.3f}"})
     os.replace(tmp, path)
     return u8.float() / 127.5 - 1, seconds
 
