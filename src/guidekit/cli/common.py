@@ -42,6 +42,13 @@ def positive_float(name: str):
     return _number(float, name, 0.0, lo_open=True)
 
 
+def defaults_of(config_class, names: tuple[str, ...]) -> dict:
+    """A config dataclass's defaults for the options a command exposes (the dataclass stays the one source)."""
+    import dataclasses
+
+    return {f.name: f.default for f in dataclasses.fields(config_class) if f.name in names}
+
+
 def pick_device(name: str) -> torch.device:
     """'auto' → cuda when available, else cpu; 'cuda' without a GPU is an error."""
     if name == "auto":

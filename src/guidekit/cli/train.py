@@ -6,18 +6,11 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from guidekit.cli.common import HelpFormatter, nonneg_float, nonneg_int, positive_float, positive_int
+from guidekit.cli.common import HelpFormatter, defaults_of, nonneg_float, nonneg_int, positive_float, positive_int
+from guidekit.training.trainer import TrainConfig
 
-def _defaults() -> dict:
-    """TrainConfig's defaults for the options the CLI exposes (the dataclass is the one source)."""
-    from guidekit.training.trainer import TrainConfig
-
-    names = ("steps", "batch_size", "lr", "warmup", "p_uncond", "ema_decay", "grad_clip", "save_every", "log_every",
-             "keep", "seed")
-    return {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in names}
-
-
-DEFAULTS = _defaults()
+DEFAULTS = defaults_of(TrainConfig, ("steps", "batch_size", "lr", "warmup", "p_uncond", "ema_decay", "grad_clip",
+                                     "save_every", "log_every", "keep", "seed"))
 
 
 def register(sub) -> None:

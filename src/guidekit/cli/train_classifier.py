@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
-from guidekit.cli.common import HelpFormatter, nonneg_float, nonneg_int, positive_float, positive_int
+from guidekit.cli.common import HelpFormatter, defaults_of, nonneg_float, nonneg_int, positive_float, positive_int
 from guidekit.errors import check
+from guidekit.training.classifier_trainer import ClassifierTrainConfig
 
-def _defaults() -> dict:
-    """ClassifierTrainConfig's defaults for the options the CLI exposes (the dataclass is the one source)."""
-    from guidekit.training.classifier_trainer import ClassifierTrainConfig
-
-    names = ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip", "ema_decay", "seed", "save_every",
-             "log_every", "keep")
-    return {f.name: f.default for f in dataclasses.fields(ClassifierTrainConfig) if f.name in names}
-
-
-DEFAULTS = _defaults()
+DEFAULTS = defaults_of(ClassifierTrainConfig, ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip",
+                                               "ema_decay", "seed", "save_every", "log_every", "keep"))
 
 
 def register(sub) -> None:
