@@ -9,3 +9,16 @@ def check(ok: bool, message: str) -> None:
     """Raise GuidekitError(message) unless ok."""
     if not ok:
         raise GuidekitError(message)
+
+
+def check_config_keys(cls, d) -> None:
+    """A config dict for dataclass `cls` must be a dict holding exactly its fields (named in the error)."""
+    import dataclasses
+
+    name = cls.__name__
+    check(isinstance(d, dict), f"{name}.from_dict needs a dict, got {type(d).__name__}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(d) - set(names))
+    check(not unknown, f"unknown {name} key(s) {unknown}; valid keys are {names}")
+    missing = [n for n in names if n not in d]
+    check(not missing, f"{name} is missing key(s) {missing}; save configs with {name}.to_dict()")

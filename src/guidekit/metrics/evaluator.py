@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from guidekit.data.dataset import FASHION_MNIST_CLASSES, ImageDataset
-from guidekit.errors import GuidekitError, check
+from guidekit.errors import GuidekitError, check, check_config_keys
 from guidekit.io import atomic_folder
 
 FORMAT = "guidekit-evaluator/1"
@@ -56,12 +56,7 @@ class EvaluatorConfig:
     @classmethod
     def from_dict(cls, d: dict) -> EvaluatorConfig:
         """Rebuild and validate a config from to_dict() output; every field must be present."""
-        check(isinstance(d, dict), f"EvaluatorConfig.from_dict needs a dict, got {type(d).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        check(not unknown, f"unknown EvaluatorConfig key(s) {unknown}; valid keys are {names}")
-        missing = [n for n in names if n not in d]
-        check(not missing, f"EvaluatorConfig is missing key(s) {missing}; save configs with to_dict()")
+        check_config_keys(cls, d)
         return cls(**d).validate()
 
     def validate(self) -> EvaluatorConfig:

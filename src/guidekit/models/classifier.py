@@ -6,7 +6,6 @@ conditioned on the timestep only, followed by GroupNorm-SiLU, global pooling and
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from guidekit.diffusion.schedule import NoiseSchedule
-from guidekit.errors import check
+from guidekit.errors import check, check_config_keys
 from guidekit.models.layers import zero_
 from guidekit.models.unet import UNet, UNetConfig
 
@@ -59,13 +58,7 @@ class ClassifierConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ClassifierConfig":
         """Rebuild and validate a config from to_dict() output; every field must be present."""
-        check(isinstance(d, dict), f"ClassifierConfig.from_dict needs a dict, got {type(d).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        check(not unknown, f"unknown ClassifierConfig key(s) {unknown}; valid keys are {names}")
-        missing = [n for n in names if n not in d]
-        check(not missing, f"ClassifierConfig is missing key(s) {missing}; save configs with "
-                           f"ClassifierConfig.to_dict()")
+        check_config_keys(cls, d)
         check(isinstance(d["unet"], dict), f"ClassifierConfig 'unet' must be a dict, got {type(d['unet']).__name__}")
         return cls(UNetConfig.from_dict(d["unet"]), d["num_classes"], d["pool"]).validate()
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from guidekit.errors import check
+from guidekit.errors import check, check_config_keys
 from guidekit.models.layers import Downsample, ResBlock, SelfAttention, Upsample, timestep_embedding, zero_
 
 PREDICTION_TYPES = ("eps", "v", "x0")
@@ -44,12 +44,7 @@ class UNetConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "UNetConfig":
         """Rebuild and validate a config from to_dict() output; every field must be present."""
-        check(isinstance(d, dict), f"UNetConfig.from_dict needs a dict, got {type(d).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        check(not unknown, f"unknown UNetConfig key(s) {unknown}; valid keys are {names}")
-        missing = [n for n in names if n not in d]
-        check(not missing, f"UNetConfig is missing key(s) {missing}; save configs with UNetConfig.to_dict()")
+        check_config_keys(cls, d)
         return cls(**d).validate()
 
     @classmethod
