@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-from pathlib import Path
 
 from guidekit.cli.common import HelpFormatter, defaults_of, nonneg_float, nonneg_int, positive_float, positive_int
 from guidekit.training.trainer import TrainConfig
@@ -95,9 +93,8 @@ def run(args) -> None:
 
 def _saved_run(out: str) -> dict:
     """The newest checkpoint's config.json and state.json, for --resume."""
-    from guidekit.errors import check
     from guidekit.training.checkpoint import read_json
+    from guidekit.training.runs import newest_checkpoint
 
-    ckpts = [c for c in sorted(Path(out, "checkpoints").glob("step-*")) if (c / "state.json").exists()]
-    check(bool(ckpts), f"--resume: no checkpoint found under {Path(out, 'checkpoints')}; drop --resume to start anew")
-    return {"config": read_json(ckpts[-1] / "config.json"), "state": read_json(ckpts[-1] / "state.json")}
+    ckpt = newest_checkpoint(out)
+    return {"config": read_json(ckpt / "config.json"), "state": read_json(ckpt / "state.json")}

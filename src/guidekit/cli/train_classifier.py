@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from guidekit.cli.common import HelpFormatter, defaults_of, nonneg_float, nonneg_int, positive_float, positive_int
@@ -49,6 +48,7 @@ def run(args) -> None:
     from guidekit.diffusion import NoiseSchedule
     from guidekit.models.classifier import ClassifierConfig
     from guidekit.training.checkpoint import read_json
+    from guidekit.training.runs import newest_checkpoint
     from guidekit.training.classifier_trainer import ClassifierTrainConfig, ClassifierTrainer
 
     overrides = {k: getattr(args, k) for k in DEFAULTS if getattr(args, k) is not None}
@@ -57,12 +57,11 @@ def run(args) -> None:
     held_out = load_dataset(args.dataset, split="test", data_dir=args.data) \
         if args.dataset in ("fashion-mnist", "mnist") else None
     if args.resume:
-        ckpts = [c for c in sorted(Path(args.out, "checkpoints").glob("step-*")) if (c / "state.json").exists()]
-        check(bool(ckpts), f"--resume: no checkpoint under {Path(args.out, 'checkpoints')}; drop --resume")
-        saved = read_json(ckpts[-1] / "config.json")
+        ckpt = newest_checkpoint(args.out)
+        saved = read_json(ckpt / "config.json")
         config = ClassifierConfig.from_dict(saved["classifier"])
         schedule = NoiseSchedule.from_config(saved["schedule"])
-        train_config = ClassifierTrainConfig(**dict(read_json(ckpts[-1] / "state.json")["train"], **overrides))
+        train_config = ClassifierTrainConfig(**dict(read_json(ckpt / "state.json")["train"], **overrides))
     else:
         if args.like:
             from guidekit.training import load_model

@@ -19,7 +19,6 @@ import copy
 import csv
 import dataclasses
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +30,10 @@ from tqdm.auto import tqdm
 from guidekit.data.dataset import ImageDataset
 from guidekit.diffusion.parameterization import q_sample
 from guidekit.diffusion.schedule import NoiseSchedule
-from guidekit.errors import GuidekitError, check
+from guidekit.errors import check
 from guidekit.models.classifier import ClassifierConfig, NoisyClassifier, classifier_files
 from guidekit.training.checkpoint import load_weights, read_json, read_tensors, write_folder
+from guidekit.training.runs import newest_checkpoint, prune, refuse_existing, warmup_lr
 from guidekit.training.ema import EMA
 from guidekit.training.state import flatten_optimizer, unflatten_optimizer
 from guidekit.training.trainer import _step_generator, batch_indices
@@ -206,9 +206,8 @@ class ClassifierTrainer:
         self._reset_window()
         if resume:
             self._resume()
-        elif (self.out / "checkpoints").exists() and any((self.out / "checkpoints").glob("step-*")):
-            raise GuidekitError(f"{self.out} already holds checkpoints: pass --resume to continue that run, "
-                                f"or choose another --out")
+        else:
+            refuse_existing(self.out)
 
     @property
     def raw(self) -> NoisyClassifier:
@@ -216,7 +215,7 @@ class ClassifierTrainer:
         return self.acc.unwrap_model(self.net)
 
     def lr_at(self, step: int) -> float:
-        return self.cfg.lr * min(1.0, (step + 1) / self.cfg.warmup) if self.cfg.warmup else self.cfg.lr
+        return warmup_lr(self.cfg.lr, self.cfg.warmup, step)
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x_t, t, y) of step's batch shard on the device; every draw comes from the step's own generator."""
@@ -375,15 +374,11 @@ class ClassifierTrainer:
             ckpt["raw.safetensors"] = self.raw.state_dict()
         write_folder(self.out / "checkpoints" / f"step-{self.step:08d}", ckpt)
         write_folder(self.out / "model", files)
-        for folder in sorted((self.out / "checkpoints").glob("step-*"))[:-self.cfg.keep]:
-            shutil.rmtree(folder, ignore_errors=True)
+        prune(self.out, self.cfg.keep)
 
     def _resume(self) -> None:
         """Continue from the newest complete checkpoint under out_dir/checkpoints."""
-        folder = self.out / "checkpoints"
-        ckpts = [c for c in sorted(folder.glob("step-*")) if (c / "state.json").exists()] if folder.is_dir() else []
-        check(bool(ckpts), f"--resume: no checkpoint found under {folder}; drop --resume to start a new run")
-        ckpt = ckpts[-1]
+        ckpt = newest_checkpoint(self.out)
         state = read_json(ckpt / "state.json")
         config = read_json(ckpt / "config.json")
         saved = config.get("classifier")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,11 @@ from tqdm.auto import tqdm
 from guidekit.data.dataset import ImageDataset
 from guidekit.diffusion.parameterization import q_sample, target
 from guidekit.diffusion.schedule import NoiseSchedule
-from guidekit.errors import GuidekitError, check
+from guidekit.errors import check
 from guidekit.models.unet import UNet, UNetConfig
 from guidekit.training.checkpoint import load_weights, model_files, read_json, read_tensors, write_folder
 from guidekit.training.ema import EMA
+from guidekit.training.runs import newest_checkpoint, prune, refuse_existing, warmup_lr
 from guidekit.training.state import flatten_optimizer, unflatten_optimizer
 
 LOG_FIELDS = ["step", "loss", "lr", "grad_norm", "img_per_s", "elapsed_s"]
@@ -100,16 +100,15 @@ class Trainer:
         self.step = 0
         if resume:
             self._resume()
-        elif (self.out / "checkpoints").exists() and any((self.out / "checkpoints").glob("step-*")):
-            raise GuidekitError(f"{self.out} already holds checkpoints: pass --resume to continue that run, "
-                                f"or choose another --out")
+        else:
+            refuse_existing(self.out)
 
     @property
     def raw(self) -> UNet:
         return self.acc.unwrap_model(self.net)
 
     def lr_at(self, step: int) -> float:
-        return self.cfg.lr * min(1.0, (step + 1) / self.cfg.warmup) if self.cfg.warmup else self.cfg.lr
+        return warmup_lr(self.cfg.lr, self.cfg.warmup, step)
 
     def loss_on(self, step: int) -> torch.Tensor:
         """The diffusion loss of step's (shard of the) batch: MSE to the ε/v/x0 target at uniform t."""
@@ -196,16 +195,11 @@ class Trainer:
                               "state.json": state})
         write_folder(self.out / "checkpoints" / f"step-{self.step:08d}", ckpt)
         write_folder(self.out / "model", files)
-        old = sorted((self.out / "checkpoints").glob("step-*"))[:-self.cfg.keep]
-        for folder in old:
-            shutil.rmtree(folder, ignore_errors=True)
+        prune(self.out, self.cfg.keep)
 
     def _resume(self) -> None:
         """Continue from the newest complete checkpoint under out_dir/checkpoints."""
-        ckpts = [c for c in sorted((self.out / "checkpoints").glob("step-*")) if (c / "state.json").exists()]
-        check(bool(ckpts), f"--resume: no checkpoint found under {self.out / 'checkpoints'}; "
-                           f"drop --resume to start a new run")
-        ckpt = ckpts[-1]
+        ckpt = newest_checkpoint(self.out)
         state = read_json(ckpt / "state.json")
         saved = read_json(ckpt / "config.json")["unet"]
         check(saved == self.raw.config.to_dict(), f"--resume: {ckpt} was trained with another model config "
