@@ -20,6 +20,8 @@ class EMA:
     def update(self, module: torch.nn.Module, step: int) -> None:
         d = self.rate(step)
         for k, v in module.state_dict().items():
+            if self.shadow[k].device != v.device:
+                self.shadow[k] = self.shadow[k].to(v.device)
             if v.is_floating_point():
                 self.shadow[k].lerp_(v.detach().float(), 1 - d)
             else:
