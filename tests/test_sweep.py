@@ -87,3 +87,16 @@ def test_cached_samples_keep_their_timing(tmp_path):
     first, t1 = cached_samples(tmp_path / "w1.safetensors", make)
     again, t2 = cached_samples(tmp_path / "w1.safetensors", make)
     assert made == [1] and torch.equal(first, again) and t1 is not None and abs(t1 - t2) < 1e-3
+
+
+def test_sweep_compare_overlays_finished_sweeps(tmp_path, capsys):
+    from guidekit.experiments.sweep import write_rows
+    for name, fids in (("a", [5.0, 3.0]), ("b", [4.0, 6.0])):
+        (tmp_path / name).mkdir()
+        write_rows(tmp_path / name / "results.csv",
+                   [{"w": w, "n": 20, "fid": f, "is": 2.0 + w} for w, f in zip((0.0, 1.0), fids)])
+    out = tmp_path / "plots" / "cmp.png"
+    assert main(["sweep", "compare", f"{tmp_path / 'a'}=cfg", str(tmp_path / "b"), "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG" and not list(out.parent.glob(".*tmp*"))
+    assert main(["sweep", "compare", str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")]) == 2
+    assert "no finished sweep rows" in capsys.readouterr().err and not (tmp_path / "x.png").exists()

@@ -61,6 +61,35 @@ def register(sub) -> None:
     k.add_argument("--base-null", action="store_true", help="hand a class-conditional model ∅")
     k.add_argument("--cfg-w", type=float, default=0.0, help="also apply CFG at this fixed w (class-conditional)")
     k.set_defaults(run=run)
+    m = kinds.add_parser("compare", help="one FID-vs-IS plot over several finished sweeps",
+                         description="Read OUT/results.csv of finished sweeps (e.g. cfg and classifier on the same "
+                                     "model) and draw their FID-vs-IS curves on one plot.",
+                         formatter_class=HelpFormatter)
+    m.add_argument("sweeps", nargs="+", metavar="DIR[=LABEL]", help="sweep folders, each with an optional label")
+    m.add_argument("--out", required=True, help="PNG file to write")
+    m.set_defaults(run=compare)
+
+
+def compare(args) -> None:
+    """Overlay the FID-vs-IS curves of finished sweeps (Ho & Salimans 2021, Fig. 4 style)."""
+    from guidekit.experiments.plots import fid_vs_is
+    from guidekit.experiments.sweep import read_rows
+
+    series = {}
+    for item in args.sweeps:
+        folder, _, label = item.partition("=")
+        rows = read_rows(Path(folder) / "results.csv")
+        check(rows, f"{folder} has no finished sweep rows (results.csv missing or empty); run guidekit sweep first")
+        series[label or Path(folder).name] = rows
+    check(len(series) == len(args.sweeps), "two sweeps got the same label; give distinct DIR=LABEL names")
+    check(args.out.lower().endswith(".png"), f"--out must be a .png file, got {args.out}")
+    out = Path(args.out)
+    check(not out.is_dir(), f"--out {out} is a folder; give a .png file path")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fid_vs_is(series, tmp)
+    tmp.replace(out)
+    print(f"wrote {args.out}")
 
 
 def run(args) -> None:

@@ -22,7 +22,7 @@ def fid_vs_is(series: dict[str, list[dict]], path: Path, key: str = "w") -> None
     ax.set_ylabel("FID-FMNIST (lower = closer to data)")
     ax.set_title(f"FID vs IS over the guidance weight {key}")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, framealpha=0.8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -32,7 +32,7 @@ def metrics_vs_w(rows: list[dict], path: Path, key: str = "w") -> None:
     """FID, IS, accuracy and precision/recall against the weight, in three panels."""
     rows = sorted(rows, key=lambda r: r[key])
     ws = [r[key] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), dpi=120)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), dpi=120, sharex=True)
     axes[0].plot(ws, [r["fid"] for r in rows], "o-", color="C3")
     axes[0].set_ylabel("FID-FMNIST")
     axes[1].plot(ws, [r["is"] for r in rows], "o-", color="C0", label="IS-FMNIST")
@@ -46,8 +46,13 @@ def metrics_vs_w(rows: list[dict], path: Path, key: str = "w") -> None:
     for ax in axes:
         ax.set_xlabel(key)
         ax.grid(alpha=0.3)
-        if min(ws) >= 0 and max(ws) > 10 * max(min(w for w in ws if w > 0) if any(w > 0 for w in ws) else 1, 1e-9):
-            ax.set_xscale("symlog", linthresh=0.1)
+    positive = [w for w in ws if w > 0]
+    span = max(ws) - min(ws) or 1.0
+    if min(ws) >= 0 and positive and max(ws) > 10 * min(positive):
+        axes[0].set_xscale("symlog", linthresh=0.1)
+        axes[0].set_xlim(min(ws) - 0.02, max(ws) * 1.3)
+    else:
+        axes[0].set_xlim(min(ws) - 0.05 * span, max(ws) + 0.05 * span)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
