@@ -10,7 +10,7 @@ from guidekit.errors import GuidekitError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from guidekit.cli import demo, evaluate, sample, sweep, train, train_classifier
+    from guidekit.cli import demo, evaluate, sample, sweep, train, train_classifier, train_controlnet
 
     parser = argparse.ArgumentParser(
         prog="guidekit",
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'guidekit COMMAND --help' for the options of a command.")
     parser.add_argument("--version", action="version", version=f"guidekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (train, train_classifier, sample, evaluate, sweep, demo):
+    for module in (train, train_classifier, train_controlnet, sample, evaluate, sweep, demo):
         module.register(sub)
     return parser
 

@@ -191,9 +191,13 @@ class UNet(nn.Module):
             emb = emb + self.class_embed(y)
         return emb
 
-    def encode(self, x: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Run conv_in and the encoder levels; return the last feature map and every skip tensor."""
+    def encode(self, x: torch.Tensor, emb: torch.Tensor,
+               hint_features: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run conv_in (plus a ControlNet's encoded hint, if given) and the encoder levels; return the last
+        feature map and every skip tensor."""
         h = self.conv_in(x)
+        if hint_features is not None:
+            h = h + hint_features
         skips = [h]
         for level in self.down:
             for block, attn in zip(level.blocks, level.attns):

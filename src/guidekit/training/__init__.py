@@ -1,6 +1,9 @@
 """Training (accelerate), EMA and atomic safetensors checkpoints."""
 
-from guidekit.training.checkpoint import LoadedModel, load_model, resolve_model_dir, write_folder
+from guidekit.training.checkpoint import (LoadedControlNet, LoadedModel, load_controlnet, load_model,
+                                         resolve_model_dir, save_controlnet, write_folder)
+from guidekit.training.controlnet_trainer import ControlNetTrainConfig, ControlNetTrainer
 from guidekit.training.trainer import TrainConfig, Trainer
 
-__all__ = ["LoadedModel", "load_model", "resolve_model_dir", "write_folder", "TrainConfig", "Trainer"]
+__all__ = ["LoadedControlNet", "LoadedModel", "load_controlnet", "load_model", "resolve_model_dir", "save_controlnet",
+           "write_folder", "ControlNetTrainConfig", "ControlNetTrainer", "TrainConfig", "Trainer"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,11 @@ from guidekit.diffusion.denoiser import ModelDenoiser
 from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import GuidekitError, check
 from guidekit.io import atomic_folder
+from guidekit.models.controlnet import ControlNet, ControlNetConfig
 from guidekit.models.unet import UNet, UNetConfig
 
 FORMAT = "guidekit-unet/1"
+CONTROLNET_FORMAT = "guidekit-controlnet/1"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 
 
@@ -71,8 +74,8 @@ class LoadedModel:
         return ModelDenoiser(self.net, self.schedule, c.prediction_type, c.num_classes)
 
 
-def resolve_model_dir(path: str | Path) -> Path:
-    """A model folder, or a training run (its model/ export, else its newest checkpoint)."""
+def resolve_model_dir(path: str | Path, export: str = "model") -> Path:
+    """A model folder, or a training run (its <export>/ folder, else its newest checkpoint)."""
     path = Path(path)
     check(path.suffix.lower() not in PICKLE_SUFFIXES or path.is_dir(),
           f"{path} looks like a pickled checkpoint ({path.suffix}); guidekit loads only safetensors + config.json "
@@ -82,11 +85,11 @@ def resolve_model_dir(path: str | Path) -> Path:
     check(path.is_dir(), f"{path} is a file; pass its folder (config.json + model.safetensors)")
     if (path / "config.json").exists():
         return path
-    if (path / "model" / "config.json").exists():
-        return path / "model"
+    if (path / export / "config.json").exists():
+        return path / export
     ckpts = sorted((path / "checkpoints").glob("step-*")) if (path / "checkpoints").is_dir() else []
     ckpts = [c for c in ckpts if (c / "config.json").exists()]
-    check(bool(ckpts), f"{path} has no config.json, model/ or checkpoints/step-*: not a guidekit model or run")
+    check(bool(ckpts), f"{path} has no config.json, {export}/ or checkpoints/step-*: not a guidekit model or run")
     return ckpts[-1]
 
 
@@ -116,3 +119,59 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", weights: st
     load_weights(net, read_tensors(file), file)
     schedule = NoiseSchedule.from_config(config["schedule"])
     return LoadedModel(net.to(device).eval(), schedule, config.get("class_names"), folder)
+
+
+def fingerprint(net: UNet) -> str:
+    """sha256 of a UNet's config and float32 weights: identifies the exact base model of a ControlNet."""
+    h = hashlib.sha256(json.dumps(net.config.to_dict(), sort_keys=True).encode())
+    for k, v in sorted(net.state_dict().items()):
+        v = v.detach().cpu()
+        v = (v.float() if v.is_floating_point() else v).contiguous().reshape(-1)
+        h.update(f"{k}:{v.dtype}:{v.numel()};".encode())
+        h.update(v.view(torch.uint8).numpy().tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def controlnet_files(net: ControlNet, base_fingerprint: str, condition: str, weights: dict) -> dict:
+    """The files of a ControlNet folder: config.json and model.safetensors."""
+    config = {"format": CONTROLNET_FORMAT, "controlnet": net.config.to_dict(), "condition": condition,
+              "base": base_fingerprint}
+    return {"config.json": config, "model.safetensors": weights}
+
+
+def save_controlnet(folder: str | Path, net: ControlNet, base: UNet, condition: str) -> Path:
+    """Write a ControlNet folder (its current weights, tied to base's fingerprint) atomically."""
+    check(isinstance(condition, str) and condition != "",
+          f"condition must name the hint, e.g. 'canny', got {condition!r}")
+    return write_folder(Path(folder), controlnet_files(net, fingerprint(base), condition, net.state_dict()))
+
+
+@dataclass
+class LoadedControlNet:
+    """A ControlNet with the name of its condition, as read from a ControlNet folder."""
+
+    net: ControlNet
+    condition: str
+    path: Path
+
+
+def load_controlnet(path: str | Path, base: UNet, weights: str = "model.safetensors") -> LoadedControlNet:
+    """Load a ControlNet folder (or train-controlnet run) for base, in eval mode on base's device."""
+    folder = resolve_model_dir(path, export="controlnet")
+    file = folder / "config.json"
+    config = read_json(file)
+    check(config.get("format") == CONTROLNET_FORMAT, f"{file} has format {config.get('format')!r}, expected "
+                                                     f"{CONTROLNET_FORMAT!r}: not a guidekit ControlNet folder")
+    check(isinstance(config.get("controlnet"), dict), f"{file} lacks its 'controlnet' section")
+    cfg = ControlNetConfig.from_dict(config["controlnet"])
+    check(cfg.unet == base.config.to_dict(), f"{folder} was trained for a base model with config {cfg.unet}, "
+                                             f"not {base.config.to_dict()}; pass the base model it was trained on")
+    mine = fingerprint(base)
+    check(config.get("base") == mine, f"{folder} was trained on another base model (fingerprint "
+                                      f"{str(config.get('base'))[:19]}, this base is {mine[:19]}): same config, "
+                                      f"different weights; pass the base model it was trained on")
+    net = ControlNet(cfg)
+    file = folder / weights
+    check(file.exists(), f"{file} is missing; the ControlNet folder is incomplete")
+    load_weights(net, read_tensors(file), file)
+    return LoadedControlNet(net.to(next(base.parameters()).device).eval(), str(config.get("condition", "")), folder)

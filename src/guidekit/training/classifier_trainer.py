@@ -16,27 +16,18 @@ that falls while the training loss keeps dropping means over-fitting.
 from __future__ import annotations
 
 import copy
-import csv
-import dataclasses
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from guidekit.data.dataset import ImageDataset
 from guidekit.diffusion.parameterization import q_sample
 from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import check
 from guidekit.models.classifier import ClassifierConfig, NoisyClassifier, classifier_files
-from guidekit.training.checkpoint import load_weights, read_json, read_tensors, write_folder
-from guidekit.training.runs import newest_checkpoint, prune, refuse_existing, warmup_lr
-from guidekit.training.ema import EMA
-from guidekit.training.state import flatten_optimizer, unflatten_optimizer
-from guidekit.training.trainer import _step_generator, batch_indices
+from guidekit.training.base import BaseTrainer, _step_generator, batch_indices
 
 
 @dataclass
@@ -149,7 +140,7 @@ def evaluate_buckets(model: NoisyClassifier, dataset: ImageDataset, schedule: No
     return results
 
 
-class ClassifierTrainer:
+class ClassifierTrainer(BaseTrainer):
     """Trains a NoisyClassifier on a labelled ImageDataset; writes checkpoints/, log.csv and model/ under out_dir.
 
     log.csv has, every log_every steps: the mean training loss of the window, the training accuracy of the
@@ -159,11 +150,12 @@ class ClassifierTrainer:
     nearly pure noise.
     """
 
+    desc = "train-classifier"
+    ema_optional = True
+
     def __init__(self, config_model: ClassifierConfig, dataset: ImageDataset, schedule: NoiseSchedule,
                  train_config: ClassifierTrainConfig, out_dir: str | Path, resume: bool = False,
                  eval_dataset: ImageDataset | None = None, mixed_precision: str = "auto"):
-        from accelerate import Accelerator  # heavy import, only when training
-
         check(isinstance(config_model, ClassifierConfig),
               f"config_model must be a ClassifierConfig, got {type(config_model).__name__}; "
               f"use ClassifierConfig.from_preset('small', num_classes=10)")
@@ -187,35 +179,15 @@ class ClassifierTrainer:
         self.log_fields = (["step", "loss", "train_acc"] + self.bucket_names
                            + ["acc_mean", "best_acc", "best_step", "acc_source", "lr", "grad_norm", "img_per_s",
                               "elapsed_s"])
-        if mixed_precision == "auto":
-            mixed_precision = "bf16" if torch.cuda.is_available() else "no"
-        self.acc = Accelerator(mixed_precision=mixed_precision)
-        check(self.cfg.batch_size % self.acc.num_processes == 0,
-              f"batch_size {self.cfg.batch_size} must be divisible by the {self.acc.num_processes} processes")
-        self.out = Path(out_dir)
-        torch.manual_seed(self.cfg.seed)
-        net = NoisyClassifier(config_model)
-        self.ema = EMA(net, self.cfg.ema_decay) if self.cfg.ema_decay > 0 else None
-        opt = torch.optim.AdamW(net.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay,
-                                fused=self.acc.device.type == "cuda")
-        self.net, self.opt = self.acc.prepare(net, opt)
+        self.config_model = config_model
         self._eval_net: NoisyClassifier | None = None
-        self.step = 0
         self.best_acc, self.best_step = -1.0, 0
         self.last_buckets: list[dict] = []
         self._reset_window()
-        if resume:
-            self._resume()
-        else:
-            refuse_existing(self.out)
+        super().__init__(self.cfg, out_dir, resume, mixed_precision)
 
-    @property
-    def raw(self) -> NoisyClassifier:
-        """The trained network (unwrapped from accelerate)."""
-        return self.acc.unwrap_model(self.net)
-
-    def lr_at(self, step: int) -> float:
-        return warmup_lr(self.cfg.lr, self.cfg.warmup, step)
+    def build(self) -> NoisyClassifier:
+        return NoisyClassifier(self.config_model)
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x_t, t, y) of step's batch shard on the device; every draw comes from the step's own generator."""
@@ -231,12 +203,12 @@ class ClassifierTrainer:
         device = self.acc.device
         return x_t.to(device), t.float().to(device), self.dataset.labels[idx].to(device)
 
-    def forward_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss, logits, y, t) of step's batch shard under the current weights."""
+    def forward_step(self, step: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(loss, (logits, y, t)) of step's batch shard under the current weights."""
         x_t, t, y = self.batch(step)
         torch.manual_seed(self.cfg.seed * 1_000_003 + step)  # dropout layers
         logits = self.net(x_t, t).float()
-        return F.cross_entropy(logits, y), logits, y, t
+        return F.cross_entropy(logits, y), (logits, y, t)
 
     def loss_on(self, step: int) -> torch.Tensor:
         """The cross-entropy of step's batch shard."""
@@ -263,47 +235,8 @@ class ClassifierTrainer:
             out.append({"t_range": (lo, hi), "accuracy": int(self._win_correct[i]) / n if n else None, "n": n})
         return out
 
-    def fit(self, max_seconds: float | None = None, progress: bool = True) -> Path:
-        """Train to steps (or until max_seconds), logging and checkpointing; return the exported model/ folder."""
-        cfg, start, bad = self.cfg, time.time(), 0
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train-classifier",
-                   disable=not (progress and self.acc.is_main_process))
-        window_t = time.time()
-        norm = float("nan")
-        while self.step < cfg.steps:
-            for group in self.opt.param_groups:
-                group["lr"] = self.lr_at(self.step)
-            loss, logits, y, t = self.forward_step(self.step)
-            if not torch.isfinite(loss):
-                bad += 1
-                self.opt.zero_grad(set_to_none=True)
-                check(bad < cfg.max_bad_steps, f"loss was not finite for {bad} steps in a row at step {self.step}; "
-                                               f"lower lr or check the data for NaN")
-                self.step += 1
-                continue
-            bad = 0
-            self.acc.backward(loss)
-            norm = float(self.acc.clip_grad_norm_(self.net.parameters(),
-                                                  cfg.grad_clip if cfg.grad_clip else math.inf))
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
-            if self.ema is not None:
-                self.ema.update(self.raw, self.step)
-            self._accumulate(loss, logits, y, t)
-            self.step += 1
-            bar.update(1)
-            regular = self.step % cfg.log_every == 0
-            if regular or self.step == cfg.steps:
-                rate = self._win_images / max(time.time() - window_t, 1e-9)
-                self._log_window(bar, norm, rate, time.time() - start, regular)
-                window_t = time.time() if regular else window_t
-            out_of_time = max_seconds is not None and time.time() - start > max_seconds
-            if self.step % cfg.save_every == 0 or self.step == cfg.steps or out_of_time:
-                self.save()
-            if out_of_time:
-                break
-        bar.close()
-        return self.out / "model"
+    def after_step(self, loss: torch.Tensor, aux) -> None:
+        self._accumulate(loss, *aux)
 
     def _reset_window(self) -> None:
         k = self.cfg.buckets
@@ -322,7 +255,7 @@ class ClassifierTrainer:
             self._win_correct[i] += int(hit[mask].sum())
             self._win_count[i] += int(mask.sum())
 
-    def _log_window(self, bar, norm: float, rate: float, elapsed: float, regular: bool = True) -> None:
+    def log(self, bar, loss: torch.Tensor, norm: float, rate: float, elapsed: float, regular: bool = True) -> None:
         """Evaluate, write a CSV row and the progress bar; at regular log steps (multiples of log_every) also
         update the running best and reset the window. The last step of a run that is not a multiple of
         log_every gets a snapshot row that leaves both alone, so a run extended with resume logs exactly
@@ -342,45 +275,23 @@ class ClassifierTrainer:
                              "chance": f"{1 / self.raw.config.num_classes:.2f}",
                              "best": f"{max(self.best_acc, 0):.3f}@{self.best_step}"})
             fmt = lambda a: "" if a is None else f"{a:.4f}"  # noqa: E731
-            self.out.mkdir(parents=True, exist_ok=True)
-            path = self.out / "log.csv"
-            new = not path.exists()
-            with open(path, "a", newline="") as f:
-                w = csv.writer(f)
-                if new:
-                    w.writerow(self.log_fields)
-                w.writerow([self.step, f"{loss:.6f}", f"{train_acc:.4f}", *map(fmt, accs), f"{mean:.4f}",
-                            f"{self.best_acc:.4f}" if self.best_acc >= 0 else "", self.best_step,
-                            "heldout" if self.eval_dataset is not None else "train",
-                            f"{self.lr_at(self.step - 1):.3e}", f"{norm:.4f}", f"{rate:.1f}", f"{elapsed:.1f}"])
+            self.write_log(self.log_fields, [
+                self.step, f"{loss:.6f}", f"{train_acc:.4f}", *map(fmt, accs), f"{mean:.4f}",
+                f"{self.best_acc:.4f}" if self.best_acc >= 0 else "", self.best_step,
+                "heldout" if self.eval_dataset is not None else "train",
+                f"{self.lr_at(self.step - 1):.3e}", f"{norm:.4f}", f"{rate:.1f}", f"{elapsed:.1f}"])
         if regular:
             self._reset_window()
 
-    def save(self) -> None:
-        """Write checkpoints/step-N (model, optimizer, state) and model/ atomically; keep the newest `keep`."""
-        self.acc.wait_for_everyone()
-        if not self.acc.is_main_process:
-            return
-        weights = self.raw.state_dict() if self.ema is None else self.ema.state_dict()
-        files = classifier_files(self.raw, self.schedule, self.dataset.class_names, weights)
-        opt_tensors, groups = flatten_optimizer(self.opt)
-        state = {"step": self.step, "train": dataclasses.asdict(self.cfg), "param_groups": groups,
-                 "dataset": {"name": self.dataset.name, "size": len(self.dataset)},
-                 "best_acc": self.best_acc, "best_step": self.best_step,
-                 "window": {"loss": self._win_loss, "steps": self._win_steps, "images": self._win_images,
-                            "correct": self._win_correct, "count": self._win_count}}
-        ckpt = dict(files, **{"optimizer.safetensors": opt_tensors, "state.json": state})
-        if self.ema is not None:
-            ckpt["raw.safetensors"] = self.raw.state_dict()
-        write_folder(self.out / "checkpoints" / f"step-{self.step:08d}", ckpt)
-        write_folder(self.out / "model", files)
-        prune(self.out, self.cfg.keep)
+    def export_files(self, weights: dict[str, torch.Tensor]) -> dict:
+        return classifier_files(self.raw, self.schedule, self.dataset.class_names, weights)
 
-    def _resume(self) -> None:
-        """Continue from the newest complete checkpoint under out_dir/checkpoints."""
-        ckpt = newest_checkpoint(self.out)
-        state = read_json(ckpt / "state.json")
-        config = read_json(ckpt / "config.json")
+    def extra_state(self) -> dict:
+        return {"best_acc": self.best_acc, "best_step": self.best_step,
+                "window": {"loss": self._win_loss, "steps": self._win_steps, "images": self._win_images,
+                           "correct": self._win_correct, "count": self._win_count}}
+
+    def check_resume(self, ckpt: Path, config: dict, state: dict) -> None:
         saved = config.get("classifier")
         check(saved == self.raw.config.to_dict(), f"--resume: {ckpt} was trained with another classifier config "
                                                    f"({saved}); use the same preset/options or a new --out")
@@ -391,12 +302,8 @@ class ClassifierTrainer:
         check(saved_ema == (self.ema is not None),
               f"--resume: {ckpt} was trained {'with' if saved_ema else 'without'} EMA; keep ema_decay "
               f"{'> 0' if saved_ema else '= 0'} or start a new --out")
-        raw_file = ckpt / ("raw.safetensors" if self.ema is not None else "model.safetensors")
-        load_weights(self.raw, read_tensors(raw_file), raw_file)
-        if self.ema is not None:
-            self.ema.load_state_dict(read_tensors(ckpt / "model.safetensors"))
-        unflatten_optimizer(self.opt, read_tensors(ckpt / "optimizer.safetensors"), state["param_groups"])
-        self.step = int(state["step"])
+
+    def load_extra_state(self, state: dict) -> None:
         self.best_acc, self.best_step = float(state.get("best_acc", -1.0)), int(state.get("best_step", 0))
         win = state.get("window")
         if isinstance(win, dict) and len(win.get("correct", [])) == self.cfg.buckets:

@@ -1,0 +1,86 @@
+"""`guidekit train-controlnet`: a ControlNet (Zhang et al. 2023) for a frozen guidekit model, on image/hint pairs."""
+
+from __future__ import annotations
+
+from guidekit.cli.common import HelpFormatter, defaults_of, nonneg_float, nonneg_int, positive_float, positive_int
+from guidekit.errors import check
+from guidekit.training.controlnet_trainer import ControlNetTrainConfig
+
+DEFAULTS = defaults_of(ControlNetTrainConfig, ("steps", "batch_size", "lr", "warmup", "p_uncond", "p_drop_hint",
+                                               "ema_decay", "grad_clip", "save_every", "log_every", "keep", "seed"))
+PAIRS = 6000
+HELP = {"steps": "optimizer steps", "batch_size": "global batch", "lr": "AdamW learning rate",
+        "warmup": "warm-up steps", "p_uncond": "probability of dropping the label to ∅ (CFG)",
+        "p_drop_hint": "probability of replacing the hint by zeros", "ema_decay": "EMA decay of the export",
+        "grad_clip": "max grad norm, 0 = off", "save_every": "checkpoint interval", "log_every": "log interval",
+        "keep": "checkpoints kept", "seed": "seed of the pairs, init, data order and noise"}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train-controlnet", help="train a ControlNet (condition image → control) for a model",
+                       description="Freeze BASE, copy its encoder and middle block into a trainable ControlNet fed "
+                                   "the condition's hint through zero convolutions (Zhang et al. 2023), and train it "
+                                   "on --pairs images of --dataset with hints extracted once (seeded). Writes "
+                                   "OUT/log.csv, OUT/checkpoints/step-N/ and OUT/controlnet/ (EMA weights).",
+                       formatter_class=HelpFormatter)
+    p.add_argument("base", metavar="BASE", help="base model folder or run folder of 'guidekit train'")
+    p.add_argument("--condition", default=None, help="hint extractor (guidekit.conditions), e.g. canny; "
+                                                     "a resumed run keeps its own")
+    p.add_argument("--pairs", type=positive_int("--pairs"), default=None,
+                   help=f"training images whose hints are extracted once (default {PAIRS}; a resumed run keeps "
+                        f"its own)")
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | mnist | samples | image folder")
+    p.add_argument("--data", metavar="DIR", default=None, help="folder with the IDX files (as in train)")
+    o = p.add_argument_group("optimization (defaults apply to new runs; --resume keeps the run's own)")
+    for name, default in DEFAULTS.items():
+        flag = f"--{name.replace('_', '-')}"
+        kind = positive_float if name == "lr" else nonneg_float if isinstance(default, float) else \
+            nonneg_int if name in ("warmup", "seed") else positive_int
+        o.add_argument(flag, type=kind(flag), default=None, help=f"{HELP[name]} (default {default})")
+    r = p.add_argument_group("run")
+    r.add_argument("--out", required=True, help="run folder")
+    r.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    r.add_argument("--max-minutes", type=positive_float("--max-minutes"),
+                   help="stop (and save) after this wall time, even before --steps")
+    r.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
+                   help="auto = bf16 on a GPU, fp32 on the CPU")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args) -> None:
+    from guidekit.conditions import CONDITIONS, get_condition
+    from guidekit.data import load_dataset
+    from guidekit.training import load_model
+    from guidekit.training.checkpoint import read_json
+    from guidekit.training.controlnet_trainer import ControlNetTrainer, make_pairs
+    from guidekit.training.runs import newest_checkpoint
+
+    base = load_model(args.base)
+    overrides = {k: getattr(args, k) for k in DEFAULTS if getattr(args, k) is not None}
+    condition, pairs, widths = args.condition, args.pairs, (16, 32)
+    if args.resume:
+        ckpt = newest_checkpoint(args.out)
+        saved, state = read_json(ckpt / "config.json"), read_json(ckpt / "state.json")
+        for flag, mine, theirs in (("--condition", condition, saved.get("condition")),
+                                   ("--pairs", pairs, state.get("pairs"))):
+            check(mine in (None, theirs), f"--resume: {args.out} was trained with {flag} {theirs}, not {mine}; "
+                                          f"drop {flag} or use a new --out")
+        condition, pairs = saved.get("condition"), state.get("pairs")
+        widths = tuple(saved.get("controlnet", {}).get("hint_widths", widths))
+        train_config = ControlNetTrainConfig(**dict(state["train"], **overrides))
+    else:
+        check(condition is not None, f"--condition is required for a new run: one of {', '.join(CONDITIONS)}")
+        pairs = PAIRS if pairs is None else pairs
+        train_config = ControlNetTrainConfig(**dict(DEFAULTS, **overrides))
+    check(condition in CONDITIONS, f"--condition {condition!r} is unknown: use one of {', '.join(CONDITIONS)}")
+    c = base.net.config
+    dataset = load_dataset(args.dataset, split="train", data_dir=args.data, resolution=c.image_size,
+                           channels=c.in_channels)
+    cond = get_condition(condition)
+    data, hints = make_pairs(dataset, cond, pairs, seed=train_config.seed)
+    trainer = ControlNetTrainer(base.net, base.schedule, data, hints, condition, train_config, args.out,
+                                resume=args.resume, mixed_precision=args.mixed_precision, hint_widths=widths)
+    out = trainer.fit(max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+                      progress=not args.no_progress)
+    print(f"trained to step {trainer.step}: ControlNet at {out}, log at {trainer.out / 'log.csv'}")
