@@ -79,10 +79,28 @@ def sampler_settings(args):
     return SamplerSettings(args.sampler, args.steps, args.eta, args.spacing, not args.no_clip, args.batch_size)
 
 
+def inception_weights_file(text: str) -> str:
+    """argparse type for --inception-weights: the file must hold valid FID Inception weights (checked up front)."""
+    from guidekit.errors import GuidekitError
+    from guidekit.metrics.inception import read_weights
+
+    try:
+        read_weights(text)  # fail before any sampling or output, with the key-by-key report
+    except GuidekitError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return text
+
+
 def add_eval_args(p: argparse.ArgumentParser) -> None:
-    """--evaluator, --reference, --data: what the samples are measured against."""
-    p.add_argument("--evaluator", default=None, metavar="DIR",
-                   help="evaluator folder (default: the Fashion-MNIST evaluator shipped with guidekit)")
+    """--evaluator or --inception-weights, --reference, --split, --data: what the samples are measured against."""
+    net = p.add_mutually_exclusive_group()
+    net.add_argument("--evaluator", default=None, metavar="DIR",
+                     help="evaluator folder (default: the Fashion-MNIST evaluator shipped with guidekit): "
+                          "FID/KID/IS-FMNIST")
+    net.add_argument("--inception-weights", default=None, metavar="PATH", type=inception_weights_file,
+                     help="your FID InceptionV3 weights (.safetensors, or .pth/.pt read with torch.load("
+                          "weights_only=True), e.g. pytorch-fid's pt_inception-2015-12-05-6726825d.pth) as feature "
+                          "network: FID/KID/IS-Inception, no class accuracy; slow on a CPU")
     p.add_argument("--reference", default="fashion-mnist",
                    help="real data the samples are compared with: fashion-mnist (its --split), samples, or a folder")
     p.add_argument("--split", default="test", choices=["train", "test"], help="split of the reference data")
@@ -90,16 +108,16 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_eval(args, device, progress: bool = True):
-    """(evaluator, Reference) from the --evaluator/--reference options; reference features are cached."""
+    """(feature network, Reference) from --evaluator/--inception-weights/--reference; reference features cached."""
     from guidekit.data import load_dataset
-    from guidekit.metrics.evaluator import evaluator_id, load_evaluator
+    from guidekit.metrics.network import load_network, network_id
     from guidekit.metrics.reference import reference
 
-    evaluator = load_evaluator(args.evaluator, device)
+    net = load_network(args.evaluator, getattr(args, "inception_weights", None), device)
     dataset = load_dataset(args.reference, split=args.split, data_dir=args.data)
     if args.reference not in ("fashion-mnist", "samples"):
         dataset.name = f"folder-{dataset.name}"
-    return evaluator, reference(evaluator, dataset, evaluator_id(evaluator), progress=progress)
+    return net, reference(net, dataset, network_id(net), progress=progress)
 
 
 def add_guidance_args(p: argparse.ArgumentParser, cfg_weight: bool = True) -> None:

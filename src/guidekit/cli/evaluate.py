@@ -12,9 +12,11 @@ from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, add_g
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="FID/KID/IS-FMNIST, accuracy, precision/recall of a model or sample folder",
+    p = sub.add_parser("eval", help="FID/KID/IS-FMNIST (or -Inception), accuracy, precision/recall of a model or "
+                                    "sample folder",
                        description="Measure samples against real data with guidekit's Fashion-MNIST evaluator "
-                                   "(FID-FMNIST etc.: the evaluator's features, not Inception's). TARGET is a "
+                                   "(FID-FMNIST etc.: the evaluator's features, not Inception's), or with your own "
+                                   "FID Inception weights (--inception-weights: FID-Inception etc.). TARGET is a "
                                    "folder of samples (from 'guidekit sample', with its manifest, or any PNGs) or a "
                                    "model, which is then sampled (--n class-balanced images at --w). "
                                    "'guidekit eval train-evaluator --help' trains the evaluator itself.",
@@ -52,6 +54,7 @@ def run(args) -> None:
     target = Path(args.target)
     check(target.exists(), f"{target} does not exist; pass a folder of samples or a model/run folder")
     start = time.time()
+    evaluator, ref = load_eval(args, device, progress)  # first: bad weights fail before any sampling
     if target.is_dir() and not (target / "config.json").exists() and not (target / "model").exists() \
             and not (target / "checkpoints").exists():
         images, labels = load_sample_dir(target)
@@ -69,7 +72,6 @@ def run(args) -> None:
         images = sample_guided(model, labels, list(range(args.seed, args.seed + args.n)), guidance, settings, device,
                                progress)
         source = {"model": str(model.path), **guidance.describe(), **settings.to_dict()}
-    evaluator, ref = load_eval(args, device, progress)
     metrics = {**source, **evaluate(images, labels, evaluator, ref, progress=progress),
                "seconds": round(time.time() - start, 2)}
     print(format_table([metrics], key="n"))

@@ -112,6 +112,8 @@ def run(args) -> None:
         spec = {"classifier": path, "clean": clean, "base_null": args.base_null, "cfg_w": args.cfg_w}
         title = "clean-classifier guidance" if clean else "classifier guidance"
     spec.update(reference=args.reference, split=args.split, evaluator=args.evaluator)
+    if args.inception_weights:  # recorded so a resume cannot mix FMNIST and Inception rows
+        spec.update(inception_weights=str(args.inception_weights), feature_network="Inception")
     rows = run_sweep(model, args.w, guidance_at, args.n, sampler_settings(args),
                      lambda: load_eval(args, device, not args.no_progress), Path(args.out), args.seed, device,
                      not args.no_progress, title, spec)

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def fid_vs_is(series: dict[str, list[dict]], path: Path, key: str = "w") -> None:
+def fid_vs_is(series: dict[str, list[dict]], path: Path, key: str = "w", tag: str = "FMNIST") -> None:
     """One curve per series through (IS, FID) points, each point labelled with its weight."""
     fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
     for name, rows in series.items():
@@ -18,8 +18,8 @@ def fid_vs_is(series: dict[str, list[dict]], path: Path, key: str = "w") -> None
         ax.plot([r["is"] for r in rows], [r["fid"] for r in rows], "o-", label=name)
         for r in rows:
             ax.annotate(f"{r[key]:g}", (r["is"], r["fid"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set_xlabel("IS-FMNIST (higher = more class-distinct)")
-    ax.set_ylabel("FID-FMNIST (lower = closer to data)")
+    ax.set_xlabel(f"IS-{tag} (higher = more class-distinct)")
+    ax.set_ylabel(f"FID-{tag} (lower = closer to data)")
     ax.set_title(f"FID vs IS over the guidance weight {key}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, framealpha=0.8)
@@ -28,15 +28,15 @@ def fid_vs_is(series: dict[str, list[dict]], path: Path, key: str = "w") -> None
     plt.close(fig)
 
 
-def metrics_vs_w(rows: list[dict], path: Path, key: str = "w") -> None:
+def metrics_vs_w(rows: list[dict], path: Path, key: str = "w", tag: str = "FMNIST") -> None:
     """FID, IS, accuracy and precision/recall against the weight, in three panels."""
     rows = sorted(rows, key=lambda r: r[key])
     ws = [r[key] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), dpi=120, sharex=True)
     axes[0].plot(ws, [r["fid"] for r in rows], "o-", color="C3")
-    axes[0].set_ylabel("FID-FMNIST")
-    axes[1].plot(ws, [r["is"] for r in rows], "o-", color="C0", label="IS-FMNIST")
-    axes[1].set_ylabel("IS-FMNIST")
+    axes[0].set_ylabel(f"FID-{tag}")
+    axes[1].plot(ws, [r["is"] for r in rows], "o-", color="C0", label=f"IS-{tag}")
+    axes[1].set_ylabel(f"IS-{tag}")
     for name, color in (("accuracy", "C2"), ("precision", "C1"), ("recall", "C4")):
         vals = [r.get(name) for r in rows]
         if any(v is not None for v in vals):

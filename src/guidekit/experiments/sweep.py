@@ -113,7 +113,8 @@ def run_sweep(model: LoadedModel, ws: list[float], guidance_at: Callable[[float]
         rows.append(row)
         write_rows(out / "results.csv", sorted(rows, key=lambda r: r["w"]))
     rows = [r for r in sorted(rows, key=lambda r: r["w"]) if r["w"] in set(ws) | done]
-    (out / "results.md").write_text(format_table(rows) + "\n")
-    fid_vs_is({title: rows}, out / "fid_vs_is.png")
-    metrics_vs_w(rows, out / "metrics_vs_w.png")
+    tag = spec.get("feature_network", "FMNIST")
+    (out / "results.md").write_text(format_table(rows, tag=tag) + "\n")
+    fid_vs_is({title: rows}, out / "fid_vs_is.png", tag=tag)
+    metrics_vs_w(rows, out / "metrics_vs_w.png", tag=tag)
     return rows

@@ -1,4 +1,4 @@
-"""Sample quality against a real reference: FID/KID/IS-FMNIST, accuracy of the requested class, precision/recall."""
+"""Sample quality against a real reference: FID/KID/IS (-FMNIST or -Inception), requested-class accuracy, P&R."""
 
 from __future__ import annotations
 
@@ -14,16 +14,24 @@ from guidekit.errors import GuidekitError, check
 from guidekit.metrics.reference import Reference, extract
 
 METRICS = ("fid", "kid", "kid_std", "is", "is_std", "accuracy", "precision", "recall")
-LABELS = {"fid": "FID-FMNIST", "kid": "KID-FMNIST", "is": "IS-FMNIST", "accuracy": "accuracy",
-          "precision": "precision", "recall": "recall"}
+
+
+def metric_labels(tag: str = "FMNIST") -> dict:
+    """Column labels of the metrics of a feature network with metric_tag tag (FID-FMNIST, FID-Inception, ...)."""
+    return {"fid": f"FID-{tag}", "kid": f"KID-{tag}", "is": f"IS-{tag}", "accuracy": "accuracy",
+            "precision": "precision", "recall": "recall"}
+
+
+LABELS = metric_labels()
 
 
 def evaluate(images: torch.Tensor, requested: torch.Tensor | None, evaluator: torch.nn.Module, ref: Reference,
              k: int = 3, seed: int = 0, progress: bool = False) -> dict:
-    """All metrics of one sample set; accuracy counts images whose requested label (not ∅) the evaluator predicts."""
+    """All metrics of one sample set; accuracy (requested label predicted) is None + accuracy_note for Inception."""
     from guidekit.metrics import scores
 
     check(len(images) >= 10, f"need at least 10 images to evaluate (IS uses 10 splits), got {len(images)}")
+    tag = getattr(evaluator, "metric_tag", "FMNIST")
     feats, probs = extract(evaluator, images, progress=progress)
     fake_mu, fake_sigma = scores.gaussian_stats(feats)
     kid_mean, kid_std = scores.kid(ref.features, feats, seed=seed)
@@ -33,8 +41,11 @@ def evaluate(images: torch.Tensor, requested: torch.Tensor | None, evaluator: to
     precision, recall = scores.precision_recall(real, feats, k=k)
     out = {"n": len(images), "fid": scores.fid_from_stats(ref.mu, ref.sigma, fake_mu, fake_sigma),
            "kid": kid_mean, "kid_std": kid_std, "is": is_mean, "is_std": is_std, "accuracy": None,
-           "precision": precision, "recall": recall, "reference": ref.name}
-    if requested is not None and bool((requested != NULL).any()):
+           "precision": precision, "recall": recall, "reference": ref.name, "feature_network": tag}
+    if not getattr(evaluator, "has_requested_classes", True):
+        out["accuracy_note"] = (f"not measured: {tag}'s outputs are ImageNet classes, not the Fashion-MNIST "
+                                f"classes the samples were requested as")
+    elif requested is not None and bool((requested != NULL).any()):
         keep = requested != NULL
         out["accuracy"] = scores.class_accuracy(probs[keep], requested[keep])
         out["per_class_accuracy"] = scores.per_class_accuracy(probs[keep], requested[keep], probs.shape[1])
@@ -66,15 +77,18 @@ def load_sample_dir(folder: str | Path, resolution: int = 32) -> tuple[torch.Ten
     return torch.stack(out)[:, None] / 127.5 - 1.0, labels
 
 
-def format_table(rows: list[dict], key: str = "w") -> str:
-    """A Markdown table of metric rows (one per `key` value)."""
+def format_table(rows: list[dict], key: str = "w", tag: str | None = None) -> str:
+    """A Markdown table of metric rows (one per `key` value), labelled by tag or the rows' feature_network."""
     cols = [key, "n"] + [m for m in METRICS if m not in ("kid_std", "is_std")] + ["img_per_s"]
-    head = [LABELS.get(c, c) for c in cols]
+    tag = tag or "/".join(sorted({r["feature_network"] for r in rows if r.get("feature_network")})) or "FMNIST"
+    labels = metric_labels(tag)
+    head = [labels.get(c, c) for c in cols]
+    notes = sorted({r["accuracy_note"] for r in rows if r.get("accuracy_note")})
 
     def cell(r, c):
         v = r.get(c)
         if v is None:
-            return "–"
+            return "n/a" if c == "accuracy" and r.get("accuracy_note") else "–"
         if c == "kid":
             return f"{v:.4f} ± {r.get('kid_std', 0):.4f}"
         if c == "is":
@@ -82,4 +96,6 @@ def format_table(rows: list[dict], key: str = "w") -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(cols)]
     lines += ["| " + " | ".join(cell(r, c) for c in cols) + " |" for r in rows]
+    if notes:
+        lines += [""] + [f"accuracy: {note}" for note in notes]
     return "\n".join(lines)

@@ -92,6 +92,9 @@ def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, padding:
 class Evaluator(nn.Module):
     """4x4 stride-2 stem, conv-BN-ReLU stages joined by max-pooling, a feature layer (config.head), a classifier."""
 
+    metric_tag = "FMNIST"  # a metrics.network.FeatureNetwork: metrics read FID-FMNIST, KID-FMNIST, IS-FMNIST
+    has_requested_classes = True  # its probabilities are over the Fashion-MNIST classes: accuracy is measured
+
     def __init__(self, config: EvaluatorConfig | None = None):
         super().__init__()
         self.config = c = (config or EvaluatorConfig()).validate()

@@ -1,4 +1,4 @@
-"""Evaluator features of real data, cached once per (dataset, split, evaluator) as safetensors."""
+"""Feature-network features of real data, cached once per (dataset, split, network id) as safetensors."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def cache_dir() -> Path:
 @torch.no_grad()
 def extract(evaluator: torch.nn.Module, images: torch.Tensor, batch_size: int = 500,
             progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Evaluator features (N, D) and class probabilities (N, K) of images in [−1, 1]."""
+    """Features (N, D) and class probabilities (N, K) of images in [−1, 1] (a metrics.network.FeatureNetwork)."""
     check(images.ndim == 4, f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
     device = next(evaluator.parameters()).device
     feats, probs = [], []
