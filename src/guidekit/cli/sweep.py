@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 
 from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, add_sampler_args, load_eval, nonneg_int, pick_device,
                                  positive_int, sampler_settings)
 from guidekit.errors import check
+
+# Further sweep kinds live in their own modules, each with register_kind(kinds) adding one subparser.
+KIND_MODULES: tuple[str, ...] = ()
 
 OUTPUTS = ("OUT/results.csv, OUT/results.md, OUT/fid_vs_is.png, OUT/metrics_vs_w.png and OUT/grids/w*.png. "
            "Finished rows are kept: rerun the same command to resume.")
@@ -68,6 +72,8 @@ def register(sub) -> None:
     m.add_argument("sweeps", nargs="+", metavar="DIR[=LABEL]", help="sweep folders, each with an optional label")
     m.add_argument("--out", required=True, help="PNG file to write")
     m.set_defaults(run=compare)
+    for name in KIND_MODULES:
+        importlib.import_module(name).register_kind(kinds)
 
 
 def compare(args) -> None:
