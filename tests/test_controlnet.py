@@ -237,3 +237,14 @@ def test_cli_bad_input_exits_2(base_dir, tmp_path, capsys, args, message):
     code = main(["train-controlnet", base, "--dataset", "samples", "--out", str(out), "--no-progress"] + args)
     assert code == 2 and message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_controlnet_files_without_base_kind_still_load(tmp_path):
+    base = make_base()
+    cn = perturbed(ControlNet.from_unet(base))
+    assert cn.config.base_kind == "guidekit"
+    folder = save_controlnet(tmp_path / "cn", cn, base, "canny")
+    config = json.loads((folder / "config.json").read_text())
+    del config["controlnet"]["base_kind"]  # as written before diffusers bases existed
+    (folder / "config.json").write_text(json.dumps(config))
+    assert load_controlnet(folder, base).net.config == cn.config

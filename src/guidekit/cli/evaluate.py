@@ -56,7 +56,7 @@ def run(args) -> None:
     start = time.time()
     evaluator, ref = load_eval(args, device, progress)  # first: bad weights fail before any sampling
     if target.is_dir() and not (target / "config.json").exists() and not (target / "model").exists() \
-            and not (target / "checkpoints").exists():
+            and not (target / "checkpoints").exists() and not (target / "unet").exists():
         images, labels = load_sample_dir(target)
         source = {"samples": str(target)}
     else:

@@ -17,7 +17,11 @@ def register(sub) -> None:
                                    "conditional model. Writes one PNG per image, grid.png (rows = classes, columns "
                                    "= seeds) and manifest.json to --out.",
                        formatter_class=HelpFormatter)
-    p.add_argument("model", help="model folder (config.json + model.safetensors) or a run folder of 'guidekit train'")
+    p.add_argument("model", help="model folder (config.json + model.safetensors), a run folder of 'guidekit train', "
+                                 "or a diffusers UNet2DModel / pipeline folder")
+    p.add_argument("--null-class-index", type=nonneg_int("--null-class-index"), default=None, metavar="I",
+                   help="diffusers models: the class-embedding row trained as the null class ∅ (needed for CFG); "
+                        "overrides guidekit.json's null_class_index")
     p.add_argument("--class", dest="classes", action="append", metavar="C",
                    help="class name, prefix or index; repeat or comma-separate; 'all' = every class; 'null' = "
                         "unconditional (∅). Default: all classes of a class-conditional model")
@@ -67,7 +71,7 @@ def run(args) -> None:
 
     check_output(args.out, args.overwrite)
     device = pick_device(args.device)
-    model = load_model(args.model, device)
+    model = load_model(args.model, device, null_class_index=args.null_class_index)
     guidance = guidance_from_args(args, model, device)
     names_all = class_names(model, guidance)
     classes = parse_classes(args.classes, names_all)

@@ -36,6 +36,15 @@ class NoiseSchedule:
         return cls(torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64), "linear")
 
     @classmethod
+    def scaled_linear(cls, num_timesteps: int = 1000, beta_start: float = 0.00085,
+                      beta_end: float = 0.012) -> "NoiseSchedule":
+        """√β linear from √beta_start to √beta_end (diffusers' "scaled_linear", latent diffusion)."""
+        sched = cls(torch.linspace(beta_start ** 0.5, beta_end ** 0.5, num_timesteps, dtype=torch.float64) ** 2,
+                    "scaled_linear")
+        sched.beta_range = (float(beta_start), float(beta_end))  # exact ends for to_config (β_1 = √b² may round)
+        return sched
+
+    @classmethod
     def cosine(cls, num_timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> "NoiseSchedule":
         """Cosine schedule (Nichol & Dhariwal 2021): ᾱ(t) = cos²((t/T + s)/(1 + s)·π/2)."""
         f = lambda u: math.cos((u + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
@@ -44,21 +53,26 @@ class NoiseSchedule:
 
     @classmethod
     def from_config(cls, config: dict) -> "NoiseSchedule":
-        """Build from {"kind": "linear"|"cosine", "num_timesteps": T, ...}."""
+        """Build from {"kind": "linear"|"scaled_linear"|"cosine", "num_timesteps": T, ...}."""
         kind = config.get("kind", "linear")
         args = {k: v for k, v in config.items() if k != "kind"}
         if kind == "linear":
             return cls.linear(**args)
+        if kind == "scaled_linear":
+            return cls.scaled_linear(**args)
         if kind == "cosine":
             return cls.cosine(**args)
-        raise GuidekitError(f"unknown noise schedule {kind!r}: use 'linear' or 'cosine'")
+        raise GuidekitError(f"unknown noise schedule {kind!r}: use 'linear', 'scaled_linear' or 'cosine'")
 
     def to_config(self) -> dict:
         """The JSON config that rebuilds this schedule."""
-        check(self.kind in ("linear", "cosine"), "only linear and cosine schedules can be saved to a config")
+        check(self.kind in ("linear", "scaled_linear", "cosine"),
+              "only linear, scaled_linear and cosine schedules can be saved to a config")
         out = {"kind": self.kind, "num_timesteps": self.num_timesteps}
         if self.kind == "linear":
             out.update(beta_start=float(self.betas[0]), beta_end=float(self.betas[-1]))
+        if self.kind == "scaled_linear":
+            out.update(beta_start=self.beta_range[0], beta_end=self.beta_range[1])
         return out
 
     def alpha_bar(self, t) -> torch.Tensor:

@@ -1,6 +1,8 @@
-"""ControlNet (Zhang et al. 2023): y_c = F(x; Θ) + Z(F(x + Z(c; a1, b1); Θ_c); a2, b2) on guidekit's UNet.
+"""ControlNet (Zhang et al. 2023): y_c = F(x; Θ) + Z(F(x + Z(c; a1, b1); Θ_c); a2, b2) on a guidekit backbone.
 
-`ControlNet` is the trainable copy Θ_c of a UNet's embedding, encoder and middle block; the hint c enters through
+A backbone is guidekit's UNet or a DiffusersUNet (a pretrained diffusers UNet2DModel): anything with config,
+embed / encode / middle / decode, skip_shapes(), mid_channels, drop_decoder() and _check_inputs.
+`ControlNet` is the trainable copy Θ_c of a backbone's embedding, encoder and middle block; the hint c enters through
 a small conv encoder ending in a zero 1×1 conv Z(·; a1, b1) added to the copy's first feature map, and leaves
 through zero 1×1 convs Z(·; a2, b2) on every skip and on the middle block. `ControlledUNet` adds those residuals
 to a frozen base UNet, so at initialization it is exactly the base model.
@@ -25,14 +27,28 @@ from guidekit.errors import check, check_config_keys
 from guidekit.models.layers import zero_
 from guidekit.models.unet import UNet, UNetConfig, _shape
 
+BASE_KINDS = ("guidekit", "diffusers")
+
+
+def backbone_kind(net) -> str:
+    """'guidekit' for a guidekit UNet, 'diffusers' for a DiffusersUNet; anything else is an error."""
+    if isinstance(net, UNet):
+        return "guidekit"
+    from guidekit.models.diffusers_unet import DiffusersUNet  # no diffusers import needed for this check
+
+    check(isinstance(net, DiffusersUNet), f"need a guidekit UNet or a DiffusersUNet (a diffusers UNet2DModel "
+                                          f"loaded by guidekit.training.load_model), got {type(net).__name__}")
+    return "diffusers"
+
 
 @dataclass
 class ControlNetConfig:
-    """Shape of a ControlNet: its base UNet's config, the hint's channels and the hint encoder's widths."""
+    """Shape of a ControlNet: its base model's kind and config, the hint's channels and the hint encoder's widths."""
 
-    unet: dict  # UNetConfig.to_dict() of the base model the ControlNet copies
+    unet: dict  # config.to_dict() of the base model the ControlNet copies (UNetConfig or DiffusersUNetConfig)
     hint_channels: int = 1  # channels of the condition image (the hint), which has the image's H×W
     hint_widths: tuple = (16, 32)  # widths of the hint encoder's 3×3 conv + SiLU layers
+    base_kind: str = "guidekit"  # 'guidekit' (UNet) or 'diffusers' (DiffusersUNet over a UNet2DModel)
 
     def __post_init__(self):
         """Accept a list (e.g. from JSON) for hint_widths."""
@@ -47,15 +63,32 @@ class ControlNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ControlNetConfig":
-        """Rebuild and validate a config from to_dict() output; every field must be present."""
+        """Rebuild and validate a config from to_dict() output; every field but base_kind (older files: guidekit)
+        must be present."""
+        if isinstance(d, dict) and "base_kind" not in d:
+            d = dict(d, base_kind="guidekit")
         check_config_keys(cls, d)
         return cls(**d).validate()
 
-    def unet_config(self) -> UNetConfig:
-        """The base model's UNetConfig."""
-        check(isinstance(self.unet, dict), f"ControlNetConfig.unet must be a UNetConfig dict, got "
+    def unet_config(self):
+        """The base model's config: a UNetConfig, or a DiffusersUNetConfig for base_kind 'diffusers'."""
+        check(self.base_kind in BASE_KINDS, f"ControlNetConfig.base_kind must be one of {BASE_KINDS}, "
+                                            f"got {self.base_kind!r}")
+        check(isinstance(self.unet, dict), f"ControlNetConfig.unet must be a config dict, got "
                                            f"{type(self.unet).__name__}; pass unet.config.to_dict()")
+        if self.base_kind == "diffusers":
+            from guidekit.models.diffusers_unet import DiffusersUNetConfig
+
+            return DiffusersUNetConfig.from_dict(self.unet)
         return UNetConfig.from_dict(self.unet)
+
+    def build_backbone(self):
+        """A randomly initialized base model of this config, with its decoder dropped (the copy Θ_c)."""
+        if self.base_kind == "diffusers":
+            from guidekit.models.diffusers_unet import DiffusersUNet
+
+            return DiffusersUNet.from_config(self.unet_config()).drop_decoder()
+        return UNet(self.unet_config()).drop_decoder()
 
     def validate(self) -> "ControlNetConfig":
         """Raise GuidekitError naming the first bad field; return self when all are fine."""
@@ -71,15 +104,15 @@ class ControlNetConfig:
 
 
 class ControlNet(nn.Module):
-    """Trainable copy of a UNet's encoder half; forward returns residuals for every skip and the middle block."""
+    """Trainable copy of a backbone's encoder half; forward returns residuals for every skip and the middle block."""
 
     def __init__(self, config: ControlNetConfig):
         super().__init__()
         check(isinstance(config, ControlNetConfig), f"ControlNet needs a ControlNetConfig, got "
                                                     f"{type(config).__name__}; use ControlNet.from_unet(unet)")
         self.config = config.validate()
-        self.copy = UNet(config.unet_config())  # Θ_c: embedding, conv_in, encoder and middle block are used
-        del self.copy.up, self.copy.out  # the decoder stays with the frozen base
+        self.copy = config.build_backbone()  # Θ_c: embedding, conv_in, encoder and middle block; the decoder
+        # stays with the frozen base
         layers, ch = [], config.hint_channels
         for width in config.hint_widths:
             layers += [nn.Conv2d(ch, width, 3, padding=1), nn.SiLU()]
@@ -90,21 +123,23 @@ class ControlNet(nn.Module):
         self.mid_zero_conv = zero_(nn.Conv2d(self.copy.mid_channels, self.copy.mid_channels, 1))
 
     @classmethod
-    def from_unet(cls, unet: UNet, hint_channels: int = 1, hint_widths: Sequence[int] = (16, 32)) -> "ControlNet":
-        """A ControlNet whose copy Θ_c starts as unet's weights (Θ_c = Θ), on unet's device."""
-        check(isinstance(unet, UNet), f"from_unet needs a guidekit UNet, got {type(unet).__name__}")
-        net = cls(ControlNetConfig(unet.config.to_dict(), hint_channels, tuple(hint_widths)))
+    def from_unet(cls, unet: nn.Module, hint_channels: int = 1,
+                  hint_widths: Sequence[int] = (16, 32)) -> "ControlNet":
+        """A ControlNet whose copy Θ_c starts as unet's weights (Θ_c = Θ, decoder dropped), on unet's device;
+        unet is a guidekit UNet or a DiffusersUNet."""
+        kind = backbone_kind(unet)
+        net = cls(ControlNetConfig(unet.config.to_dict(), hint_channels, tuple(hint_widths), kind))
         keys = net.copy.state_dict().keys()
         net.copy.load_state_dict({k: v for k, v in unet.state_dict().items() if k in keys})
         return net.to(next(unet.parameters()).device)
 
     def skip_shapes(self) -> list[tuple[int, int]]:
-        """(channels, resolution at image_size) of every down residual, as UNet.skip_shapes()."""
+        """(channels, resolution at image_size) of every down residual, as the base's skip_shapes()."""
         return self.copy.skip_shapes()
 
     def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None,
                 hint: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """(down_residuals, mid_residual) for the base UNet, from x (B, C, H, W) and hint (B, hint_channels, H, W)."""
+        """(down_residuals, mid_residual) for the base, from x (B, C, H, W) and hint (B, hint_channels, H, W)."""
         t, y = self.copy._check_inputs(x, t, y)
         c = self.config.hint_channels
         check(isinstance(hint, torch.Tensor) and hint.shape == (x.shape[0], c, *x.shape[2:]),
@@ -130,7 +165,7 @@ def _per_net(value, k: int, name: str) -> list[float]:
 
 
 class ControlledUNet(nn.Module):
-    """A frozen base UNet steered by ControlNets (Zhang et al. 2023), called as net(x, t, y=None, hint=None).
+    """A frozen base (UNet or DiffusersUNet) steered by ControlNets (Zhang et al. 2023): net(x, t, y=None, hint=None).
 
     hint: one tensor for one ControlNet; for several, a list/tuple (None entries switch one off) or one tensor
     with their hint channels concatenated (what guidekit's cond dicts, CFG and generate() can batch). Residuals
@@ -139,16 +174,17 @@ class ControlledUNet(nn.Module):
     on a class-conditional base: the CFG null half) no control. No hint at all is exactly the base model.
     """
 
-    def __init__(self, base: UNet, controlnets: ControlNet | Sequence[ControlNet], control_scale=1.0,
+    def __init__(self, base: nn.Module, controlnets: ControlNet | Sequence[ControlNet], control_scale=1.0,
                  control_start=0.0, control_end=1.0, hint_uncond: bool = True):
         super().__init__()
-        check(isinstance(base, UNet), f"ControlledUNet needs a guidekit UNet as base, got {type(base).__name__}")
+        kind = backbone_kind(base)
         nets = [controlnets] if isinstance(controlnets, ControlNet) else list(controlnets)
         check(len(nets) >= 1 and all(isinstance(n, ControlNet) for n in nets),
               "controlnets must be a ControlNet or a non-empty list of them")
         for i, n in enumerate(nets):
-            check(n.config.unet == base.config.to_dict(), f"ControlNet {i} was built for another base model config "
-                                                          f"({n.config.unet}); use ControlNet.from_unet(base)")
+            check(n.config.base_kind == kind and n.config.unet == base.config.to_dict(),
+                  f"ControlNet {i} was built for another base model ({n.config.base_kind} config "
+                  f"{n.config.unet}); use ControlNet.from_unet(base)")
         self.base = base.requires_grad_(False)  # Θ stays frozen
         self.controlnets = nn.ModuleList(nets)
         self.config = base.config

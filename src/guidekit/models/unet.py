@@ -226,41 +226,20 @@ class UNet(nn.Module):
                 down_residuals: list[torch.Tensor] | None = None,
                 mid_residual: torch.Tensor | None = None) -> torch.Tensor:
         """Prediction (B, out_channels, H, W) for x (B, in_channels, H, W); residuals come from a ControlNet."""
-        t, y = self._check_inputs(x, t, y)
-        emb = self.embed(t, y)
-        h, skips = self.encode(x, emb)
-        h = self.middle(h, emb)
-        if mid_residual is not None:
-            check(isinstance(mid_residual, torch.Tensor) and mid_residual.shape == h.shape,
-                  f"mid_residual must have shape {tuple(h.shape)}, got {_shape(mid_residual)}")
-            h = h + mid_residual
-        if down_residuals is not None:
-            check(len(down_residuals) == len(skips),
-                  f"down_residuals needs {len(skips)} tensors (one per skip_shapes() entry), got {len(down_residuals)}")
-            for i, (s, r) in enumerate(zip(skips, down_residuals)):
-                check(isinstance(r, torch.Tensor) and r.shape == s.shape,
-                      f"down_residuals[{i}] must have shape {tuple(s.shape)}, got {_shape(r)}")
-            skips = [s + r for s, r in zip(skips, down_residuals)]
-        return self.decode(h, skips, emb)
+        return forward_with_residuals(self, x, t, y, down_residuals, mid_residual)
+
+    def drop_decoder(self) -> "UNet":
+        """Delete the decoder and output head in place (a ControlNet's copy keeps only the encoder half)."""
+        del self.up, self.out
+        return self
 
     def _check_inputs(self, x, t, y) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Validate x, t, y; return t as a float/int tensor (B,) and y as int64 (B,) or None."""
         c = self.config
-        check(isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[1] == c.in_channels,
-              f"x must be a (B, {c.in_channels}, H, W) tensor, got {_shape(x)}")
-        B, factor = x.shape[0], 2 ** (len(c.channel_mult) - 1)
-        check(x.shape[2] % factor == 0 and x.shape[3] % factor == 0,
-              f"x height and width must be divisible by {factor}, got {tuple(x.shape[2:])}; resize or pad x")
-        t = torch.as_tensor(t, device=x.device)
-        check(not t.is_complex() and t.dtype != torch.bool, f"t must be a float or integer tensor, got {t.dtype}")
-        check(t.dim() == 0 or (t.dim() == 1 and t.shape[0] in (1, B)),
-              f"t must be a scalar or have shape ({B},) to match x, got {tuple(t.shape)}")
-        t = t.reshape(-1).expand(B)
+        t = check_x_and_t(x, t, c.in_channels, 2 ** (len(c.channel_mult) - 1))
         if y is None:
             return t, None
-        check(isinstance(y, torch.Tensor) and y.shape == (B,) and not y.is_floating_point()
-              and not y.is_complex() and y.dtype != torch.bool,
-              f"y must be an integer tensor of shape ({B},), got {_shape(y)}")
+        check_labels(y, x.shape[0])
         if c.num_classes == 0:
             check(bool((y == 0).all()), "this UNet is unconditional (num_classes=0): pass y=None, "
                                         f"got labels {y.tolist()[:8]}")
@@ -268,6 +247,47 @@ class UNet(nn.Module):
         check(bool(((y >= 0) & (y <= c.num_classes)).all()),
               f"y labels must be in [0, {c.num_classes}] ({c.num_classes} = null), got {y.tolist()[:8]}")
         return t, y.long()
+
+
+def forward_with_residuals(net: nn.Module, x: torch.Tensor, t, y, down_residuals, mid_residual) -> torch.Tensor:
+    """The backbone protocol's forward: embed, encode, middle (+ mid_residual), skips (+ down_residuals), decode."""
+    t, y = net._check_inputs(x, t, y)
+    emb = net.embed(t, y)
+    h, skips = net.encode(x, emb)
+    h = net.middle(h, emb)
+    if mid_residual is not None:
+        check(isinstance(mid_residual, torch.Tensor) and mid_residual.shape == h.shape,
+              f"mid_residual must have shape {tuple(h.shape)}, got {_shape(mid_residual)}")
+        h = h + mid_residual
+    if down_residuals is not None:
+        check(len(down_residuals) == len(skips),
+              f"down_residuals needs {len(skips)} tensors (one per skip_shapes() entry), got {len(down_residuals)}")
+        for i, (s, r) in enumerate(zip(skips, down_residuals)):
+            check(isinstance(r, torch.Tensor) and r.shape == s.shape,
+                  f"down_residuals[{i}] must have shape {tuple(s.shape)}, got {_shape(r)}")
+        skips = [s + r for s, r in zip(skips, down_residuals)]
+    return net.decode(h, skips, emb)
+
+
+def check_x_and_t(x, t, in_channels: int, factor: int) -> torch.Tensor:
+    """Validate x (B, in_channels, H, W) with H, W divisible by factor and t; return t as a (B,) tensor."""
+    check(isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[1] == in_channels,
+          f"x must be a (B, {in_channels}, H, W) tensor, got {_shape(x)}")
+    B = x.shape[0]
+    check(x.shape[2] % factor == 0 and x.shape[3] % factor == 0,
+          f"x height and width must be divisible by {factor}, got {tuple(x.shape[2:])}; resize or pad x")
+    t = torch.as_tensor(t, device=x.device)
+    check(not t.is_complex() and t.dtype != torch.bool, f"t must be a float or integer tensor, got {t.dtype}")
+    check(t.dim() == 0 or (t.dim() == 1 and t.shape[0] in (1, B)),
+          f"t must be a scalar or have shape ({B},) to match x, got {tuple(t.shape)}")
+    return t.reshape(-1).expand(B)
+
+
+def check_labels(y, B: int) -> None:
+    """y must be an integer tensor of shape (B,)."""
+    check(isinstance(y, torch.Tensor) and y.shape == (B,) and not y.is_floating_point()
+          and not y.is_complex() and y.dtype != torch.bool,
+          f"y must be an integer tensor of shape ({B},), got {_shape(y)}")
 
 
 def _shape(v) -> str:

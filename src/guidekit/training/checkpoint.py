@@ -15,7 +15,7 @@ from guidekit.diffusion.denoiser import ModelDenoiser
 from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import GuidekitError, check
 from guidekit.io import atomic_folder
-from guidekit.models.controlnet import ControlNet, ControlNetConfig
+from guidekit.models.controlnet import ControlNet, ControlNetConfig, backbone_kind
 from guidekit.models.unet import UNet, UNetConfig
 
 FORMAT = "guidekit-unet/1"
@@ -61,7 +61,7 @@ def model_files(net: UNet, schedule: NoiseSchedule, class_names: list[str] | Non
 
 @dataclass
 class LoadedModel:
-    """A UNet with its schedule and class names, as read from a model folder."""
+    """A UNet (or DiffusersUNet) with its schedule and class names, as read from a model folder."""
 
     net: UNet
     schedule: NoiseSchedule
@@ -75,8 +75,10 @@ class LoadedModel:
 
 
 def resolve_model_dir(path: str | Path, export: str = "model") -> Path:
-    """A model folder, or a training run (its <export>/ folder, else its newest checkpoint)."""
-    path = Path(path)
+    """A model folder, a zoo name (guidekit zoo list), or a training run (its <export>/ folder, else newest checkpoint)."""
+    from guidekit.zoo import resolve
+
+    path = resolve(path)
     check(path.suffix.lower() not in PICKLE_SUFFIXES or path.is_dir(),
           f"{path} looks like a pickled checkpoint ({path.suffix}); guidekit loads only safetensors + config.json "
           f"folders because unpickling can run arbitrary code")
@@ -105,8 +107,16 @@ def load_weights(net: torch.nn.Module, weights: dict[str, torch.Tensor], source:
     net.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu", weights: str = "model.safetensors") -> LoadedModel:
-    """Load a guidekit model folder (or run folder) onto device, in eval mode."""
+def load_model(path: str | Path, device: torch.device | str = "cpu", weights: str = "model.safetensors",
+               null_class_index: int | None = None) -> LoadedModel:
+    """Load a guidekit model folder (or run folder), or a diffusers UNet2DModel / pipeline folder, onto device,
+    in eval mode; null_class_index applies to diffusers models only (guidekit.training.diffusers_folder)."""
+    from guidekit.training.diffusers_folder import is_diffusers_folder, load_diffusers_model
+
+    if is_diffusers_folder(path):
+        return load_diffusers_model(path, device, null_class_index)
+    check(null_class_index is None, f"null_class_index / --null-class-index is for diffusers models only; {path} "
+                                    f"is a guidekit model, whose null class is always its last label")
     folder = resolve_model_dir(path)
     config = read_json(folder / "config.json")
     check(config.get("format") == FORMAT, f"{folder / 'config.json'} has format {config.get('format')!r}, "
@@ -121,8 +131,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", weights: st
     return LoadedModel(net.to(device).eval(), schedule, config.get("class_names"), folder)
 
 
-def fingerprint(net: UNet) -> str:
-    """sha256 of a UNet's config and float32 weights: identifies the exact base model of a ControlNet."""
+def fingerprint(net: torch.nn.Module) -> str:
+    """sha256 of a base model's (UNet or DiffusersUNet) config and float32 weights: identifies a ControlNet's base."""
     h = hashlib.sha256(json.dumps(net.config.to_dict(), sort_keys=True).encode())
     for k, v in sorted(net.state_dict().items()):
         v = v.detach().cpu()
@@ -164,6 +174,9 @@ def load_controlnet(path: str | Path, base: UNet, weights: str = "model.safetens
                                                      f"{CONTROLNET_FORMAT!r}: not a guidekit ControlNet folder")
     check(isinstance(config.get("controlnet"), dict), f"{file} lacks its 'controlnet' section")
     cfg = ControlNetConfig.from_dict(config["controlnet"])
+    kind = backbone_kind(base)
+    check(cfg.base_kind == kind, f"{folder} was trained for a {cfg.base_kind} base model, not a {kind} one; pass "
+                                 f"the base model it was trained on")
     check(cfg.unet == base.config.to_dict(), f"{folder} was trained for a base model with config {cfg.unet}, "
                                              f"not {base.config.to_dict()}; pass the base model it was trained on")
     mine = fingerprint(base)

@@ -18,8 +18,7 @@ from guidekit.data.dataset import ImageDataset
 from guidekit.diffusion.parameterization import q_sample, target
 from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import check
-from guidekit.models.controlnet import ControlledUNet, ControlNet
-from guidekit.models.unet import UNet
+from guidekit.models.controlnet import ControlledUNet, ControlNet, backbone_kind
 from guidekit.training.base import BaseTrainer, _step_generator, batch_indices
 from guidekit.training.checkpoint import controlnet_files, fingerprint
 from guidekit.training.trainer import TrainConfig
@@ -54,16 +53,16 @@ def make_pairs(dataset: ImageDataset, condition: Callable, n: int, seed: int = 0
 
 
 class ControlNetTrainer(BaseTrainer):
-    """Trains a ControlNet for a frozen base UNet; writes checkpoints/, log.csv and controlnet/ under out_dir."""
+    """Trains a ControlNet for a frozen base (UNet or DiffusersUNet); writes checkpoints/, log.csv and controlnet/ under out_dir."""
 
     desc = "train-controlnet"
     export_name = "controlnet"
 
-    def __init__(self, base: UNet, schedule: NoiseSchedule, pairs: ImageDataset, hints: torch.Tensor,
+    def __init__(self, base: torch.nn.Module, schedule: NoiseSchedule, pairs: ImageDataset, hints: torch.Tensor,
                  condition: str, config: ControlNetTrainConfig, out_dir: str | Path, resume: bool = False,
                  mixed_precision: str = "auto", hint_widths: Sequence[int] = (16, 32)):
         config.validate()
-        check(isinstance(base, UNet), f"base must be a guidekit UNet, got {type(base).__name__}")
+        backbone_kind(base)
         c = base.config
         check(len(pairs) > 0, f"dataset {pairs.name} is empty; pass at least one (image, hint) pair")
         check(c.in_channels == pairs.channels and c.image_size == pairs.resolution,
@@ -71,6 +70,9 @@ class ControlNetTrainer(BaseTrainer):
               f"{pairs.channels}×{pairs.resolution}²; load the data at the model's resolution")
         check(c.num_classes in (0, pairs.num_classes), f"base model has {c.num_classes} classes, {pairs.name} "
                                                        f"{pairs.num_classes}")
+        check(not (c.num_classes and config.p_uncond > 0 and not getattr(c, "has_null", True)),
+              f"p_uncond={config.p_uncond} drops labels to the null class ∅, but the base model has none; use "
+              f"--p-uncond 0, or name its null class (null_class_index in guidekit.json)")
         check(schedule.num_timesteps == c.num_train_timesteps, f"the schedule has {schedule.num_timesteps} "
               f"timesteps, the base model {c.num_train_timesteps}; use the base model's schedule")
         check(isinstance(hints, torch.Tensor) and hints.is_floating_point() and hints.dim() == 4
@@ -131,6 +133,8 @@ class ControlNetTrainer(BaseTrainer):
 
     def check_resume(self, ckpt: Path, config: dict, state: dict) -> None:
         saved = config.get("controlnet")
+        if isinstance(saved, dict) and "base_kind" not in saved:  # written before diffusers bases existed
+            saved = dict(saved, base_kind="guidekit")
         check(saved == self.trained.config.to_dict(), f"--resume: {ckpt} was trained with another ControlNet "
                                                       f"config ({saved}); use the same options or a new --out")
         check(config.get("base") == self.base_fingerprint, f"--resume: {ckpt} was trained on another base model; "
