@@ -85,6 +85,8 @@ class Condition:
 
     def adherence(self, hint: torch.Tensor, samples: torch.Tensor) -> dict[str, torch.Tensor]:
         """Re-extract the condition from samples (B, C, H, W in [-1, 1]); per-image (B,) scores against hint."""
+        if isinstance(samples, torch.Tensor) and samples.is_floating_point():
+            samples = samples.clamp(-1, 1)  # sampler outputs overshoot [-1, 1] a little; saved images are clamped too
         gray = to_gray01(samples, "samples")
         return self.compare(check_hint(hint, gray, self.channels), gray)
 

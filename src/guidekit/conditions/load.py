@@ -14,18 +14,19 @@ from guidekit.data.dataset import to_resolution
 from guidekit.errors import GuidekitError, check
 
 
-def _decode(path: Path) -> Image.Image:
+def _decode(path: Path, what: str = "condition image") -> Image.Image:
     """Open and fully decode an image, naming the file when it is not an image or is truncated."""
     try:
         with Image.open(path) as image:
             image.load()
             return image.copy()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise GuidekitError(f"cannot read condition image {path} ({err}): the file is truncated, corrupt or "
+        raise GuidekitError(f"cannot read {what} {path} ({err}): the file is truncated, corrupt or "
                             "not an image; pass a PNG, JPEG, BMP or WebP file") from err
 
 
-def load_condition_image(path: str | os.PathLike, size: int = 32, channels: int = 1) -> torch.Tensor:
+def load_condition_image(path: str | os.PathLike, size: int = 32, channels: int = 1,
+                         what: str = "condition image") -> torch.Tensor:
     """Any image file as (1, channels, size, size) float32 in [0, 1].
 
     Transparent pixels become black (the background), a non-square image is padded with black to a square
@@ -35,9 +36,9 @@ def load_condition_image(path: str | os.PathLike, size: int = 32, channels: int 
           f"size {size!r} is not valid: use an integer from 4 to 4096, e.g. 32")
     check(channels in (1, 3), f"channels {channels!r} is not valid: use 1 (gray) or 3 (RGB)")
     path = Path(path).expanduser()
-    check(path.exists(), f"condition image {path} does not exist: check the path")
-    check(path.is_file(), f"condition image {path} is not a file: pass an image file")
-    image = _decode(path)
+    check(path.exists(), f"{what} {path} does not exist: check the path")
+    check(path.is_file(), f"{what} {path} is not a file: pass an image file")
+    image = _decode(path, what)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)

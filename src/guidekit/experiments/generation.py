@@ -68,13 +68,17 @@ def guided_denoiser(model: LoadedModel, guidance: Guidance, clip_x0: bool = True
 
 
 def sample_guided(model: LoadedModel, labels: torch.Tensor, seeds: list[int], guidance: Guidance,
-                  settings: SamplerSettings, device: torch.device | str = "cpu", progress: bool = False) -> torch.Tensor:
-    """Images (N, C, H, W) in [−1, 1] for labels[i] (NULL = ∅) from seeds[i]; checked finite."""
+                  settings: SamplerSettings, device: torch.device | str = "cpu", progress: bool = False,
+                  cond: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Images (N, C, H, W) in [−1, 1] for labels[i] (NULL = ∅) from seeds[i]; checked finite.
+
+    cond: further per-image conditions handed to the network (e.g. a ControlNet's "hint"), N rows each.
+    """
     c = model.net.config
     images = generate(guided_denoiser(model, guidance, settings.clip_x0), model.schedule,
-                      (c.in_channels, c.image_size, c.image_size), seeds, {"y": labels}, sampler=settings.sampler,
-                      steps=settings.steps, eta=settings.eta, spacing=settings.spacing, device=device,
-                      progress=progress, batch_size=settings.batch_size)
+                      (c.in_channels, c.image_size, c.image_size), seeds, {"y": labels, **(cond or {})},
+                      sampler=settings.sampler, steps=settings.steps, eta=settings.eta, spacing=settings.spacing,
+                      device=device, progress=progress, batch_size=settings.batch_size)
     check(bool(torch.isfinite(images).all()), "the samples contain NaN/inf: the model weights are broken")
     return images
 

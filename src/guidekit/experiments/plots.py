@@ -56,3 +56,23 @@ def metrics_vs_w(rows: list[dict], path: Path, key: str = "w", tag: str = "FMNIS
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def adherence_and_fid(rows: list[dict], path: Path, key: str, metric: str, higher_is_better: bool = True,
+                      tag: str = "FMNIST", title: str = "") -> None:
+    """ControlNet adherence (Zhang et al. 2023) and FID against `key` (control scale or training step), two panels."""
+    rows = sorted(rows, key=lambda r: r[key])
+    xs = [r[key] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120, sharex=True)
+    axes[0].plot(xs, [r.get(metric) for r in rows], "o-", color="C0")
+    axes[0].set_ylabel(f"{metric} ({'higher' if higher_is_better else 'lower'} = closer to the hint)")
+    axes[1].plot(xs, [r.get("fid") for r in rows], "o-", color="C3")
+    axes[1].set_ylabel(f"FID-{tag} (lower = closer to data)")
+    for ax in axes:
+        ax.set_xlabel(key)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -37,16 +37,28 @@ def read_rows(path: Path) -> list[dict]:
     return [dict(r, n=int(r["n"])) for r in rows]
 
 
-def write_rows(path: Path, rows: list[dict]) -> None:
+def write_rows(path: Path, rows: list[dict], fields: list[str] = FIELDS) -> None:
     """Rewrite the CSV atomically (temp file + rename): an interruption never leaves half a row."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def check_spec(out: Path, spec: dict) -> None:
+    """Record a sweep's settings in OUT/sweep.json, or refuse a folder that holds a sweep with other settings."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "sweep.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        check(old == spec, f"{out} holds a sweep with other settings ({old}); use another --out to compare, or "
+                           f"delete it to start over")
+    else:
+        path.write_text(json.dumps(spec, indent=2) + "\n")
 
 
 def cached_samples(path: Path, make: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float | None]:
@@ -68,6 +80,30 @@ def cached_samples(path: Path, make: Callable[[], torch.Tensor]) -> tuple[torch.
     return u8.float() / 127.5 - 1, seconds
 
 
+def sweep_rows(out: Path, key: str, values: list[float], sample_at: Callable[[float], torch.Tensor],
+               file_of: Callable[[float], str], on_sampled: Callable[[float, torch.Tensor], None],
+               load_eval: Callable[[], tuple], score: Callable[[torch.Tensor, object, object], dict],
+               fields: list[str], progress: bool = True, desc: str = "") -> list[dict]:
+    """The resumable core of a sweep: rows of OUT/results.csv are kept; each pending value's samples are made (or
+    reused from OUT/samples/<file_of(v)>.safetensors) and drawn, then scored, and the CSV is rewritten per row."""
+    rows = read_rows(out / "results.csv")
+    done = {r[key] for r in rows}
+    pending = [v for v in values if v not in done]
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    sets = {}
+    for v in tqdm(pending, desc=f"sample {desc}".strip(), disable=not progress):
+        sets[v] = cached_samples(out / "samples" / f"{file_of(v)}.safetensors", lambda: sample_at(v))
+        on_sampled(v, sets[v][0])
+    if pending:
+        evaluator, ref = load_eval()
+    for v in tqdm(pending, desc="evaluate", disable=not progress):
+        images, seconds = sets[v]
+        rows.append({key: v, **score(images, evaluator, ref),
+                     "img_per_s": len(images) / seconds if seconds else None, "seconds": seconds})
+        write_rows(out / "results.csv", sorted(rows, key=lambda r: r[key]), fields)
+    return sorted(rows, key=lambda r: r[key])
+
+
 def run_sweep(model: LoadedModel, ws: list[float], guidance_at: Callable[[float], Guidance], n: int,
               settings: SamplerSettings, load_eval: Callable[[], tuple], out: Path, seed: int = 0, device="cpu",
               progress: bool = True, title: str = "guidance", spec: dict | None = None) -> list[dict]:
@@ -80,39 +116,22 @@ def run_sweep(model: LoadedModel, ws: list[float], guidance_at: Callable[[float]
     check(K > 0, "a guidance sweep needs classes: a class-conditional model, or a classifier with class names")
     check(n >= max(2 * K, 10), f"--n {n} is too small: use at least {max(2 * K, 10)} (two images per class)")
     check(all(w >= 0 for w in ws), f"every w must be >= 0, got {ws}")
-    out.mkdir(parents=True, exist_ok=True)
     spec = {"model": str(model.path), "n": n, "seed": seed, "settings": settings.to_dict(), "kind": title,
             **(spec or {})}
-    spec_path = out / "sweep.json"
-    if spec_path.exists():
-        old = json.loads(spec_path.read_text())
-        check(old == spec, f"{out} holds a sweep with other settings ({old}); use another --out to compare, or "
-                           f"delete it to start over")
-    else:
-        spec_path.write_text(json.dumps(spec, indent=2) + "\n")
-    rows = read_rows(out / "results.csv")
-    done = {r["w"] for r in rows}
-    pending = [w for w in ws if w not in done]
+    check_spec(out, spec)
     labels, seeds = balanced_labels(n, K), list(range(seed, seed + n))
     (out / "grids").mkdir(exist_ok=True)
-    (out / "samples").mkdir(exist_ok=True)
-    sets = {}
-    for w in tqdm(pending, desc=f"sample {title}", disable=not progress):
-        sets[w] = cached_samples(out / "samples" / f"w{w:g}.safetensors",
-                                 lambda: sample_guided(model, labels, seeds, guidance_at(w), settings, device))
-        cols = min(8, n // K)
-        pick = torch.cat([torch.nonzero(labels == c)[:cols, 0] for c in range(K)])
-        save_png(labelled(grid(sets[w][0][pick], cols, scale=2), f"{title} w = {w:g}", names,
+    cols = min(8, n // K)
+    pick = torch.cat([torch.nonzero(labels == c)[:cols, 0] for c in range(K)])
+
+    def draw(w: float, images: torch.Tensor) -> None:
+        save_png(labelled(grid(images[pick], cols, scale=2), f"{title} w = {w:g}", names,
                           (model.net.config.image_size + 2) * 2), out / "grids" / f"w{w:g}.png")
-    if pending:
-        evaluator, ref = load_eval()
-    for w in tqdm(pending, desc="evaluate", disable=not progress):
-        images, seconds = sets[w]
-        row = {"w": w, **evaluate(images, labels, evaluator, ref, seed=seed),
-               "img_per_s": n / seconds if seconds else None, "seconds": seconds}
-        rows.append(row)
-        write_rows(out / "results.csv", sorted(rows, key=lambda r: r["w"]))
-    rows = [r for r in sorted(rows, key=lambda r: r["w"]) if r["w"] in set(ws) | done]
+
+    rows = sweep_rows(out, "w", ws, lambda w: sample_guided(model, labels, seeds, guidance_at(w), settings, device),
+                      lambda w: f"w{w:g}", draw, load_eval,
+                      lambda images, evaluator, ref: evaluate(images, labels, evaluator, ref, seed=seed),
+                      FIELDS, progress, title)
     tag = spec.get("feature_network", "FMNIST")
     (out / "results.md").write_text(format_table(rows, tag=tag) + "\n")
     fid_vs_is({title: rows}, out / "fid_vs_is.png", tag=tag)

@@ -77,9 +77,12 @@ def load_sample_dir(folder: str | Path, resolution: int = 32) -> tuple[torch.Ten
     return torch.stack(out)[:, None] / 127.5 - 1.0, labels
 
 
-def format_table(rows: list[dict], key: str = "w", tag: str | None = None) -> str:
-    """A Markdown table of metric rows (one per `key` value), labelled by tag or the rows' feature_network."""
-    cols = [key, "n"] + [m for m in METRICS if m not in ("kid_std", "is_std")] + ["img_per_s"]
+def format_table(rows: list[dict], key: str = "w", tag: str | None = None, extra: tuple[str, ...] = ()) -> str:
+    """A Markdown table of metric rows (one per `key` value), labelled by tag or the rows' feature_network.
+
+    extra: further columns (e.g. a ControlNet's adherence scores) shown after n.
+    """
+    cols = [key, "n", *extra] + [m for m in METRICS if m not in ("kid_std", "is_std")] + ["img_per_s"]
     tag = tag or "/".join(sorted({r["feature_network"] for r in rows if r.get("feature_network")})) or "FMNIST"
     labels = metric_labels(tag)
     head = [labels.get(c, c) for c in cols]

@@ -1,0 +1,200 @@
+"""`guidekit control`: sample a model steered by ControlNets (Zhang et al. 2023) from a condition image."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from guidekit.cli.common import (HelpFormatter, add_device, add_guidance_args, add_sampler_args, guidance_from_args,
+                                 nonneg_int, pick_device, positive_int, sampler_settings)
+from guidekit.errors import check
+
+
+def number_list(name: str):
+    """argparse type: one number or comma-separated numbers (one per ControlNet)."""
+    def parse(text: str) -> list[float]:
+        try:
+            values = [float(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number or comma-separated numbers like 1,0.5, "
+                                             f"got {text!r}")
+        if not values:
+            raise argparse.ArgumentTypeError(f"{name}: give at least one number")
+        return values
+    parse.__name__ = name
+    return parse
+
+
+def register(sub) -> None:
+    p = sub.add_parser("control", help="sample with ControlNets from a condition image",
+                       description="Sample MODEL steered by one or more ControlNets (Zhang et al. 2023). The hint is "
+                                   "either your own condition image (--condition-image: white strokes/regions on "
+                                   "black, as the hints the ControlNet was trained on) or extracted with each "
+                                   "ControlNet's own condition from a test image (--condition-from). Writes "
+                                   "grid.png (condition | outputs), one PNG per image, the hints and manifest.json "
+                                   "to --out.",
+                       formatter_class=HelpFormatter)
+    p.add_argument("model", help="base model folder or run folder of 'guidekit train'")
+    p.add_argument("--controlnet", action="append", required=True, metavar="PATH",
+                   help="ControlNet folder or run folder of 'guidekit train-controlnet'; repeat for several "
+                        "(their residuals are summed)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--condition-image", nargs="+", metavar="FILE",
+                     help="hint image(s): one shared by every ControlNet, or one per --controlnet in order")
+    src.add_argument("--condition-from", type=nonneg_int("--condition-from"), metavar="INDEX",
+                     help="index of a test image of --dataset; each ControlNet's hint is extracted from it")
+    p.add_argument("--dataset", default="fashion-mnist",
+                   help="images of --condition-from: fashion-mnist (test split), samples (the embedded set), or a "
+                        "folder")
+    p.add_argument("--data", metavar="DIR", default=None, help="folder with the IDX files (as in train)")
+    p.add_argument("--class", dest="class_", metavar="C", default=None,
+                   help="class name, prefix or index, or 'null' (∅). Default: the source image's class with "
+                        "--condition-from, null with --condition-image")
+    add_guidance_args(p)
+    p.add_argument("--control-scale", type=number_list("--control-scale"), default=[1.0], metavar="S",
+                   help="residual scale: one value, or comma-separated, one per ControlNet (0 = no control)")
+    p.add_argument("--control-start", type=number_list("--control-start"), default=[0.0], metavar="F",
+                   help="trajectory fraction where control starts (0 = pure noise); one or one per ControlNet")
+    p.add_argument("--control-end", type=number_list("--control-end"), default=[1.0], metavar="F",
+                   help="trajectory fraction where control ends (1 = clean image); one or one per ControlNet")
+    p.add_argument("--hint-cond-only", action="store_true",
+                   help="give the hint only to the conditional half of CFG (the ∅ half runs uncontrolled)")
+    p.add_argument("--n", type=positive_int("--n"), default=8, help="images (seeds --seed .. --seed+n-1)")
+    p.add_argument("--seed", type=nonneg_int("--seed"), default=0,
+                   help="first seed; also seeds the hint extraction (sketch jitter)")
+    add_sampler_args(p)
+    p.add_argument("--out", required=True, help="output folder (created; see --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device(p)
+    p.set_defaults(run=run)
+
+
+def per_net(values: list[float], k: int, flag: str) -> list[float]:
+    """One value per ControlNet from one value or k of them."""
+    check(len(values) in (1, k), f"{flag} has {len(values)} values ({','.join(f'{v:g}' for v in values)}) for {k} "
+                                 f"ControlNet(s); give one value, or one per --controlnet")
+    return values * k if len(values) == 1 else list(values)
+
+
+def hints_from_files(files: list[str], nets: list, size: int) -> list:
+    """One hint per ControlNet from the user's condition images (one shared, or one each)."""
+    from guidekit.conditions import load_condition_image
+
+    k = len(nets)
+    check(len(files) in (1, k), f"--condition-image got {len(files)} files for {k} ControlNet(s); give one file for "
+                                f"all, or one per --controlnet")
+    files = files * k if len(files) == 1 else files
+    return [load_condition_image(f, size=size, channels=n.net.config.hint_channels) for f, n in zip(files, nets)]
+
+
+def source_image(args, model):
+    """(image (1, C, H, W) in [-1, 1], its label or None, dataset name) of --condition-from."""
+    from guidekit.data import load_dataset
+
+    c = model.net.config
+    data = load_dataset(args.dataset, split="test", data_dir=args.data, resolution=c.image_size,
+                        channels=c.in_channels)
+    i = args.condition_from
+    check(i < len(data), f"--condition-from {i} is out of range: {data.name} has {len(data)} images "
+                         f"(use 0..{len(data) - 1})")
+    label = int(data.labels[i]) if data.labels is not None else None
+    if label is not None and model.class_names and data.class_names != model.class_names:
+        label = None  # another label set than the model's: the image's class means nothing to it
+    return data.images(slice(i, i + 1)), label, data.name
+
+
+def pick_label(text: str | None, default: int | None, model) -> int:
+    """--class as a label index (NULL for 'null' or an unconditional model)."""
+    from guidekit.data import class_index
+    from guidekit.diffusion import NULL
+
+    if not model.class_names:
+        check(text in (None, "null"), f"--class {text}: this model is unconditional; drop --class")
+        return NULL
+    if text is None:
+        return NULL if default is None else default
+    return NULL if text.strip().lower() == "null" else class_index(model.class_names, text.strip())
+
+
+def run(args) -> None:
+    import torch
+
+    from guidekit.diffusion import NULL
+    from guidekit.experiments.control import condition_of, control_samples, controlled, extract_hints, hint_image
+    from guidekit.images import labelled, save_png, to_pil
+    from guidekit.io import atomic_folder, check_output
+    from guidekit.training import load_controlnet, load_model
+
+    check_output(args.out, args.overwrite)
+    device = pick_device(args.device)
+    model = load_model(args.model, device)
+    nets = [load_controlnet(path, model.net) for path in args.controlnet]
+    k, c = len(nets), model.net.config
+    scale = per_net(args.control_scale, k, "--control-scale")
+    start = per_net(args.control_start, k, "--control-start")
+    end = per_net(args.control_end, k, "--control-end")
+    check(all(s >= 0 for s in scale), f"--control-scale must be >= 0, got {args.control_scale}")
+    controlled(model, nets, scale, start, end, not args.hint_cond_only)  # validate before any work
+    source, source_label, source_info = None, None, {}
+    if args.condition_from is not None:
+        source, source_label, name = source_image(args, model)
+        hints = [extract_hints(condition_of(n), source, args.seed) for n in nets]
+        source_info = {"condition_from": args.condition_from, "dataset": name, "source_label": source_label}
+    else:
+        hints = hints_from_files(args.condition_image, nets, c.image_size)
+        source_info = {"condition_images": [str(f) for f in args.condition_image]}
+    y = pick_label(args.class_, source_label, model)
+    check(not (args.hint_cond_only and y == NULL), "--hint-cond-only gives the hint only to the conditional half, "
+                                                   "and the class is null (∅), so nothing would be controlled; pass "
+                                                   "--class or drop --hint-cond-only")
+    no_w = getattr(args, "w", None) is None and getattr(args, "guidance_scale", None) is None
+    guidance = guidance_from_args(args, model, device, w_override=0.0 if y == NULL and no_w else None)
+    seeds = list(range(args.seed, args.seed + args.n))
+    labels = torch.full((args.n,), y)
+    settings = sampler_settings(args)
+    begin = time.time()
+    images = control_samples(model, nets, hints, labels, seeds, scale, settings, device, guidance, start, end,
+                             not args.hint_cond_only, not args.no_progress)
+    elapsed = time.time() - begin
+    class_name = "null" if y == NULL else model.class_names[y]
+    lead = ([source[0]] if source is not None else []) + [hint_image(h[0], c.in_channels) for h in hints]
+    heads = (["source"] if source is not None else []) + [n.condition for n in nets]
+    with atomic_folder(args.out, overwrite=args.overwrite) as tmp:
+        if source is not None:
+            save_png(to_pil(source[0]), tmp / "source.png")
+        hint_files = []
+        for i, (h, n) in enumerate(zip(hints, nets)):
+            hint_files.append(f"hint{i}_{n.condition}.png")
+            save_png(to_pil(hint_image(h[0], h.shape[1] if h.shape[1] in (1, 3) else 1)), tmp / hint_files[-1])
+        files = []
+        for i, s in enumerate(seeds):
+            files.append({"file": f"{i:04d}_seed{s}.png", "seed": s})
+            save_png(to_pil(images[i]), tmp / files[-1]["file"])
+        title = (f"{' | '.join(heads)} | {args.n} seed(s); class {class_name}, scale "
+                 f"{','.join(f'{v:g}' for v in scale)}, w = {guidance.w:g}")
+        save_png(labelled(control_grid(lead, images), title), tmp / "grid.png")
+        manifest = {"model": str(model.path),
+                    "controlnets": [{"path": str(n.path), "condition": n.condition, "control_scale": s,
+                                     "control_start": a, "control_end": b, "hint_file": f}
+                                    for n, s, a, b, f in zip(nets, scale, start, end, hint_files)],
+                    "hint_uncond": not args.hint_cond_only, **source_info, "class": y, "class_name": class_name,
+                    **guidance.describe(), **settings.to_dict(), "seeds": seeds, "device": str(device),
+                    "seconds": round(elapsed, 3), "images_per_second": round(args.n / elapsed, 3), "images": files}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {args.n} images, grid.png and manifest.json to {args.out} ({args.n / elapsed:.1f} img/s on {device})")
+
+
+def control_grid(lead: list, images, per_row: int = 8):
+    """condition cells, then the outputs, per_row of them a row (later rows start with blank cells)."""
+    import torch
+
+    from guidekit.images import grid
+
+    rows, blank = [], torch.ones_like(images[0])
+    for r in range(0, len(images), per_row):
+        chunk = list(images[r:r + per_row].clamp(-1, 1))
+        chunk += [blank] * (min(per_row, len(images)) - len(chunk))
+        rows += (lead if r == 0 else [blank] * len(lead)) + chunk
+    return grid(torch.stack(rows), len(lead) + min(per_row, len(images)), scale=3)

@@ -1,0 +1,134 @@
+"""`guidekit sweep control|control-curve`: ControlNet (Zhang et al. 2023) adherence and FID over scale or training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, add_sampler_args, load_eval, nonneg_float,
+                                 nonneg_int, pick_device, positive_int, sampler_settings)
+from guidekit.errors import check
+
+SOURCE = ("For --n class-balanced test images of --dataset (a seeded choice) the ControlNet's own condition gives "
+          "the hints; the model samples at the images' labels (CFG at --w) and is scored by adherence (the "
+          "condition re-extracted from each sample against its hint: edge_f1 for canny/sketch, iou for mask, l2 "
+          "for lowres) and FID/KID/IS-FMNIST and accuracy against --reference. ")
+
+
+def _common(p, n: int = 1000) -> None:
+    p.add_argument("--n", type=positive_int("--n"), default=n, help="test images (and samples) per row")
+    p.add_argument("--seed", type=nonneg_int("--seed"), default=0,
+                   help="seed of the image choice, the hint extraction and the first sample (same for every row)")
+    p.add_argument("--dataset", default="fashion-mnist",
+                   help="where the test images come from: fashion-mnist (test split), samples, or a folder")
+    p.add_argument("--w", type=nonneg_float("--w"), default=0.0, help="classifier-free guidance weight")
+    p.add_argument("--hint-cond-only", action="store_true", help="hint only to the conditional half of CFG")
+    p.add_argument("--base-null", action="store_true",
+                   help="sample at ∅ (the model's null class): the class must come from the hint alone; accuracy "
+                        "is still measured against the source images' classes")
+    p.add_argument("--out", required=True, help="output folder; rerun the same command to resume")
+    add_sampler_args(p, steps=50, batch=250)
+    add_eval_args(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_device(p)
+
+
+def register_kind(kinds) -> None:
+    from guidekit.cli.sweep import float_list
+
+    c = kinds.add_parser("control", help="ControlNet control scale",
+                         description="One row per control scale (0 = the base model without control). " + SOURCE +
+                                     "Writes OUT/results.csv, OUT/results.md, OUT/adherence_vs_scale.png and "
+                                     "OUT/grids/scale*.png (source | hint | output); finished rows are kept.",
+                         formatter_class=HelpFormatter)
+    c.add_argument("model", help="base model folder or run folder")
+    c.add_argument("--controlnet", action="append", required=True, metavar="PATH",
+                   help="ControlNet folder or train-controlnet run; repeat for several (each at the same scale)")
+    c.add_argument("--scale", type=float_list, default=float_list("0,0.25,0.5,1,1.5,2"),
+                   help="control scales, comma-separated")
+    _common(c)
+    c.set_defaults(run=run_scale)
+    k = kinds.add_parser("control-curve", help="ControlNet adherence over its training checkpoints",
+                         description="One row per checkpoint of a 'guidekit train-controlnet' run (its EMA weights), "
+                                     "plus step 0 (zero convolutions: exactly the base model), to see the ControlNet "
+                                     "paper's 'sudden convergence'. " + SOURCE + "Writes OUT/results.csv, "
+                                     "OUT/results.md, OUT/adherence_vs_step.png and OUT/grids/step-*.png; finished "
+                                     "rows are kept, so rerun it as training goes on.",
+                         formatter_class=HelpFormatter)
+    k.add_argument("run_dir", metavar="RUN_DIR", help="run folder of 'guidekit train-controlnet' (checkpoints/step-*)")
+    k.add_argument("--base", required=True, metavar="MODEL", help="the base model the ControlNet was trained on")
+    k.add_argument("--scale", type=nonneg_float("--scale"), default=1.0, help="control scale")
+    _common(k, n=500)
+    k.set_defaults(run=run_curve)
+
+
+def _setup(args, model, nets):
+    """The control set, the guidance and the spec entries every control sweep records."""
+    from guidekit.data import load_dataset
+    from guidekit.experiments.control import condition_of, control_set
+    from guidekit.experiments.generation import Guidance
+
+    c = model.net.config
+    check(args.w == 0 or c.num_classes > 0, f"--w {args.w}: classifier-free guidance needs a class-conditional "
+                                            f"model; use --w 0")
+    check(not args.base_null or (args.w == 0 and not args.hint_cond_only),
+          "--base-null samples every image at ∅ (the class must come from the hint): use it with --w 0 and "
+          "without --hint-cond-only")
+    check(args.n >= 10, f"--n {args.n} is too small: FID/KID/IS need at least 10 images")
+    data = load_dataset(args.dataset, split="test", data_dir=args.data, resolution=c.image_size,
+                        channels=c.in_channels)
+    cset = control_set(data, [condition_of(n) for n in nets], args.n, args.seed)
+    spec = {"dataset": data.name, "w": args.w, "hint_uncond": not args.hint_cond_only,
+            "conditions": [n.condition for n in nets], "base_null": args.base_null, "reference": args.reference, "split": args.split,
+            "evaluator": args.evaluator}
+    if args.inception_weights:
+        spec.update(inception_weights=str(args.inception_weights), feature_network="Inception")
+    return cset, Guidance(w=args.w), spec
+
+
+def run_scale(args) -> None:
+    from guidekit.experiments.control import adherence_keys, run_control_sweep
+    from guidekit.metrics.evaluate import format_table
+    from guidekit.training import load_controlnet, load_model
+
+    check(all(s >= 0 for s in args.scale), f"--scale values must be >= 0, got {args.scale}")
+    device = pick_device(args.device)
+    model = load_model(args.model, device)
+    nets = [load_controlnet(path, model.net) for path in args.controlnet]
+    cset, guidance, spec = _setup(args, model, nets)
+    spec["controlnets"] = [str(n.path) for n in nets]
+    rows = run_control_sweep(model, nets, args.scale, cset, sampler_settings(args),
+                             lambda: load_eval(args, device, not args.no_progress), Path(args.out), args.seed,
+                             device, not args.no_progress, guidance, not args.hint_cond_only, spec, args.base_null)
+    print(format_table(rows, key="scale", extra=tuple(adherence_keys(cset.conditions))))
+    print(f"wrote {args.out}/results.csv, results.md, adherence_vs_scale.png, grids/")
+
+
+def checkpoints_of(run_dir: str | Path) -> dict[int, Path]:
+    """{step: folder} of a train-controlnet run's complete checkpoints."""
+    from guidekit.training.runs import complete_checkpoints
+
+    run_dir = Path(run_dir)
+    check(run_dir.is_dir(), f"RUN_DIR {run_dir} is not a folder; pass the --out of 'guidekit train-controlnet'")
+    found = {int(c.name.split("-")[-1]): c for c in complete_checkpoints(run_dir)}
+    check(bool(found), f"{run_dir} has no checkpoints/step-*/ with state.json: pass the run folder of 'guidekit "
+                       f"train-controlnet' (not its controlnet/ export)")
+    return found
+
+
+def run_curve(args) -> None:
+    from guidekit.experiments.control import adherence_keys, run_control_curve
+    from guidekit.metrics.evaluate import format_table
+    from guidekit.training import load_controlnet, load_model
+
+    device = pick_device(args.device)
+    model = load_model(args.base, device)
+    ckpts = checkpoints_of(args.run_dir)
+    newest = load_controlnet(ckpts[max(ckpts)], model.net)  # refuses another base before any work
+    cset, guidance, spec = _setup(args, model, [newest])
+    spec["run"] = str(Path(args.run_dir))
+    load = lambda folder: load_controlnet(folder, model.net)  # noqa: E731
+    rows = run_control_curve(model, ckpts, load, cset, args.scale, sampler_settings(args),
+                             lambda: load_eval(args, device, not args.no_progress), Path(args.out), args.seed,
+                             device, not args.no_progress, guidance, not args.hint_cond_only, spec, args.base_null)
+    print(format_table(rows, key="step", extra=tuple(adherence_keys(cset.conditions))))
+    print(f"wrote {args.out}/results.csv, results.md, adherence_vs_step.png, grids/")

@@ -1,0 +1,285 @@
+"""ControlNet sampling and evaluation (Zhang et al. 2023): hints of test images, adherence, FID, sweeps."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from guidekit.conditions import Condition, get_condition
+from guidekit.data.dataset import ImageDataset
+from guidekit.diffusion.denoiser import NULL
+from guidekit.errors import GuidekitError, check
+from guidekit.experiments.generation import Guidance, SamplerSettings, sample_guided
+from guidekit.metrics.evaluate import METRICS, evaluate
+from guidekit.models.controlnet import ControlledUNet, ControlNet
+from guidekit.training.checkpoint import LoadedControlNet, LoadedModel
+
+
+def as_nets(controlnets) -> list[ControlNet]:
+    """A list of ControlNet modules from one or several ControlNets or LoadedControlNets."""
+    items = list(controlnets) if isinstance(controlnets, (list, tuple)) else [controlnets]
+    nets = [c.net if isinstance(c, LoadedControlNet) else c for c in items]
+    check(len(nets) >= 1 and all(isinstance(n, ControlNet) for n in nets),
+          "controlnets must be a ControlNet (or load_controlnet result) or a non-empty list of them")
+    return nets
+
+
+def condition_of(controlnet: LoadedControlNet) -> Condition:
+    """The hint extractor a ControlNet was trained with (its config's `condition`)."""
+    try:
+        return get_condition(controlnet.condition)
+    except GuidekitError as e:
+        raise GuidekitError(f"the ControlNet {controlnet.path} was trained on condition {controlnet.condition!r}, "
+                            f"which guidekit cannot extract ({e}); pass a hint image you made instead") from e
+
+
+def controlled(model: LoadedModel, controlnets, scale=1.0, start=0.0, end=1.0,
+               hint_uncond: bool = True) -> LoadedModel:
+    """The model with its UNet steered by the ControlNets (ControlledUNet); validates scales and windows."""
+    net = ControlledUNet(model.net, as_nets(controlnets), scale, start, end, hint_uncond)
+    return dataclasses.replace(model, net=net)
+
+
+def join_hints(hints: Sequence[torch.Tensor], nets: list[ControlNet], n: int) -> torch.Tensor:
+    """One (n, sum of hint channels, H, W) tensor from one hint per ControlNet, each (n or 1, C_k, H, W)."""
+    check(len(hints) == len(nets), f"got {len(hints)} hints for {len(nets)} ControlNets; pass one hint each")
+    out = []
+    for i, (h, net) in enumerate(zip(hints, nets)):
+        c, size = net.config.hint_channels, net.copy.config.image_size
+        ok = isinstance(h, torch.Tensor) and h.dim() == 4 and h.shape[0] in (1, n) and \
+            tuple(h.shape[1:]) == (c, size, size)
+        check(ok, f"hint {i} must be a ({n} or 1, {c}, {size}, {size}) tensor in [0, 1], got "
+                  f"{tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__}")
+        out.append(h.float().cpu().expand(n, -1, -1, -1))
+    return torch.cat(out, 1).contiguous()
+
+
+def model_labels(model: LoadedModel, labels: torch.Tensor, base_null: bool = False) -> torch.Tensor:
+    """The labels a model is given: as requested on a class-conditional model, ∅ on an unconditional one (or all
+    ∅ with base_null, so the class can come from the hint alone)."""
+    return labels if model.net.config.num_classes > 0 and not base_null else torch.full_like(labels, NULL)
+
+
+def control_samples(model: LoadedModel, controlnets, hints: Sequence[torch.Tensor], labels: torch.Tensor,
+                    seeds: list[int], scale, settings: SamplerSettings, device: torch.device | str = "cpu",
+                    guidance: Guidance | None = None, start=0.0, end=1.0, hint_uncond: bool = True,
+                    progress: bool = False) -> torch.Tensor:
+    """Images (N, C, H, W) in [−1, 1] of the model steered by ControlNets (Zhang et al. 2023) with hints[k] each.
+
+    scale, start, end: one value or one per ControlNet. All scales 0 is the base model itself (no ControlNet runs),
+    so it equals sample_guided with the same seeds exactly.
+    """
+    guidance = guidance or Guidance()
+    steered = controlled(model, controlnets, scale, start, end, hint_uncond)
+    if all(s == 0 for s in steered.net.control_scale):
+        return sample_guided(model, labels, seeds, guidance, settings, device, progress)
+    hint = join_hints(hints, list(steered.net.controlnets), len(seeds))
+    return sample_guided(steered, labels, seeds, guidance, settings, device, progress, cond={"hint": hint})
+
+
+def extract_hints(condition: Condition, images: torch.Tensor, seed: int = 0, batch: int = 512) -> torch.Tensor:
+    """condition(x0, generator) over images in batches, with one generator seeded by seed (sketch jitter)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([condition(images[i:i + batch], generator=g) for i in range(0, len(images), batch)]).float()
+
+
+def balanced_indices(labels: torch.Tensor, n: int, num_classes: int, seed: int = 0) -> torch.Tensor:
+    """n dataset indices whose labels run 0, 1, …, K−1, 0, 1, … (each class a seeded random choice)."""
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    want = torch.arange(n) % num_classes
+    out = torch.empty(n, dtype=torch.long)
+    for c in range(num_classes):
+        slots = torch.nonzero(want == c)[:, 0]
+        pool = perm[labels[perm] == c]
+        check(len(pool) >= len(slots), f"class {c} has {len(pool)} images but --n {n} needs {len(slots)} of "
+                                       f"each; use a smaller --n or a larger dataset")
+        out[slots] = pool[:len(slots)]
+    return out
+
+
+@dataclass
+class ControlSet:
+    """Source images, their labels and one hint per condition: what a control evaluation samples from."""
+
+    images: torch.Tensor  # (N, C, H, W) in [-1, 1]
+    labels: torch.Tensor  # (N,) the source images' classes
+    hints: list[torch.Tensor]  # one (N, C_k, H, W) hint in [0, 1] per condition
+    conditions: list[Condition]
+    index: torch.Tensor  # the images' dataset indices
+
+
+def control_set(dataset: ImageDataset, conditions: Sequence[Condition], n: int, seed: int = 0) -> ControlSet:
+    """n class-balanced images of dataset (seeded choice) and their hints under each condition."""
+    check(isinstance(n, int) and 1 <= n <= len(dataset),
+          f"--n {n} must be between 1 and the {len(dataset)} images of {dataset.name}")
+    if dataset.labels is not None and dataset.num_classes > 0:
+        index = balanced_indices(dataset.labels, n, dataset.num_classes, seed)
+        labels = dataset.labels[index]
+    else:
+        index = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+        labels = torch.full((n,), NULL)
+    images = dataset.images(index)
+    hints = [extract_hints(c, images, seed) for c in conditions]
+    return ControlSet(images, labels, hints, list(conditions), index)
+
+
+def adherence_prefixes(conditions: Sequence[Condition]) -> list[str]:
+    """Column prefix of each condition's scores: none for one, its name for several (plus an index if repeated)."""
+    if len(conditions) == 1:
+        return [""]
+    names = [c.name for c in conditions]
+    return [f"{n}_" if names.count(n) == 1 else f"{n}{i}_" for i, n in enumerate(names)]
+
+
+def adherence_keys(conditions: Sequence[Condition]) -> list[str]:
+    """The adherence columns, headline first (edge_f1 for canny/sketch, iou for mask, l2 for lowres)."""
+    return [p + k for p, c in zip(adherence_prefixes(conditions), conditions) for k in c.higher_is_better]
+
+
+def headline(conditions: Sequence[Condition]) -> tuple[str, bool]:
+    """The first condition's main adherence score and whether higher is better."""
+    key = next(iter(conditions[0].higher_is_better))
+    return adherence_prefixes(conditions)[0] + key, conditions[0].higher_is_better[key]
+
+
+def adherence(conditions: Sequence[Condition], hints: Sequence[torch.Tensor], samples: torch.Tensor) -> dict:
+    """Mean of each condition's per-image adherence scores of samples against its hint."""
+    out = {}
+    for prefix, cond, hint in zip(adherence_prefixes(conditions), conditions, hints):
+        for k, v in cond.adherence(hint, samples).items():
+            out[prefix + k] = float(v.double().mean())
+    return out
+
+
+def score_control(samples: torch.Tensor, cset: ControlSet, evaluator, ref, seed: int = 0) -> dict:
+    """Adherence to the hints plus FID/KID/IS and accuracy of the source labels (metrics.evaluate)."""
+    return {**adherence(cset.conditions, cset.hints, samples),
+            **evaluate(samples, cset.labels, evaluator, ref, seed=seed)}
+
+
+def evaluate_control(model: LoadedModel, controlnets: Sequence[LoadedControlNet], dataset: ImageDataset, n: int,
+                     scale, settings: SamplerSettings, evaluator, ref, device: torch.device | str = "cpu",
+                     seed: int = 0, guidance: Guidance | None = None, hint_uncond: bool = True,
+                     progress: bool = False) -> dict:
+    """Sample n class-balanced test images' hints at their labels with the ControlNets and score the samples."""
+    cset = control_set(dataset, [condition_of(c) for c in controlnets], n, seed)
+    seeds = list(range(seed, seed + n))
+    start = time.time()
+    samples = control_samples(model, controlnets, cset.hints, model_labels(model, cset.labels), seeds, scale,
+                              settings, device, guidance, hint_uncond=hint_uncond, progress=progress)
+    seconds = time.time() - start
+    return {**score_control(samples, cset, evaluator, ref, seed), "img_per_s": n / seconds, "seconds": seconds}
+
+
+def fields(key: str, conditions: Sequence[Condition]) -> list[str]:
+    """CSV columns of a control sweep keyed by `key`."""
+    return [key, "n", *adherence_keys(conditions), *METRICS, "img_per_s", "seconds"]
+
+
+def hint_image(hint: torch.Tensor, channels: int) -> torch.Tensor:
+    """A (C_k, H, W) hint in [0, 1] shown as a (channels, H, W) image in [-1, 1] (gray when the counts differ)."""
+    h = hint.float().cpu() * 2 - 1
+    if h.shape[0] != channels:
+        h = h.mean(0, keepdim=True).expand(channels, -1, -1)
+    return h
+
+
+def condition_grid(cset: ControlSet, samples: torch.Tensor, rows: int = 10) -> torch.Tensor:
+    """(rows·(2+k), C, H, W) images for a grid with columns source | hint(s) | output, one source per row."""
+    cells, c = [], cset.images.shape[1]
+    for i in range(min(rows, len(samples))):
+        cells += [cset.images[i], *(hint_image(h[i], c) for h in cset.hints), samples[i].clamp(-1, 1)]
+    return torch.stack(cells)
+
+
+def save_condition_grid(cset: ControlSet, samples: torch.Tensor, names: list[str] | None, title: str,
+                        path: Path, rows: int = 10) -> None:
+    """PNG of source | hint(s) | output for the first `rows` images, rows labelled by class."""
+    from guidekit.images import grid, labelled, save_png
+
+    cols = 2 + len(cset.hints)
+    labels = [names[y] if names and y != NULL else "" for y in cset.labels[:rows].tolist()]
+    size = cset.images.shape[-1]
+    save_png(labelled(grid(condition_grid(cset, samples, rows), cols, scale=2), title, labels, (size + 2) * 2),
+             path)
+
+
+def run_control_sweep(model: LoadedModel, controlnets: Sequence[LoadedControlNet], scales: list[float],
+                      cset: ControlSet, settings: SamplerSettings, load_eval: Callable[[], tuple], out: Path,
+                      seed: int = 0, device="cpu", progress: bool = True, guidance: Guidance | None = None,
+                      hint_uncond: bool = True, spec: dict | None = None, base_null: bool = False) -> list[dict]:
+    """One row per control scale (0 = the base model): adherence, FID/KID/IS, accuracy; resumable by row."""
+    from guidekit.experiments.sweep import check_spec, sweep_rows
+
+    check(all(s >= 0 for s in scales), f"every control scale must be >= 0, got {scales}")
+    n = len(cset.labels)
+    check_spec(out, {"kind": "controlnet scale", "model": str(model.path), "n": n, "seed": seed,
+                     "settings": settings.to_dict(), **(spec or {})})
+    (out / "grids").mkdir(exist_ok=True)
+    seeds, labels = list(range(seed, seed + n)), model_labels(model, cset.labels, base_null)
+
+    def sample_at(s: float) -> torch.Tensor:
+        return control_samples(model, controlnets, cset.hints, labels, seeds, s, settings, device, guidance,
+                               hint_uncond=hint_uncond)
+
+    def draw(s: float, images: torch.Tensor) -> None:
+        save_condition_grid(cset, images, model.class_names, f"control scale {s:g}", out / "grids" / f"scale{s:g}.png")
+
+    rows = sweep_rows(out, "scale", scales, sample_at, lambda s: f"scale{s:g}", draw, load_eval,
+                      lambda images, ev, ref: score_control(images, cset, ev, ref, seed),
+                      fields("scale", cset.conditions), progress, "control scale")
+    finish(rows, out, "scale", cset.conditions, spec, "adherence_vs_scale.png", "ControlNet control scale")
+    return rows
+
+
+def run_control_curve(model: LoadedModel, checkpoints: dict[int, Path], load: Callable[[Path], LoadedControlNet],
+                      cset: ControlSet, scale: float, settings: SamplerSettings, load_eval: Callable[[], tuple],
+                      out: Path, seed: int = 0, device="cpu", progress: bool = True, guidance: Guidance | None = None,
+                      hint_uncond: bool = True, spec: dict | None = None, base_null: bool = False) -> list[dict]:
+    """One row per training step (0 = the zero-initialized ControlNet, exactly the base model); resumable by row."""
+    from guidekit.experiments.sweep import check_spec, sweep_rows
+
+    n = len(cset.labels)
+    check_spec(out, {"kind": "controlnet training curve", "model": str(model.path), "n": n, "seed": seed,
+                     "scale": scale, "settings": settings.to_dict(), **(spec or {})})
+    (out / "grids").mkdir(exist_ok=True)
+    seeds, labels = list(range(seed, seed + n)), model_labels(model, cset.labels, base_null)
+
+    def sample_at(step: float) -> torch.Tensor:
+        if step == 0:
+            return sample_guided(model, labels, seeds, guidance or Guidance(), settings, device)
+        net = load(checkpoints[int(step)])
+        check(net.condition == cset.conditions[0].name, f"{net.path} was trained on condition {net.condition!r}, "
+              f"the run's newest checkpoint on {cset.conditions[0].name!r}; sweep one run at a time")
+        return control_samples(model, [net], cset.hints, labels, seeds, scale, settings, device, guidance,
+                               hint_uncond=hint_uncond)
+
+    def draw(step: float, images: torch.Tensor) -> None:
+        save_condition_grid(cset, images, model.class_names, f"step {int(step)}",
+                            out / "grids" / f"step-{int(step):08d}.png")
+
+    steps = [0, *sorted(checkpoints)]
+    rows = sweep_rows(out, "step", steps, sample_at, lambda s: f"step-{int(s):08d}", draw, load_eval,
+                      lambda images, ev, ref: score_control(images, cset, ev, ref, seed),
+                      fields("step", cset.conditions), progress, "checkpoints")
+    finish(rows, out, "step", cset.conditions, spec, "adherence_vs_step.png",
+           "ControlNet training (step 0 = zero convolutions = the base model)")
+    return rows
+
+
+def finish(rows: list[dict], out: Path, key: str, conditions: Sequence[Condition], spec: dict | None, plot: str,
+           title: str) -> None:
+    """results.md and the adherence/FID plot of a control sweep."""
+    from guidekit.experiments.plots import adherence_and_fid
+    from guidekit.metrics.evaluate import format_table
+
+    tag = (spec or {}).get("feature_network", "FMNIST")
+    metric, higher = headline(conditions)
+    (out / "results.md").write_text(format_table(rows, key=key, tag=tag, extra=tuple(adherence_keys(conditions)))
+                                    + "\n")
+    adherence_and_fid(rows, out / plot, key, metric, higher, tag, title)
