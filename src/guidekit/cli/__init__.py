@@ -10,7 +10,8 @@ from guidekit.errors import GuidekitError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from guidekit.cli import demo, evaluate, sample, sweep, train, train_classifier, train_controlnet
+    from guidekit.cli import (control, demo, edit, evaluate, inpaint, sample, sweep, train, train_classifier,
+                              train_controlnet, ui, zoo)
 
     parser = argparse.ArgumentParser(
         prog="guidekit",
@@ -19,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'guidekit COMMAND --help' for the options of a command.")
     parser.add_argument("--version", action="version", version=f"guidekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (train, train_classifier, train_controlnet, sample, evaluate, sweep, demo):
+    for module in (train, train_classifier, train_controlnet, sample, control, inpaint, edit, evaluate, sweep, zoo,
+                   demo, ui):
         module.register(sub)
     return parser
 

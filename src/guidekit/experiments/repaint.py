@@ -1,0 +1,31 @@
+"""Inpainting a loaded model with RePaint (Lugmayr et al. 2022) under guidance, and scoring the generated region."""
+
+from __future__ import annotations
+
+import torch
+
+from guidekit.errors import check
+from guidekit.experiments.generation import Guidance, SamplerSettings, guided_denoiser
+from guidekit.sampling.repaint import inpaint
+from guidekit.training.checkpoint import LoadedModel
+
+
+def inpaint_guided(model: LoadedModel, x0: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, seeds: list[int],
+                   guidance: Guidance, settings: SamplerSettings, jump_length: int, jump_n_sample: int,
+                   device: torch.device | str = "cpu", progress: bool = False,
+                   cond: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, int]:
+    """(images, NFE per image): RePaint of x0 (1 or N rows) under mask (1 = known) for labels[i] from seeds[i]."""
+    images, nfe = inpaint(guided_denoiser(model, guidance, settings.clip_x0), model.schedule, x0, mask,
+                          {"y": labels, **(cond or {})}, settings.sampler, seeds, settings.steps, jump_length,
+                          jump_n_sample, spacing=settings.spacing, eta=settings.eta, device=device,
+                          batch_size=settings.batch_size, progress=progress)
+    check(bool(torch.isfinite(images).all()), "the samples contain NaN/inf: the model weights are broken")
+    return images, nfe
+
+
+def masked_errors(images: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image (L2, PSNR) over the generated pixels (mask 0): L2 = RMS error in [0, 1] units, PSNR = −20·log10 L2."""
+    unknown = (1 - mask).expand_as(images).flatten(1).double()
+    diff2 = (((images.double() - truth.double()) / 2) ** 2).flatten(1)  # [−1, 1] → [0, 1] units
+    l2 = ((diff2 * unknown).sum(1) / unknown.sum(1).clamp(min=1)).sqrt()
+    return l2, -20 * torch.log10(l2.clamp(min=1e-8))
