@@ -11,7 +11,7 @@ from guidekit.errors import GuidekitError
 
 def build_parser() -> argparse.ArgumentParser:
     from guidekit.cli import (control, demo, edit, evaluate, inpaint, sample, sweep, train, train_classifier,
-                              train_controlnet, zoo)
+                              train_controlnet, ui, zoo)
 
     parser = argparse.ArgumentParser(
         prog="guidekit",
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"guidekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (train, train_classifier, train_controlnet, sample, control, inpaint, edit, evaluate, sweep, zoo,
-                   demo):
+                   demo, ui):
         module.register(sub)
     return parser
 

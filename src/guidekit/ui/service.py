@@ -1,0 +1,204 @@
+"""The web UI's work as pure functions (no gradio): load models by name or folder, run one method, return images."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+import torch
+
+from guidekit import zoo
+from guidekit.diffusion import NULL
+from guidekit.errors import GuidekitError, check
+from guidekit.ui.inputs import to_uint8
+
+METHODS = ("sample", "classifier", "controlnet", "sdedit", "repaint")
+SAMPLERS = ("ddim", "ddpm", "dpmpp-2m")
+MAX_STEPS = 250  # sampler steps of one request
+MAX_N = 8  # images of one request
+MAX_NFE = 2000  # model evaluations per image (RePaint's resampling multiplies the steps)
+CACHE_SIZE = 6  # loaded networks kept
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class Params:
+    """One request's settings; each method reads the ones it needs."""
+
+    cls: str | None = None  # class name, prefix or index; None or "null" = ∅
+    w: float = 0.0  # classifier-free guidance weight (ignored for ∅)
+    classifier: str = "fmnist-classifier"
+    classifier_w: float = 5.0
+    base_null: bool = True  # classifier guidance of the model's null class (the paper's unconditional base)
+    controlnet: str = "fmnist-sketch"
+    control_scale: float = 1.0
+    extract_hint: bool = False  # run the ControlNet's condition on the drawing (a garment) instead of using it as hint
+    t0: float = 0.5
+    jump_length: int = 5
+    jump_n_sample: int = 2
+    invert: bool = False  # the drawing is dark on white paper
+    steps: int = 20
+    seed: int = 0
+    n: int = 1
+    sampler: str = "ddim"
+
+
+@dataclass
+class Result:
+    """uint8 images (n, H, W[, 3]), what the model was given (uint8, model resolution), and a summary."""
+
+    images: np.ndarray
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+
+_cache: OrderedDict = OrderedDict()
+_lock = threading.Lock()
+
+
+def _cached(key: tuple, load: Callable):
+    """load() once per key (LRU of CACHE_SIZE); the path's mtime is in the key, so a rewritten folder reloads."""
+    with _lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+        value = load()
+        _cache[key] = value
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+        return value
+
+
+def _stamp(name: str) -> tuple:
+    check(isinstance(name, str) and name.strip() != "", "choose a model: a zoo name or a local model folder")
+    path = zoo.resolve(name.strip())
+    return str(path.resolve()), path.stat().st_mtime_ns if path.exists() else None
+
+
+def load_model(name: str, device="cpu"):
+    """A zoo model or local model folder (cached)."""
+    from guidekit.training import load_model as load
+
+    return _cached(("model", *_stamp(name), str(device)), lambda: load(name.strip(), device))
+
+
+def load_controlnet(name: str, model, device="cpu"):
+    """A ControlNet for the loaded model (cached; refused if trained on another base)."""
+    from guidekit.training import load_controlnet as load
+
+    key = ("controlnet", *_stamp(name), *_stamp(str(model.path)), str(device))
+    return _cached(key, lambda: load(name.strip(), model.net))
+
+
+def load_classifier(name: str, model, device="cpu"):
+    """A noise-aware classifier for the loaded model (cached; its schedule must match the model's)."""
+    from guidekit.experiments.generation import load_guiding_classifier
+
+    key = ("classifier", *_stamp(name), *_stamp(str(model.path)), str(device))
+    return _cached(key, lambda: load_guiding_classifier(name.strip(), model, device))
+
+
+def image_size(name: str, device="cpu") -> int:
+    """The model's image side, or 32 (Fashion-MNIST) when it cannot be loaded (running it will say why)."""
+    try:
+        return load_model(name, device).net.config.image_size
+    except (GuidekitError, OSError):
+        return 32
+
+
+@lru_cache(maxsize=1)
+def _test_images():
+    from guidekit.data import load_dataset
+
+    try:
+        return load_dataset("fashion-mnist", split="test")
+    except GuidekitError:
+        return load_dataset("samples")  # the 500 images shipped in the package
+
+
+def dataset_image(index: int, stroke: bool = False) -> tuple[np.ndarray, str]:
+    """Test image `index` of Fashion-MNIST (else the embedded samples) as uint8 32x32, optionally a stroke painting."""
+    from guidekit.guides import stroke_painting
+
+    data = _test_images()
+    i = _integer(index, "image index", 0, len(data) - 1)
+    x = data.images(slice(i, i + 1))
+    x = stroke_painting(x) if stroke else x
+    label = data.class_names[int(data.labels[i])] if data.labels is not None else ""
+    return to_uint8(x)[0], f"{data.name}[{i}] {label}".strip()
+
+
+def _integer(value, name: str, lo: int, hi: int) -> int:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and value == int(value)
+    check(ok and lo <= int(value) <= hi, f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
+    return int(value)
+
+
+def _number(value, name: str, lo: float, hi: float = math.inf) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    check(ok and lo <= value <= hi, f"{name} must be a number from {lo:g} to {hi:g}, got {value!r}")
+    return float(value)
+
+
+def check_params(method: str, p: Params) -> Params:
+    """Validate the settings (ranges and the request's cost); returns a copy with numbers normalised."""
+    check(method in METHODS, f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    check(p.sampler in SAMPLERS, f"unknown sampler {p.sampler!r}: use one of {', '.join(SAMPLERS)}")
+    q = Params(**asdict(p))
+    q.steps = _integer(p.steps, "steps", 1, MAX_STEPS)
+    q.n = _integer(p.n, "number of images", 1, MAX_N)
+    q.seed = _integer(p.seed, "seed", 0, 2**31 - 1)
+    q.w = _number(p.w, "w", 0.0, 100.0)
+    q.classifier_w = _number(p.classifier_w, "classifier weight", 0.0, 1000.0)
+    q.control_scale = _number(p.control_scale, "control scale", 0.0, 10.0)
+    q.t0 = _number(p.t0, "t0", 0.0, 1.0)
+    check(q.t0 > 0, "t0 must be above 0 (0 returns the guide untouched); try 0.5")
+    q.jump_length = _integer(p.jump_length, "jump length", 1, MAX_STEPS)
+    q.jump_n_sample = _integer(p.jump_n_sample, "jump n sample", 1, 100)
+    if method == "repaint":
+        from guidekit.sampling.repaint import expected_nfe
+
+        nfe = expected_nfe(q.steps, q.jump_length, q.jump_n_sample)
+        check(nfe <= MAX_NFE, f"RePaint with {q.steps} steps, jump length {q.jump_length} and jump n sample "
+                              f"{q.jump_n_sample} needs {nfe} model evaluations per image; the limit is {MAX_NFE}: "
+                              f"lower the steps or jump n sample")
+    return q
+
+
+def pick_class(model, text: str | None) -> int:
+    """A class index of the model from a name, prefix or index; NULL for None, '' or 'null'."""
+    from guidekit.data import class_index
+
+    if text is None or str(text).strip().lower() in ("", "null", "∅", "none"):
+        return NULL
+    check(bool(model.class_names), f"{model.path} is unconditional: choose the class null")
+    return class_index(model.class_names, str(text))
+
+
+def run_method(method: str, model: str, params: Params, image: np.ndarray | None = None,
+               mask: np.ndarray | None = None, sketch: np.ndarray | None = None, device="cpu",
+               progress: Progress | None = None) -> Result:
+    """Run one method on a zoo name or model folder: sample | classifier | controlnet (sketch → hint) |
+    sdedit (sketch = guide) | repaint (image + mask, 1 / white = known). Raises GuidekitError on bad input."""
+    from guidekit.ui.methods import RUNNERS
+
+    p = check_params(method, params)
+    start = time.time()
+    loaded = load_model(model, device)
+    y = pick_class(loaded, p.cls)
+    images, inputs, info = RUNNERS[method](loaded, p, y, image, mask, sketch, device, progress)
+    check(bool(torch.isfinite(images).all()), "the result contains NaN/inf: the model weights are broken")
+    name = "null" if y == NULL else loaded.class_names[y]
+    info = {"method": method, "model": str(loaded.path), "class": name, **info, "steps": p.steps,
+            "sampler": p.sampler, "seeds": list(range(p.seed, p.seed + p.n)), "seconds": round(time.time() - start, 3)}
+    return Result(to_uint8(images), {k: to_uint8(v)[0] for k, v in inputs.items()}, info)
+
+
+__all__ = ["METHODS", "MAX_N", "MAX_NFE", "MAX_STEPS", "Params", "Result", "dataset_image", "run_method"]
