@@ -62,6 +62,14 @@ def add_device(p: argparse.ArgumentParser) -> None:
                    help="where to run (default: auto = cuda if available)")
 
 
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    """--out/--overwrite/--no-progress/--device of the commands that write one folder of images."""
+    p.add_argument("--out", required=True, help="output folder (created; see --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device(p)
+
+
 def add_sampler_args(p: argparse.ArgumentParser, steps: int = 50, batch: int = 64) -> None:
     """--sampler/--steps/--eta/--spacing/--no-clip/--batch-size, as in `guidekit sample`."""
     p.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "dpmpp-2m"], help="sampler")

@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 
-from guidekit.cli.common import (HelpFormatter, add_device, add_guidance_args, add_sampler_args, guidance_from_args,
+from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, guidance_from_args,
                                  nonneg_int, pick_device, positive_int, sampler_settings)
 from guidekit.errors import check
 
@@ -64,10 +64,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=nonneg_int("--seed"), default=0,
                    help="first seed; also seeds the hint extraction (sketch jitter)")
     add_sampler_args(p)
-    p.add_argument("--out", required=True, help="output folder (created; see --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_device(p)
+    add_output_args(p)
     p.set_defaults(run=run)
 
 
