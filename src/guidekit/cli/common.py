@@ -62,6 +62,18 @@ def add_device(p: argparse.ArgumentParser) -> None:
                    help="where to run (default: auto = cuda if available)")
 
 
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """The "run" group of the training commands: --out, --resume, --max-minutes, --mixed-precision, --no-progress."""
+    r = p.add_argument_group("run")
+    r.add_argument("--out", required=True, help="run folder")
+    r.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    r.add_argument("--max-minutes", type=positive_float("--max-minutes"),
+                   help="stop (and save) after this wall time, even before --steps")
+    r.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
+                   help="auto = bf16 on a GPU, fp32 on the CPU")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def add_output_args(p: argparse.ArgumentParser) -> None:
     """--out/--overwrite/--no-progress/--device of the commands that write one folder of images."""
     p.add_argument("--out", required=True, help="output folder (created; see --overwrite)")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from guidekit.cli.common import HelpFormatter, defaults_of, nonneg_float, nonneg_int, positive_float, positive_int
+from guidekit.cli.common import (HelpFormatter, add_run_args, defaults_of, nonneg_float, nonneg_int, positive_float,
+                                 positive_int)
 from guidekit.training.trainer import TrainConfig
 
 DEFAULTS = defaults_of(TrainConfig, ("steps", "batch_size", "lr", "warmup", "p_uncond", "ema_decay", "grad_clip",
@@ -47,14 +48,7 @@ def register(sub) -> None:
     o.add_argument("--log-every", type=positive_int("--log-every"), help=f"log interval (default {DEFAULTS['log_every']})")
     o.add_argument("--keep", type=positive_int("--keep"), help=f"checkpoints kept (default {DEFAULTS['keep']})")
     o.add_argument("--seed", type=nonneg_int("--seed"), help=f"seed of init, data order and noise (default {DEFAULTS['seed']})")
-    r = p.add_argument_group("run")
-    r.add_argument("--out", required=True, help="run folder")
-    r.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    r.add_argument("--max-minutes", type=positive_float("--max-minutes"),
-                   help="stop (and save) after this wall time, even before --steps")
-    r.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
-                   help="auto = bf16 on a GPU, fp32 on the CPU")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_args(p)
     p.set_defaults(run=run)
 
 

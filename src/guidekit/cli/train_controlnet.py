@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from guidekit.cli.common import HelpFormatter, defaults_of, nonneg_float, nonneg_int, positive_float, positive_int
+from guidekit.cli.common import (HelpFormatter, add_run_args, defaults_of, nonneg_float, nonneg_int, positive_float,
+                                 positive_int)
 from guidekit.errors import check
 from guidekit.training.controlnet_trainer import ControlNetTrainConfig
 
@@ -37,14 +38,7 @@ def register(sub) -> None:
         kind = positive_float if name == "lr" else nonneg_float if isinstance(default, float) else \
             nonneg_int if name in ("warmup", "seed") else positive_int
         o.add_argument(flag, type=kind(flag), default=None, help=f"{HELP[name]} (default {default})")
-    r = p.add_argument_group("run")
-    r.add_argument("--out", required=True, help="run folder")
-    r.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    r.add_argument("--max-minutes", type=positive_float("--max-minutes"),
-                   help="stop (and save) after this wall time, even before --steps")
-    r.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
-                   help="auto = bf16 on a GPU, fp32 on the CPU")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_args(p)
     p.set_defaults(run=run)
 
 
