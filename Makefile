@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
+TESTED  = $(VENV)/.installed-test
 
 .PHONY: demo test install data clean
 
@@ -10,15 +11,23 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch is pinned (CPU wheel); install it first so nothing pulls a CUDA build
 	$(PY) -m pip install "torch==2.13.0"
-	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install -e .
 	touch $(STAMP)
+
+# The suite also drives the web UI in headless Chromium: Debian's chromium (best effort; without it that one test
+# is skipped) and Playwright's Python client only -- no browser is ever downloaded.
+$(TESTED): $(STAMP)
+	$(PY) -m pip install -e ".[test,ui,browser]"
+	-@command -v chromium >/dev/null || apt-get install -y chromium || (apt-get update && apt-get install -y chromium) \
+		|| echo "chromium not installed: tests/test_ui_browser.py will be skipped"
+	touch $(TESTED)
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/guidekit demo --out runs/demo
 
-test: $(STAMP)
+test: $(TESTED)
 	$(PY) -m pytest tests
 
 # Full Fashion-MNIST (60k/10k) from Debian, for training and evaluation on real data.

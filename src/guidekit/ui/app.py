@@ -135,7 +135,7 @@ def build_app(device="cpu", max_queue: int = 16, concurrency: int = 1) -> gr.Blo
         gr.Markdown(HELP)
         with gr.Row():
             with gr.Column(scale=1):
-                method = gr.Radio(METHODS, value="sample", label="method")
+                method = gr.Radio(METHODS, value="sample", label="method", elem_id="method")
                 model = gr.Dropdown(of_kind("model"), value="fmnist-cfg", allow_custom_value=True,
                                     label="model (zoo name or local folder)")
                 cls = gr.Dropdown(["null", *FASHION_MNIST_CLASSES], value="Trouser", allow_custom_value=True,
@@ -156,15 +156,16 @@ def build_app(device="cpu", max_queue: int = 16, concurrency: int = 1) -> gr.Blo
                 with gr.Column(visible=False) as repaint_box:
                     jump_length = gr.Slider(1, 50, value=5, step=1, label="jump length j")
                     jump_n_sample = gr.Slider(1, 20, value=2, step=1, label="jump n sample r (1 = no resampling)")
-                with gr.Accordion("sampler", open=False):
+                with gr.Accordion("sampler", open=False, elem_id="sampler"):
                     sampler = gr.Radio(list(service.SAMPLERS), value="ddim", label="sampler")
-                    steps = gr.Slider(1, service.MAX_STEPS, value=20, step=1, label="steps")
+                    steps = gr.Slider(1, service.MAX_STEPS, value=20, step=1, label="steps", elem_id="steps")
                     seed = gr.Number(0, precision=0, minimum=0, label="seed")
                     n = gr.Slider(1, service.MAX_N, value=1, step=1, label="images")
             with gr.Column(scale=1):
                 canvas = gr.ImageEditor(**kwargs_for(
                     gr.ImageEditor, value=canvas_value(None), type="numpy", image_mode="RGBA", sources=(),
-                    label="canvas", canvas_size=(CANVAS, CANVAS), format="png", layers=False, transforms=(),
+                    label="canvas", elem_id="canvas", canvas_size=(CANVAS, CANVAS), format="png", layers=False,
+                    transforms=(),
                     brush=gr.Brush(colors=["#ffffff", "#c0c0c0", "#808080", "#404040", "#000000"],
                                    default_color="#ffffff", color_mode="fixed")))
                 invert = gr.Checkbox(False, label="invert the canvas (a dark drawing on white)")
@@ -175,14 +176,14 @@ def build_app(device="cpu", max_queue: int = 16, concurrency: int = 1) -> gr.Blo
                 with gr.Row():
                     index = gr.Number(0, precision=0, minimum=0, label="test image #")
                     stroke = gr.Checkbox(False, label="as a stroke painting")
-                    load = gr.Button("load test image")
+                    load = gr.Button("load test image", elem_id="load")
             with gr.Column(scale=1):
-                go = gr.Button("run", variant="primary")
-                result = gr.Image(**kwargs_for(gr.Image, label="result", type="numpy", interactive=False,
-                                               image_mode=None, format="png"))
+                go = gr.Button("run", variant="primary", elem_id="run")
+                result = gr.Image(**kwargs_for(gr.Image, label="result", elem_id="result", type="numpy",
+                                               interactive=False, image_mode=None, format="png"))
                 used = gr.Image(**kwargs_for(gr.Image, label="model input (hint, guide or masked image)",
                                              type="numpy", interactive=False, image_mode=None, format="png"))
-                download = gr.File(label="full-resolution PNG", interactive=False)
+                download = gr.File(label="full-resolution PNG", interactive=False, elem_id="download")
                 info = gr.JSON(label="info")
         method.change(show, method, [classifier_box, control_box, sdedit_box, repaint_box], queue=False)
         upload_button.upload(upload, [upload_button, model], canvas, api_name="upload")
