@@ -1,0 +1,266 @@
+"""guidekit vs diffusers in one process, on the same class-conditional UNet: forward, CFG DDIM sampling, training.
+
+The network is the issue's diffusers UNet2DModel (32x32x1, block_out_channels 64/128/256, attention at the two
+lower resolutions, layers_per_block 2, 10 classes + null = 11 class embeddings, ~16M parameters; --small uses
+widths 32/64/128 and 8 GroupNorm groups, like guidekit's small preset, for ~4M). Rows:
+  forward   no-grad forward at --batch: UNet2DModel vs guidekit's own UNet of matching size
+  sample    CFG DDIM-N: diffusers' plain loop (DDIMScheduler) vs guidekit.generate + ClassifierFreeGuidance on
+            (a) the SAME diffusers network through DiffusersUNet and (b) guidekit's own UNet
+  train     one AdamW step, MSE on eps: the same plain loop for both models (measures model + optimizer only)
+plus a correctness row: max |guidekit-on-diffusers-network − diffusers loop| for the same initial noise (fp32);
+it is float rounding only when --steps divides 1000 (else DDIMScheduler.step targets t − 1000 // steps, which is
+not its next trailing timestep, while guidekit steps to the next timestep).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--small", action="store_true", help="block_out_channels 32/64/128 (~4M params) for CPU runs")
+    p.add_argument("--batch", type=int, default=64, help="images per forward / sampling batch / training step")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps of the sampling row")
+    p.add_argument("--w", type=float, default=2.0, help="CFG weight w (diffusers guidance_scale = 1 + w)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16 = torch.autocast(bfloat16)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs before each measurement")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    return p.parse_args(argv)
+
+
+class Bench:
+    """Timing (median of repeats after warm-up, synchronized) and peak memory, under the run's autocast."""
+
+    def __init__(self, device: torch.device, dtype: str, repeats: int, warmup: int):
+        self.device, self.repeats, self.warmup = device, repeats, warmup
+        self.cuda = device.type == "cuda"
+        self.autocast_dtype = torch.bfloat16 if dtype == "bf16" else None
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_dtype is not None)
+
+    def sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def time(self, fn) -> tuple[float, float]:
+        """(median seconds per call, peak memory in MiB: CUDA max allocated, or growth of the process's peak RSS)."""
+        if self.cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with self.autocast():
+            for _ in range(self.warmup):
+                fn()
+            times = []
+            for _ in range(self.repeats):
+                self.sync()
+                start = time.perf_counter()
+                self.last = fn()
+                self.sync()
+                times.append(time.perf_counter() - start)
+        if self.cuda:
+            mem = torch.cuda.max_memory_allocated() / 2 ** 20
+        else:  # ru_maxrss is KiB on Linux
+            mem = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+        return statistics.median(times), mem
+
+
+def build_models(small: bool, device: torch.device):
+    """The diffusers UNet2DModel of the issue and guidekit's UNet preset of the same shape."""
+    from diffusers import UNet2DModel
+
+    from guidekit.models import UNet, UNetConfig
+
+    chans = (32, 64, 128) if small else (64, 128, 256)
+    ref = UNet2DModel(sample_size=32, in_channels=1, out_channels=1, block_out_channels=chans, layers_per_block=2,
+                      down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+                      up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+                      norm_num_groups=8 if small else 32, num_class_embeds=11)
+    own = UNet(UNetConfig.preset("small" if small else "base", num_classes=10))
+    torch.manual_seed(0)
+    for net in (ref, own):  # zero-initialized output layers would make every model output 0
+        for p in net.parameters():
+            p.data += 0.01 * torch.randn_like(p)
+    return ref.to(device).eval(), own.to(device).eval()
+
+
+def diffusers_cfg_loop(unet, scheduler, x, y, steps: int, guidance_scale: float, null: int) -> torch.Tensor:
+    """CFG DDIM the way a diffusers user writes it: two halves in one batch, combine, scheduler.step."""
+    scheduler.set_timesteps(steps)
+    y_both = torch.cat([y, torch.full_like(y, null)])
+    for t in scheduler.timesteps:
+        eps = unet(torch.cat([x, x]), t, class_labels=y_both).sample
+        eps_c, eps_u = eps.chunk(2)
+        x = scheduler.step(eps_u + guidance_scale * (eps_c - eps_u), t, x).prev_sample
+    return x.cpu()
+
+
+def forward_flops(net, args) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(*args)
+    return counter.get_total_flops()
+
+
+def matmul_peak(bench: Bench) -> float:
+    """TFLOP/s of a large square matmul in the run's dtype, timed like the models."""
+    n = 8192 if bench.cuda else 2048
+    dtype = torch.bfloat16 if bench.autocast_dtype is not None else torch.float32
+    a = torch.randn(n, n, device=bench.device, dtype=dtype)
+    b = torch.randn(n, n, device=bench.device, dtype=dtype)
+    sec, _ = bench.time(lambda: a @ b)
+    return 2 * n ** 3 / sec / 1e12
+
+
+def run(a: argparse.Namespace) -> dict:
+    from diffusers import DDIMScheduler
+
+    from guidekit.diffusion.denoiser import ModelDenoiser
+    from guidekit.diffusion.schedule import NoiseSchedule
+    from guidekit.guidance.cfg import ClassifierFreeGuidance
+    from guidekit.models import count_parameters
+    from guidekit.models.diffusers_unet import DiffusersUNet
+    from guidekit.sampling.generate import generate
+    from guidekit.sampling.noise import Noise
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if a.device == "auto" else a.device)
+    bench = Bench(device, a.dtype, a.repeats, a.warmup)
+    if bench.cuda:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32
+    B, steps, w = a.batch, a.steps, a.w
+    ref, own = build_models(a.small, device)
+    wrapped = DiffusersUNet(ref, num_train_timesteps=1000, null_class_index=10)
+    n_ref, n_own = count_parameters(ref), count_parameters(own)
+    rows, out = [], {"device": str(device), "dtype": a.dtype, "batch": B, "steps": steps, "w": w,
+                     "threads": torch.get_num_threads(), "torch": torch.__version__,
+                     "params": {"diffusers": n_ref, "guidekit_unet": n_own}}
+
+    def row(name, d_sec, g_sec, d_mem, g_mem, images):
+        d_ips, g_ips = images / d_sec, images / g_sec
+        rows.append({"row": name, "diffusers_img_s": d_ips, "guidekit_img_s": g_ips, "ratio": g_ips / d_ips,
+                     "diffusers_peak_mib": d_mem, "guidekit_peak_mib": g_mem})
+
+    # (1) forward, no grad
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(B, 1, 32, 32, generator=g).to(device)
+    t = torch.randint(0, 1000, (B,), generator=g).to(device)
+    y = torch.randint(0, 10, (B,), generator=g).to(device)
+    with torch.no_grad():
+        d_fwd, d_mem = bench.time(lambda: ref(x, t, class_labels=y).sample)
+        g_fwd, g_mem = bench.time(lambda: own(x, t, y))
+    row("forward (no grad)", d_fwd, g_fwd, d_mem, g_mem, B)
+    with bench.autocast():
+        d_flops, g_flops = forward_flops(ref, (x, t, y)), forward_flops(own, (x, t, y))
+    peak = matmul_peak(bench)
+    out["forward_tflops"] = {"diffusers": d_flops / d_fwd / 1e12, "guidekit_unet": g_flops / g_fwd / 1e12,
+                             "matmul_peak": peak, "gflop_per_forward": {"diffusers": d_flops / 1e9,
+                                                                        "guidekit_unet": g_flops / 1e9}}
+
+    # (2) CFG DDIM sampling
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                              clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
+    schedule = NoiseSchedule.linear(1000)
+    seeds = list(range(B))
+    labels = torch.arange(B) % 10
+
+    def guidekit_sample(net):
+        cfg = ClassifierFreeGuidance(ModelDenoiser(net, schedule, "eps", num_classes=10), w)
+        return generate(cfg, schedule, (1, 32, 32), seeds, {"y": labels}, "ddim", steps, device=device)
+
+    def reference_sample():
+        x_T = Noise(seeds, device).randn((1, 32, 32))
+        return diffusers_cfg_loop(ref, scheduler, x_T, labels.to(device), steps, 1 + w, null=10)
+
+    with torch.no_grad():
+        d_smp, d_mem = bench.time(reference_sample)
+        theirs = bench.last
+        ga_smp, ga_mem = bench.time(lambda: guidekit_sample(wrapped))
+        mine = bench.last
+        gb_smp, gb_mem = bench.time(lambda: guidekit_sample(own))
+    row(f"CFG DDIM-{steps}: guidekit on the same diffusers net", d_smp, ga_smp, d_mem, ga_mem, B)
+    row(f"CFG DDIM-{steps}: guidekit's own UNet", d_smp, gb_smp, d_mem, gb_mem, B)
+    if a.dtype != "fp32":  # correctness in fp32: the same DDIM math on the same network and initial noise
+        with torch.no_grad():
+            mine, theirs = guidekit_sample(wrapped), reference_sample()
+    out["max_abs_diff_fp32"] = (mine - theirs).abs().max().item()
+    out["max_abs_sample_fp32"] = theirs.abs().max().item()  # random weights: x̂0 is large, so also give the scale
+
+    # (3) training step: the same plain loop for both models
+    ab = torch.as_tensor(scheduler.alphas_cumprod, device=device)
+
+    def train_step_fn(net, call):
+        net.train()
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=bench.cuda)
+        x0 = torch.randn(B, 1, 32, 32, device=device).clamp(-1, 1)
+
+        def step():
+            tt = torch.randint(0, 1000, (B,), device=device)
+            eps = torch.randn_like(x0)
+            a_t = ab[tt].view(-1, 1, 1, 1)
+            x_t = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
+            loss = F.mse_loss(call(x_t, tt, y).float(), eps)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return step
+
+    d_tr, d_mem = bench.time(train_step_fn(ref, lambda x_, t_, y_: ref(x_, t_, class_labels=y_).sample))
+    g_tr, g_mem = bench.time(train_step_fn(own, own))
+    row("train step (fwd+bwd+AdamW)", d_tr, g_tr, d_mem, g_mem, B)
+    out["rows"] = rows
+    return out
+
+
+def markdown(r: dict) -> str:
+    mem = "peak CUDA MiB" if r["device"].startswith("cuda") else "peak-RSS growth MiB"
+    lines = [f"device={r['device']} dtype={r['dtype']} threads={r['threads']} batch={r['batch']} "
+             f"steps={r['steps']} w={r['w']} torch={r['torch']}",
+             f"parameters: diffusers UNet2DModel {r['params']['diffusers']:,}, "
+             f"guidekit UNet {r['params']['guidekit_unet']:,}", "",
+             f"| row | diffusers img/s | guidekit img/s | guidekit / diffusers | {mem} (diffusers / guidekit) |",
+             "| --- | --- | --- | --- | --- |"]
+    for x in r["rows"]:
+        lines.append(f"| {x['row']} | {x['diffusers_img_s']:.1f} | {x['guidekit_img_s']:.1f} | {x['ratio']:.2f} | "
+                     f"{x['diffusers_peak_mib']:.0f} / {x['guidekit_peak_mib']:.0f} |")
+    f = r["forward_tflops"]
+    lines.append(f"| forward TFLOP/s (GFLOP per forward) | {f['diffusers']:.3g} "
+                 f"({f['gflop_per_forward']['diffusers']:.2f}) | {f['guidekit_unet']:.3g} "
+                 f"({f['gflop_per_forward']['guidekit_unet']:.2f}) | {f['guidekit_unet'] / f['diffusers']:.2f} | |")
+    lines.append(f"| fraction of matmul peak ({f['matmul_peak']:.3g} TFLOP/s) | "
+                 f"{f['diffusers'] / f['matmul_peak']:.1%} | {f['guidekit_unet'] / f['matmul_peak']:.1%} | | |")
+    lines.append(f"| correctness: max abs diff, guidekit on the diffusers net vs diffusers loop (fp32) | | "
+                 f"{r['max_abs_diff_fp32']:.2e} (max abs sample {r['max_abs_sample_fp32']:.3g}) | | |")
+    if 1000 % r["steps"]:
+        lines.append(f"note: 1000 is not a multiple of steps={r['steps']}, so diffusers' DDIM steps from t to "
+                     f"t - 1000 // steps rather than to its next trailing timestep; expect a real difference above")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    a = parse_args(argv)
+    r = run(a)
+    print(markdown(r))
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(r, fh, indent=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
