@@ -280,3 +280,29 @@ def test_sweep_repaint_tiny_run_and_resume(run_dir, tmp_path, monkeypatch):
 
 def test_mask_kinds_are_the_papers_six():
     assert MASK_KINDS == ("wide", "narrow", "every-second-line", "half", "expand", "sr2")
+
+
+def test_inpaint_cli_with_a_controlnet_from_the_zoo(tmp_path):
+    """RePaint + CFG + ControlNet in one CLI call: the hint changes the completion, the known pixels stay exact."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from guidekit.cli import main
+
+    base = ["inpaint", "fmnist-cfg", "--from-dataset", "1", "--dataset", "samples", "--mask", "expand",
+            "--class", "Dress", "--w", "1", "--steps", "3", "--jump-length", "1", "--jump-n-sample", "2", "--n", "1",
+            "--no-progress", "--device", "cpu"]
+    outs = {}
+    for scale in ("0", "1"):
+        out = tmp_path / f"s{scale}"
+        assert main(base + ["--controlnet", "fmnist-canny", "--control-scale", scale, "--out", str(out)]) == 0
+        outs[scale] = np.array(Image.open(out / "0000_seed0.png"))
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["controlnets"] == ["fmnist-canny"] and manifest["control_scale"] == float(scale)
+        known = np.array(Image.open(out / "mask.png").convert("L")) > 127
+        assert (outs[scale][known] == np.array(Image.open(out / "image.png"))[known]).all()
+    assert not (outs["0"] == outs["1"]).all()
+    assert main(base + ["--controlnet", str(tmp_path / "missing"), "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()

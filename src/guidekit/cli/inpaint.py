@@ -6,7 +6,7 @@ import json
 import time
 
 from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, guidance_from_args,
-                                 nonneg_int, pick_device, positive_int, sampler_settings)
+                                 nonneg_float, nonneg_int, pick_device, positive_int, sampler_settings)
 from guidekit.errors import GuidekitError, check
 from guidekit.masks import MASK_KINDS
 
@@ -44,6 +44,11 @@ def register(sub) -> None:
                    help="class name or index for a class-conditional model; 'null' = ∅ (default: the dataset "
                         "image's label with --from-dataset, else null)")
     add_guidance_args(p)
+    p.add_argument("--controlnet", action="append", default=[], metavar="CN",
+                   help="ControlNet folder or zoo name (repeatable): its condition is extracted from the whole "
+                        "image, so the completion also follows the image's edges/sketch (RePaint + ControlNet)")
+    p.add_argument("--control-scale", type=nonneg_float("--control-scale"), default=1.0,
+                   help="scale of the ControlNets' residuals (0 = off)")
     add_jump_args(p)
     p.add_argument("--n", type=positive_int("--n"), default=4, help="completions (seeds --seed .. --seed+n-1)")
     p.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed")
@@ -101,6 +106,18 @@ def pick_label(args, model, dataset_label) -> int:
     return NULL
 
 
+def with_controlnets(args, model, x0):
+    """(model, cond): the model steered by --controlnet with hints extracted from x0 (Zhang et al. 2023)."""
+    if not args.controlnet:
+        return model, None
+    from guidekit.experiments.control import as_nets, condition_of, controlled, extract_hints, join_hints
+    from guidekit.training import load_controlnet
+
+    nets = [load_controlnet(path, model.net) for path in args.controlnet]
+    hints = [extract_hints(condition_of(n), x0, seed=args.seed) for n in nets]
+    return controlled(model, nets, args.control_scale), {"hint": join_hints(hints, as_nets(nets), args.n)}
+
+
 def run(args) -> None:
     import torch
 
@@ -120,12 +137,13 @@ def run(args) -> None:
     explicit_w = args.w is not None or args.guidance_scale is not None
     guidance = guidance_from_args(args, model, device, None if explicit_w or label != NULL else 0.0)
     mask = check_mask(mask_from_arg(args.mask, x0.shape[-1], 1, torch.Generator().manual_seed(args.mask_seed)), x0)
+    model, cond = with_controlnets(args, model, x0)
     settings = sampler_settings(args)
     repaint_levels(model.schedule.timesteps(settings.steps, settings.spacing), args.jump_length, args.jump_n_sample)
     seeds = list(range(args.seed, args.seed + args.n))
     start = time.time()
     images, nfe = inpaint_guided(model, x0, mask, torch.full((args.n,), label), seeds, guidance, settings,
-                                 args.jump_length, args.jump_n_sample, device, not args.no_progress)
+                                 args.jump_length, args.jump_n_sample, device, not args.no_progress, cond)
     elapsed = time.time() - start
     l2, psnr = masked_errors(images, x0, mask)
     masked = x0 * mask  # unknown pixels shown as mid-gray (0)
@@ -144,7 +162,8 @@ def run(args) -> None:
         manifest = {"model": str(model.path), "source": source, "mask": args.mask, "mask_seed": args.mask_seed,
                     "known_fraction": float(mask.mean()), "class": label, "class_name": name,
                     **settings.to_dict(), **guidance.describe(), "jump_length": args.jump_length,
-                    "jump_n_sample": args.jump_n_sample, "nfe": nfe, "seeds": seeds, "device": str(device),
+                    "jump_n_sample": args.jump_n_sample, "controlnets": args.controlnet,
+                    "control_scale": args.control_scale, "nfe": nfe, "seeds": seeds, "device": str(device),
                     "seconds": round(elapsed, 3), "images_per_second": round(args.n / elapsed, 3),
                     "l2_mean": float(l2.mean()), "psnr_mean": float(psnr.mean()), "images": files}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
