@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +12,7 @@ from tqdm.auto import tqdm
 from guidekit.errors import check
 from guidekit.experiments.generation import Guidance, SamplerSettings
 from guidekit.experiments.repaint import inpaint_guided, masked_errors
-from guidekit.experiments.sweep import cached_samples
+from guidekit.experiments.sweep import cached_samples, check_spec, write_rows
 from guidekit.images import grid, labelled, save_png
 from guidekit.masks import MASK_KINDS, make_mask
 from guidekit.metrics.evaluate import evaluate
@@ -36,18 +34,6 @@ def read_rows(path: Path) -> list[dict]:
             for r in rows]
 
 
-def write_rows(path: Path, rows: list[dict]) -> None:
-    """Rewrite the CSV atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def format_table(rows: list[dict], tag: str = "FMNIST") -> str:
     """Markdown: one row per (mask, r)."""
     head = ["mask", "r", "n", "known", "NFE", "L2", "PSNR (dB)", f"FID-{tag}", f"KID-{tag}", "accuracy", "img/s"]
@@ -59,17 +45,6 @@ def format_table(rows: list[dict], tag: str = "FMNIST") -> str:
                      f"{cell(r['l2'], '.4f')} | {cell(r['psnr'], '.2f')} | {cell(r['fid'], '.3f')} | {kid} | "
                      f"{cell(r['accuracy'], '.3f')} | {cell(r['img_per_s'], '.3g')} |")
     return "\n".join(lines)
-
-
-def check_spec(out: Path, spec: dict) -> None:
-    """Record the sweep's settings in OUT/sweep.json, or refuse a folder holding a sweep with other settings."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "sweep.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        check(old == spec, f"{out} holds a sweep with other settings ({old}); use another --out, or delete it")
-    else:
-        path.write_text(json.dumps(spec, indent=2) + "\n")
 
 
 def run_repaint_sweep(model: LoadedModel, truth: torch.Tensor, truth_labels: torch.Tensor | None,
@@ -110,7 +85,7 @@ def run_repaint_sweep(model: LoadedModel, truth: torch.Tensor, truth_labels: tor
                      "img_per_s": n / seconds if seconds else None, "seconds": seconds})
         order = lambda row: (MASK_KINDS.index(row["mask"]), row["r"])  # noqa: E731
         rows.sort(key=order)
-        write_rows(out / "results.csv", rows)
+        write_rows(out / "results.csv", rows, FIELDS)
     rows = [row for row in rows if row["mask"] in kinds and row["r"] in rs]
     tag = getattr(evaluator, "metric_tag", (spec or {}).get("feature_network", "FMNIST"))
     (out / "results.md").write_text(format_table(rows, tag) + "\n")
