@@ -74,6 +74,15 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def add_sweep_args(p: argparse.ArgumentParser) -> None:
+    """--out, the sampler, the evaluation, --no-progress and --device options every sweep kind takes."""
+    p.add_argument("--out", required=True, help="output folder; rerun the same command to resume")
+    add_sampler_args(p, steps=50, batch=250)
+    add_eval_args(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_device(p)
+
+
 def add_output_args(p: argparse.ArgumentParser) -> None:
     """--out/--overwrite/--no-progress/--device of the commands that write one folder of images."""
     p.add_argument("--out", required=True, help="output folder (created; see --overwrite)")

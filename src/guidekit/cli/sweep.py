@@ -6,8 +6,8 @@ import argparse
 import importlib
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, add_sampler_args, load_eval, nonneg_int, pick_device,
-                                 positive_int, sampler_settings)
+from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, nonneg_int, pick_device, positive_int,
+                                 sampler_settings)
 from guidekit.errors import check
 
 # Further sweep kinds live in their own modules, each with register_kind(kinds) adding one subparser.
@@ -33,11 +33,7 @@ def _common(p: argparse.ArgumentParser, ws: str) -> None:
     p.add_argument("--w", type=float_list, default=float_list(ws), help="weights, comma-separated")
     p.add_argument("--n", type=positive_int("--n"), default=10000, help="images per weight")
     p.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed (the same seeds for every w)")
-    p.add_argument("--out", required=True, help="output folder")
-    add_sampler_args(p, steps=50, batch=250)
-    add_eval_args(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_device(p)
+    add_sweep_args(p)
 
 
 def register(sub) -> None:

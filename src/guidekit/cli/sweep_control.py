@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, add_sampler_args, load_eval, nonneg_float,
-                                 nonneg_int, pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, nonneg_float, nonneg_int, pick_device,
+                                 positive_int, sampler_settings)
 from guidekit.errors import check
 
 SOURCE = ("For --n class-balanced test images of --dataset (a seeded choice) the ControlNet's own condition gives "
@@ -25,11 +25,7 @@ def _common(p, n: int = 1000) -> None:
     p.add_argument("--base-null", action="store_true",
                    help="sample at ∅ (the model's null class): the class must come from the hint alone; accuracy "
                         "is still measured against the source images' classes")
-    p.add_argument("--out", required=True, help="output folder; rerun the same command to resume")
-    add_sampler_args(p, steps=50, batch=250)
-    add_eval_args(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_device(p)
+    add_sweep_args(p)
 
 
 def register_kind(kinds) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, add_sampler_args, load_eval,
-                                 nonneg_float, nonneg_int, pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, nonneg_float, nonneg_int, pick_device,
+                                 positive_int, sampler_settings)
 from guidekit.cli.inpaint import add_jump_args
 from guidekit.errors import check
 from guidekit.masks import MASK_KINDS
@@ -40,11 +40,7 @@ def register_kind(kinds) -> None:
                    help="condition a class-conditional model on ∅ (unconditional, as in the paper) or on each "
                         "image's true class")
     p.add_argument("--w", type=nonneg_float("--w"), default=0.0, help="CFG weight (with --labels true)")
-    p.add_argument("--out", required=True, help="output folder")
-    add_sampler_args(p, steps=50, batch=250)
-    add_eval_args(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_device(p)
+    add_sweep_args(p)
     p.set_defaults(run=run)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, add_sampler_args, load_eval,
-                                 nonneg_float, nonneg_int, pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, nonneg_float, nonneg_int, pick_device,
+                                 positive_int, sampler_settings)
 from guidekit.cli.edit import add_stroke_args
 from guidekit.cli.sweep import float_list
 from guidekit.errors import check
@@ -31,11 +31,7 @@ def register_kind(kinds) -> None:
     k.add_argument("--guides", default="fashion-mnist", help="labelled data set whose test images become the "
                                                              "stroke guides: fashion-mnist | samples")
     add_stroke_args(k)
-    k.add_argument("--out", required=True, help="output folder")
-    add_sampler_args(k, steps=50, batch=250)
-    add_eval_args(k)
-    k.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_device(k)
+    add_sweep_args(k)
     k.set_defaults(run=run)
 
 
