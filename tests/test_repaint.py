@@ -16,7 +16,7 @@ from guidekit.errors import GuidekitError
 from guidekit.guidance import ClassifierFreeGuidance, ClassifierGuidance
 from guidekit.masks import MASK_KINDS, check_mask, load_mask, make_mask
 from guidekit.sampling import DDPM, sample
-from guidekit.sampling.repaint import (RePaintConstraint, count_nfe, expected_nfe, inpaint, jump_count,
+from guidekit.sampling.repaint import (RePaintConstraint, count_nfe, expected_nfe, inpaint, jump_count, jump_length_for,
                                        repaint_levels)
 
 SCHEDULE = NoiseSchedule.linear(1000)
@@ -224,6 +224,21 @@ def test_cli_inpaint_writes_grid_pngs_and_manifest(run_dir, tmp_path, capsys):
         result = png(out / entry["file"])
         assert torch.equal(result[mask == 255], image[mask == 255])
     assert Image.open(out / "grid.png").width > 32 * 5
+
+
+@pytest.mark.parametrize("jump_timesteps, steps, T, j", [(40, 250, 1000, 10), (40, 50, 1000, 2), (40, 10, 1000, 1),
+                                                       (100, 20, 1000, 2)])
+def test_jump_timesteps_convert_to_sampler_steps(jump_timesteps, steps, T, j):
+    assert jump_length_for(jump_timesteps, steps, T) == j
+
+
+def test_cli_jump_timesteps_sets_the_jump_length(run_dir, tmp_path, capsys):
+    out = tmp_path / "inp"
+    i = INPAINT.index("--jump-length")
+    args = INPAINT[:i] + INPAINT[i + 2:]  # the two options are exclusive
+    assert main(["inpaint", str(run_dir), "--from-dataset", "3", "--mask", "half", "--n", "1", "--out", str(out),
+                 "--jump-timesteps", "500"] + args) == 0  # 500 of T = 1000 at 4 steps: j = 2
+    assert json.loads((out / "manifest.json").read_text())["jump_length"] == 2
 
 
 def test_cli_inpaint_image_file_and_mask_file(run_dir, tmp_path):

@@ -100,3 +100,32 @@ def test_sweep_compare_overlays_finished_sweeps(tmp_path, capsys):
     assert out.read_bytes()[:4] == b"\x89PNG" and not list(out.parent.glob(".*tmp*"))
     assert main(["sweep", "compare", str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")]) == 2
     assert "no finished sweep rows" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+
+
+def test_steps_sweep_compares_few_step_samplers_with_the_baseline(run_dir, tmp_path, capsys):
+    out = tmp_path / "steps"
+    args = ["sweep", "steps", str(run_dir), "--samplers", "ddim,dpmpp-2m", "--nfe", "3,2", "--baseline", "ddpm:4",
+            "--n", "20", "--batch-size", "10", "--out", str(out)] + EVAL
+    assert main(args) == 0
+    table = (out / "results.md").read_text().splitlines()
+    assert len(table) == 2 + 2 * 2 + 1  # header, rule, 2 samplers x 2 NFE, the baseline
+    assert table[-1].startswith("| ddpm (baseline) | 4 |") and "| 1.00 |" in table[-1]
+    for sub, nfes in (("ddim", (2, 3)), ("dpmpp-2m", (2, 3)), ("ddpm-baseline", (4,))):
+        assert [int(float(r["nfe"])) for r in read_csv(out / sub / "results.csv")] == list(nfes)
+        assert all((out / sub / "grids" / f"nfe{k}.png").exists() for k in nfes)
+    assert (out / "fid_vs_nfe.png").stat().st_size > 1000
+    before = (out / "ddim" / "results.csv").read_text()
+    assert main(args) == 0  # resume: nothing to redo, the same rows
+    assert (out / "ddim" / "results.csv").read_text() == before
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--baseline", "euler:10"], "is not SAMPLER:STEPS"),
+    (["--samplers", "ddim,foo"], "is not SAMPLER:STEPS"),
+    (["--nfe", "0,5"], "give integers >= 1"),
+])
+def test_steps_sweep_bad_input_exits_2(run_dir, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as e:
+        raise SystemExit(main(["sweep", "steps", str(run_dir), "--n", "20", "--out", str(tmp_path / "o")] + EVAL + extra))
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -28,8 +28,8 @@ def grid(images: torch.Tensor, ncol: int, pad: int = 2, scale: int = 1) -> Image
 
 
 def labelled(img: Image.Image, title: str | None = None, rows: Sequence[str] = (), cell: int = 0,
-             margin: int = 90) -> Image.Image:
-    """Add a title above and row labels to the left of a grid image (cell = row pitch in pixels)."""
+             margin: int = 90, max_chars: int = 14) -> Image.Image:
+    """Add a title above and row labels (cut to max_chars) to the left of a grid image (cell = row pitch in pixels)."""
     top = 18 if title else 0
     left = margin if rows else 0
     out = Image.new("RGB", (img.width + left, img.height + top), "white")
@@ -38,7 +38,7 @@ def labelled(img: Image.Image, title: str | None = None, rows: Sequence[str] = (
     if title:
         draw.text((left + 2, 3), title, fill="black")
     for i, name in enumerate(rows):
-        draw.text((3, top + i * cell + cell // 2 - 5), name[:14], fill="black")
+        draw.text((3, top + i * cell + cell // 2 - 5), name[:max_chars], fill="black")
     return out
 
 

@@ -1,15 +1,35 @@
-"""Atomic output folders: everything is written to a temp folder, fsynced, then renamed into place."""
+"""Atomic output folders: everything is written to a temp folder, fsynced, then swapped into place.
+
+A kill (SIGKILL, power loss) can land anywhere; what it leaves behind is one of these siblings of the folder
+NAME, each tagged with the id of the process that made it:
+
+- `.NAME.tmp-PID-*`: a temp folder being written (or, after an atomic swap, the old NAME being deleted);
+- `.NAME.old-PID`: the old NAME, moved aside where the file system cannot swap two folders atomically;
+- `.NAME.del-PID`: a folder being deleted (see guidekit.training.runs.prune);
+- a file's temp copy, `.NAME.tmp-PID` (e.g. log.csv rewritten on resume).
+
+`recover_leftovers` restores an `.old` folder whose NAME is missing and deletes the rest, once their process is gone.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
 from guidekit.errors import check
+
+# Test hook: seconds to pause at each stage of a write, so that a test's kill can land inside one.
+SLOW_WRITES_ENV = "GUIDEKIT_TEST_SLOW_WRITES"
+LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old|del)-(?P<owner>.+)$")
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 
 
 def fsync_path(path: Path) -> None:
@@ -21,6 +41,13 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def slow_point() -> None:
+    """Pause for $GUIDEKIT_TEST_SLOW_WRITES seconds (tests only; unset: no pause)."""
+    pause = os.environ.get(SLOW_WRITES_ENV)
+    if pause:
+        time.sleep(float(pause))
+
+
 def check_output(dest: str | Path, overwrite: bool) -> Path:
     """Refuse an output folder that exists (unless overwrite) or is a file; call before long work."""
     dest = Path(dest)
@@ -30,30 +57,155 @@ def check_output(dest: str | Path, overwrite: bool) -> Path:
     return dest
 
 
+def make_dirs(folder: Path) -> None:
+    """mkdir -p that fsyncs the parent of every folder it creates, so the new entries survive a crash."""
+    if folder.is_dir():
+        return
+    make_dirs(folder.parent)
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir()
+        fsync_path(folder.parent)
+
+
+def _load_renameat2():
+    """libc's renameat2 (Linux), or None."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, TypeError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn
+
+
+_renameat2 = _load_renameat2()
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step; False where the OS or file system cannot."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _sync_tree(tmp: Path, umask: int) -> None:
+    """Give every file the usual permissions and fsync it, then the folder."""
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            os.chmod(f, 0o666 & ~umask)
+            fsync_path(f)
+    fsync_path(tmp)
+
+
+def _replace(tmp: Path, dest: Path) -> Path | None:
+    """Put tmp in dest's place; return the path now holding the old dest (to delete), if any."""
+    if not dest.exists():
+        os.replace(tmp, dest)
+        return None
+    if exchange(tmp, dest):
+        return tmp
+    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    try:
+        os.replace(dest, old)
+        slow_point()
+        os.replace(tmp, dest)
+    except BaseException:  # an error (or a second signal) between the two renames must not lose dest
+        if old.exists() and not dest.exists():
+            with contextlib.suppress(OSError):
+                os.replace(old, dest)
+        raise
+    return old
+
+
 @contextlib.contextmanager
 def atomic_folder(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temp folder beside dest; on success it replaces dest, on error it is removed."""
     dest = check_output(dest, overwrite)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    make_dirs(dest.parent)
+    recover_leftovers(dest.parent, dest.name)  # what an earlier, killed write of dest left behind
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700: give the result the usual permissions
     try:
         yield tmp
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                os.chmod(f, 0o666 & ~umask)
-                fsync_path(f)
-        fsync_path(tmp)
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            os.replace(dest, old)
-        os.replace(tmp, dest)
+        slow_point()
+        _sync_tree(tmp, umask)
+        slow_point()
+        old = _replace(tmp, dest)
         fsync_path(dest.parent)
+        slow_point()
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _owner_alive(owner: str) -> bool:
+    """Whether the process named by a leftover's tag (`PID` or `PID-suffix`) still runs; unknown: no."""
+    pid = owner.split("-", 1)[0]
+    if not pid.isdigit() or int(pid) == 0:
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except PermissionError:
+        return True  # another user's live process
+    except (ProcessLookupError, OverflowError):
+        return False
+    return True
+
+
+def stale_leftovers(folder: str | Path, name: str | None = None) -> list[tuple[Path, str, str]]:
+    """(path, NAME, kind) of the leftovers in folder (of NAME `name` only, if given) whose process is gone."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in sorted(folder.iterdir()):
+        m = LEFTOVER.match(p.name)
+        if m and (name is None or m["name"] == name) and not _owner_alive(m["owner"]):
+            found.append((p, m["name"], m["kind"]))
+    return found
+
+
+def recover_leftovers(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Undo what kills left in folder (for NAME `name` only, if given): restore a missing NAME from
+    `.NAME.old-*`, delete stale temp folders. Returns the paths restored or deleted; safe to run concurrently."""
+    touched = []
+    for path, target, kind in stale_leftovers(folder, name):
+        if not (kind == "old" and _restore(path, path.with_name(target))):
+            _remove(path)
+        touched.append(path)
+    return touched
+
+
+def _remove(path: Path) -> None:
+    """Delete a file or folder tree, ignoring what is already gone."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _restore(old: Path, dest: Path) -> bool:
+    """Move old back to dest if dest is missing; False if dest exists (old is then garbage)."""
+    if dest.exists():
+        return False
+    try:
+        os.replace(old, dest)
+    except FileNotFoundError:
+        return True  # another process restored it first
+    except OSError:
+        if not dest.exists():
+            raise
+        return False
+    fsync_path(dest.parent)
+    return True

@@ -1,8 +1,10 @@
-"""The `guidekit` command: bad input gets a clear message and exit code 2."""
+"""The `guidekit` command: bad input gets a clear message and exit code 2; Ctrl-C exits 130, and a training
+command stopped by SIGINT/SIGTERM saves a checkpoint first and exits 130/143 (128 + the signal number)."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from guidekit import __version__
@@ -30,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    typed = list(argv)
     if argv[:2] == ["eval", "train-evaluator"]:  # `guidekit eval train-evaluator` is its own command
         argv = ["eval-train-evaluator"] + argv[2:]
     args = parser.parse_args(argv)
@@ -38,7 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     except GuidekitError as e:
         print(f"guidekit {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"guidekit {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # training's TrainingInterrupted says what it saved and its exit code
+        saved = getattr(e, "checkpoint", None) is not None
+        hint = f"; resume with: {resume_command(typed)}" if saved else ""
+        print(f"guidekit {args.command}: {str(e) or 'interrupted'}{hint}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     return 0
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues an interrupted training command: the same one with --resume."""
+    return shlex.join(["guidekit", *argv, *([] if "--resume" in argv else ["--resume"])])

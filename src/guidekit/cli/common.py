@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+from typing import Iterator
 
 import torch
 
-from guidekit.errors import check
+from guidekit.errors import GuidekitError, check
 
 
 def _number(kind, name: str, lo=None, lo_open=False):
@@ -15,6 +18,8 @@ def _number(kind, name: str, lo=None, lo_open=False):
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a{'n integer' if kind is int else ' number'}, got {text!r}")
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number, got {text!r}; e.g. {lo or 1}")
         if lo is not None and (v <= lo if lo_open else v < lo):
             raise argparse.ArgumentTypeError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {text}")
         return v
@@ -42,6 +47,66 @@ def positive_float(name: str):
     return _number(float, name, 0.0, lo_open=True)
 
 
+GIB = 2 ** 30
+
+
+def memory_available(device: torch.device | str) -> int:
+    """Bytes free for new tensors: CUDA's free memory on a GPU, else the host's MemAvailable (or total RAM)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def sampling_bytes(net, n_images: int, batch_size: int, halves: int = 2) -> tuple[int, int]:
+    """Rough fp32 bytes of sampling: (all n_images results kept, one batch's activations for `halves` passes)."""
+    c = net.config
+    image = 4 * c.in_channels * c.image_size ** 2
+    skips = getattr(net, "skip_shapes", lambda: [(c.channels, c.image_size)] * 4)()
+    per_image = 4 * sum(ch * r * r for ch, r in skips) * 4 + 8 * image  # skips, ~4x live working tensors
+    return 3 * image * n_images, min(batch_size, n_images) * per_image * halves
+
+
+def check_memory(net, n_images: int, batch_size: int, device: torch.device | str, halves: int = 2,
+                 request: str = "") -> None:
+    """Refuse up front a --n / --batch-size whose rough memory estimate exceeds what the device has free."""
+    keep, batch = sampling_bytes(net, n_images, batch_size, halves)
+    have = memory_available(device)
+    check(keep <= have, f"--n {request or n_images} asks for {n_images} images: about {keep / GIB:.3g} GiB of "
+                        f"results, but only "
+                        f"{have / GIB:.3g} GiB of memory are free; lower --n (or split the job)")
+    check(keep + batch <= have, f"--batch-size {batch_size} needs about {(keep + batch) / GIB:.3g} GiB of "
+                                f"{torch.device(device).type} memory, but only {have / GIB:.3g} GiB are free; "
+                                f"lower --batch-size (e.g. {max(1, int(batch_size * have / (keep + batch) / 2))})")
+
+
+def guidance_passes(guidance) -> int:
+    """Network passes per image that sampling keeps in memory: 2 with CFG, twice that with a classifier's backward."""
+    return (2 if guidance.w > 0 else 1) * (2 if guidance.classifier is not None else 1)
+
+
+@contextlib.contextmanager
+def memory_guard(option: str = "--batch-size") -> Iterator[None]:
+    """Turn an out-of-memory error (GPU or CPU allocator) into a GuidekitError that names the option to lower."""
+    try:
+        yield
+    except RuntimeError as e:  # torch.OutOfMemoryError is a RuntimeError
+        text = str(e)
+        oom = isinstance(e, torch.OutOfMemoryError) or any(
+            s in text for s in ("out of memory", "not enough memory", "can't allocate memory"))
+        if not oom:
+            raise
+        raise GuidekitError(f"ran out of memory ({text.splitlines()[0][:120]}); lower {option}") from e
+
+
 def defaults_of(config_class, names: tuple[str, ...]) -> dict:
     """A config dataclass's defaults for the options a command exposes (the dataclass stays the one source)."""
     import dataclasses
@@ -58,8 +123,23 @@ def pick_device(name: str) -> torch.device:
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
+    """--device and the fast-path options of the network call (guidekit.fast)."""
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to run (default: auto = cuda if available)")
+    f = p.add_argument_group("speed (guidekit.fast)")
+    f.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="network precision: auto = bf16 autocast (+ channels_last) on a GPU, fp32 on the CPU")
+    f.add_argument("--compile", action="store_true", help="torch.compile the network (pays off for long runs)")
+    f.add_argument("--cuda-graphs", action="store_true",
+                   help="replay the network call as a CUDA graph (GPU; removes launch overhead at small batches)")
+
+
+def fast_of(args: argparse.Namespace, device: torch.device):
+    """The guidekit.fast.Fast options of a command's arguments, validated for device."""
+    from guidekit.fast import Fast
+
+    return Fast.auto(device, getattr(args, "precision", "auto"), getattr(args, "compile", False),
+                     getattr(args, "cuda_graphs", False))
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
@@ -71,6 +151,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="stop (and save) after this wall time, even before --steps")
     r.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
                    help="auto = bf16 on a GPU, fp32 on the CPU")
+    r.add_argument("--compile", action="store_true",
+                   help="torch.compile the training forward (GPU; pays off after a few hundred steps)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -185,7 +267,8 @@ def guidance_from_args(args, model, device, w_override: float | None = None):
     if w is None:
         w = getattr(args, "w", None)
     if w is None:
-        w = 1.0 if model.net.config.num_classes > 0 and classifier is None and not args.base_null else 0.0
+        conditional = model.net.config.num_classes > 0 or getattr(model.net.config, "text_dim", 0) > 0
+        w = 1.0 if conditional and classifier is None and not args.base_null else 0.0
     return Guidance(w, classifier, args.classifier_w, bool(args.clean_classifier), args.base_null)
 
 

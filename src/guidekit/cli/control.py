@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 
-from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, guidance_from_args,
+from guidekit.cli.common import (HelpFormatter, fast_of, add_guidance_args, add_output_args, add_sampler_args, guidance_from_args,
                                  nonneg_int, pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import check_memory, guidance_passes, memory_guard
 from guidekit.errors import check
 
 
@@ -21,6 +23,8 @@ def number_list(name: str):
                                              f"got {text!r}")
         if not values:
             raise argparse.ArgumentTypeError(f"{name}: give at least one number")
+        if not all(math.isfinite(v) for v in values):
+            raise argparse.ArgumentTypeError(f"{name} must hold finite numbers, got {text!r}; e.g. 1")
         return values
     parse.__name__ = name
     return parse
@@ -127,6 +131,7 @@ def run(args) -> None:
     check_output(args.out, args.overwrite)
     device = pick_device(args.device)
     model = load_model(args.model, device)
+    model.fast = fast_of(args, device)
     nets = [load_controlnet(path, model.net) for path in args.controlnet]
     k, c = len(nets), model.net.config
     scale = per_net(args.control_scale, k, "--control-scale")
@@ -148,12 +153,15 @@ def run(args) -> None:
                                                    "--class or drop --hint-cond-only")
     no_w = getattr(args, "w", None) is None and getattr(args, "guidance_scale", None) is None
     guidance = guidance_from_args(args, model, device, w_override=0.0 if y == NULL and no_w else None)
+    check_memory(model.net, args.n, args.batch_size, device, guidance_passes(guidance) * (1 + len(nets)),
+                 str(args.n))
     seeds = list(range(args.seed, args.seed + args.n))
     labels = torch.full((args.n,), y)
     settings = sampler_settings(args)
     begin = time.time()
-    images = control_samples(model, nets, hints, labels, seeds, scale, settings, device, guidance, start, end,
-                             not args.hint_cond_only, not args.no_progress)
+    with memory_guard("--batch-size"):
+        images = control_samples(model, nets, hints, labels, seeds, scale, settings, device, guidance, start, end,
+                                 not args.hint_cond_only, not args.no_progress)
     elapsed = time.time() - begin
     class_name = "null" if y == NULL else model.class_names[y]
     lead = ([source[0]] if source is not None else []) + [hint_image(h[0], c.in_channels) for h in hints]

@@ -6,8 +6,9 @@ import argparse
 import json
 import time
 
-from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, guidance_from_args,
+from guidekit.cli.common import (HelpFormatter, fast_of, add_guidance_args, add_output_args, add_sampler_args, guidance_from_args,
                                  nonneg_int, pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import check_memory, guidance_passes, memory_guard
 from guidekit.errors import check
 
 
@@ -99,6 +100,7 @@ def run(args) -> None:
     check_output(args.out, args.overwrite)
     device = pick_device(args.device)
     model = load_model(args.model, device)
+    model.fast = fast_of(args, device)
     guide, label, source = read_guide(args, model)
     guidance = guidance_from_args(args, model, device)
     names = class_names(model, guidance)
@@ -114,12 +116,14 @@ def run(args) -> None:
     if args.mask:
         mask = check_mask(mask_from_arg(args.mask, model.net.config.image_size, 1,
                                         torch.Generator().manual_seed(args.seed)), guide)
+    check_memory(model.net, args.n, args.batch_size, device, guidance_passes(guidance), str(args.n))
     seeds = list(range(args.seed, args.seed + args.n))
     labels = torch.full((args.n,), y, dtype=torch.long)
     settings = sampler_settings(args)
     start = time.time()
-    images = edit_guided(model, guide, labels, seeds, args.t0, guidance, settings, args.repeats, mask, device,
-                         not args.no_progress)
+    with memory_guard("--batch-size"):
+        images = edit_guided(model, guide, labels, seeds, args.t0, guidance, settings, args.repeats, mask, device,
+                             not args.no_progress)
     elapsed = time.time() - start
     class_name = "null" if y == NULL else names[y]
     files = []

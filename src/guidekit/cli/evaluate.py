@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from guidekit.errors import check
-from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, add_guidance_args, add_sampler_args, guidance_from_args,
+from guidekit.cli.common import (HelpFormatter, fast_of, add_device, add_eval_args, add_guidance_args, add_sampler_args, guidance_from_args,
                                  load_eval, nonneg_int, pick_device, positive_int, sampler_settings)
 
 
@@ -65,6 +65,7 @@ def run(args) -> None:
         from guidekit.training import load_model
 
         model = load_model(target, device)
+        model.fast = fast_of(args, device)
         guidance = guidance_from_args(args, model, device)
         K = len(class_names(model, guidance) or [])
         labels = balanced_labels(args.n, K) if K else torch.full((args.n,), -1)

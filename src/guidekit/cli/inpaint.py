@@ -5,18 +5,32 @@ from __future__ import annotations
 import json
 import time
 
-from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, guidance_from_args,
+from guidekit.cli.common import (HelpFormatter, fast_of, add_guidance_args, add_output_args, add_sampler_args, guidance_from_args,
                                  nonneg_float, nonneg_int, pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import check_memory, guidance_passes, memory_guard
 from guidekit.errors import GuidekitError, check
 from guidekit.masks import MASK_KINDS
 
 
 def add_jump_args(p, jump_n_sample: int = 10) -> None:
     """--jump-length j and --jump-n-sample r of RePaint's resampling schedule."""
-    p.add_argument("--jump-length", type=positive_int("--jump-length"), default=10,
+    j = p.add_mutually_exclusive_group()
+    j.add_argument("--jump-length", type=positive_int("--jump-length"), default=10,
                    help="j: every j sampler steps, go back up j steps (RePaint's jump length)")
+    j.add_argument("--jump-timesteps", type=positive_int("--jump-timesteps"), default=None, metavar="N",
+                   help="the jump length in training timesteps instead (the paper's j = 10 of 250 DDPM steps is "
+                        "40): j = round(N·steps/T), so a few-step sampler jumps as far back in noise as the paper")
     p.add_argument("--jump-n-sample", type=positive_int("--jump-n-sample"), default=jump_n_sample,
                    help="r: pass each jump window r times (1 = no resampling); NFE = steps + (r-1)·j·(ceil(steps/j)-1)")
+
+
+def jump_length_of(args, num_timesteps: int) -> int:
+    """--jump-length, or --jump-timesteps converted to sampler steps (at least 1)."""
+    from guidekit.sampling.repaint import jump_length_for
+
+    if args.jump_timesteps is None:
+        return args.jump_length
+    return jump_length_for(args.jump_timesteps, args.steps, num_timesteps)
 
 
 def register(sub) -> None:
@@ -132,6 +146,7 @@ def run(args) -> None:
     check_output(args.out, args.overwrite)
     device = pick_device(args.device)
     model = load_model(args.model, device)
+    model.fast = fast_of(args, device)
     x0, dataset_label, source = source_image(args, model)
     label = pick_label(args, model, dataset_label)
     explicit_w = args.w is not None or args.guidance_scale is not None
@@ -139,11 +154,14 @@ def run(args) -> None:
     mask = check_mask(mask_from_arg(args.mask, x0.shape[-1], 1, torch.Generator().manual_seed(args.mask_seed)), x0)
     model, cond = with_controlnets(args, model, x0)
     settings = sampler_settings(args)
+    args.jump_length = jump_length_of(args, model.schedule.num_timesteps)
     repaint_levels(model.schedule.timesteps(settings.steps, settings.spacing), args.jump_length, args.jump_n_sample)
+    check_memory(model.net, args.n, args.batch_size, device, guidance_passes(guidance), str(args.n))
     seeds = list(range(args.seed, args.seed + args.n))
     start = time.time()
-    images, nfe = inpaint_guided(model, x0, mask, torch.full((args.n,), label), seeds, guidance, settings,
-                                 args.jump_length, args.jump_n_sample, device, not args.no_progress, cond)
+    with memory_guard("--batch-size"):
+        images, nfe = inpaint_guided(model, x0, mask, torch.full((args.n,), label), seeds, guidance, settings,
+                                     args.jump_length, args.jump_n_sample, device, not args.no_progress, cond)
     elapsed = time.time() - start
     l2, psnr = masked_errors(images, x0, mask)
     masked = x0 * mask  # unknown pixels shown as mid-gray (0)

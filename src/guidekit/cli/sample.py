@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
-from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, guidance_from_args,
+from guidekit.cli.common import (HelpFormatter, fast_of, add_guidance_args, add_output_args, add_sampler_args, guidance_from_args,
                                  nonneg_int, pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import check_memory, guidance_passes, memory_guard
 from guidekit.errors import check
 
 
@@ -25,8 +27,13 @@ def register(sub) -> None:
     p.add_argument("--class", dest="classes", action="append", metavar="C",
                    help="class name, prefix or index; repeat or comma-separate; 'all' = every class; 'null' = "
                         "unconditional (∅). Default: all classes of a class-conditional model")
+    p.add_argument("--prompt", dest="prompts", action="append", metavar="TEXT",
+                   help="text-conditioned models (guidekit train --captions): a prompt, e.g. \"a dark pair of "
+                        "trousers\"; repeat for several; \"\" = the empty prompt ∅ (unconditional)")
+    p.add_argument("--negative-prompt", default=None, metavar="TEXT",
+                   help="with --prompt and w > 0: replaces ∅ in eps = (1+w)·eps(x, c) − w·eps(x, c_neg)")
     add_guidance_args(p)
-    p.add_argument("--n", type=positive_int("--n"), default=4, help="images per class (seeds --seed .. --seed+n-1)")
+    p.add_argument("--n", type=positive_int("--n"), default=4, help="images per class or prompt (seeds --seed .. --seed+n-1)")
     p.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed; image (class, seed) is "
                    "reproducible whatever the batch size")
     add_sampler_args(p)
@@ -69,15 +76,23 @@ def run(args) -> None:
     check_output(args.out, args.overwrite)
     device = pick_device(args.device)
     model = load_model(args.model, device, null_class_index=args.null_class_index)
+    model.fast = fast_of(args, device)
+    from guidekit.cli.sample_text import check_prompt_args, run_prompts
+
+    if check_prompt_args(args, model):
+        return run_prompts(args, model, device)
     guidance = guidance_from_args(args, model, device)
     names_all = class_names(model, guidance)
     classes = parse_classes(args.classes, names_all)
+    check_memory(model.net, len(classes) * args.n, args.batch_size, device, guidance_passes(guidance),
+                 f"{args.n} × {len(classes)} class(es)")
     seeds = list(range(args.seed, args.seed + args.n))
     labels = torch.tensor([c for c in classes for _ in seeds])
     all_seeds = [s for _ in classes for s in seeds]
     settings = sampler_settings(args)
     start = time.time()
-    images = sample_guided(model, labels, all_seeds, guidance, settings, device, not args.no_progress)
+    with memory_guard("--batch-size"):
+        images = sample_guided(model, labels, all_seeds, guidance, settings, device, not args.no_progress)
     elapsed = time.time() - start
     c = model.net.config
     names = [("null" if y == NULL else names_all[y]) for y in classes]
@@ -90,7 +105,8 @@ def run(args) -> None:
         cell = (c.image_size + 2) * 3
         save_png(labelled(grid(images, len(seeds), scale=3), title(guidance), names, cell), tmp / "grid.png")
         manifest = {"model": str(model.path), **settings.to_dict(), **guidance.describe(), "classes": classes,
-                    "seeds": seeds, "device": str(device), "seconds": round(elapsed, 3),
+                    "seeds": seeds, "device": str(device), "fast": dataclasses.asdict(model.fast),
+                    "seconds": round(elapsed, 3),
                     "images_per_second": round(len(all_seeds) / elapsed, 3), "images": files}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {len(files)} images, grid.png and manifest.json to {args.out} "

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, nonneg_int, pick_device, positive_int,
+from guidekit.cli.common import (HelpFormatter, fast_of, add_sweep_args, load_eval, nonneg_int, pick_device, positive_int,
                                  sampler_settings)
 from guidekit.errors import check
 
 # Further sweep kinds live in their own modules, each with register_kind(kinds) adding one subparser.
 KIND_MODULES: tuple[str, ...] = ("guidekit.cli.sweep_control", "guidekit.cli.sweep_sdedit",
-                                   "guidekit.cli.sweep_repaint")
+                                   "guidekit.cli.sweep_repaint", "guidekit.cli.sweep_steps",
+                                   "guidekit.cli.sweep_text")
 
 OUTPUTS = ("OUT/results.csv, OUT/results.md, OUT/fid_vs_is.png, OUT/metrics_vs_w.png and OUT/grids/w*.png. "
            "Finished rows are kept: rerun the same command to resume.")
@@ -25,6 +27,8 @@ def float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0,0.5,1, got {text!r}")
     if not values:
         raise argparse.ArgumentTypeError("give at least one value")
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers like 0,0.5,1, got {text!r}")
     return values
 
 
@@ -104,6 +108,11 @@ def run(args) -> None:
     check(all(w >= 0 for w in args.w), f"--w values must be >= 0, got {args.w}")
     device = pick_device(args.device)
     model = load_model(args.model, device)
+    model.fast = fast_of(args, device)
+    if args.kind == "cfg" and getattr(model.net.config, "text_dim", 0) > 0:  # a text model: its prompt sweep
+        from guidekit.cli.sweep_text import run_model
+
+        return run_model(args, model, device)
     if args.kind == "cfg":
         guidance_at, spec, title = (lambda w: Guidance(w=w)), {}, "classifier-free guidance"
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, nonneg_float, nonneg_int, pick_device,
+from guidekit.cli.common import (HelpFormatter, fast_of, add_sweep_args, load_eval, nonneg_float, nonneg_int, pick_device,
                                  positive_int, sampler_settings)
 from guidekit.errors import check
 
@@ -89,6 +89,7 @@ def run_scale(args) -> None:
     check(all(s >= 0 for s in args.scale), f"--scale values must be >= 0, got {args.scale}")
     device = pick_device(args.device)
     model = load_model(args.model, device)
+    model.fast = fast_of(args, device)
     nets = [load_controlnet(path, model.net) for path in args.controlnet]
     cset, guidance, spec = _setup(args, model, nets)
     spec["controlnets"] = [str(n.path) for n in nets]
@@ -118,6 +119,7 @@ def run_curve(args) -> None:
 
     device = pick_device(args.device)
     model = load_model(args.base, device)
+    model.fast = fast_of(args, device)
     ckpts = checkpoints_of(args.run_dir)
     newest = load_controlnet(ckpts[max(ckpts)], model.net)  # refuses another base before any work
     cset, guidance, spec = _setup(args, model, [newest])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, nonneg_float, nonneg_int, pick_device,
+from guidekit.cli.common import (HelpFormatter, fast_of, add_sweep_args, load_eval, nonneg_float, nonneg_int, pick_device,
                                  positive_int, sampler_settings)
-from guidekit.cli.inpaint import add_jump_args
+from guidekit.cli.inpaint import add_jump_args, jump_length_of
 from guidekit.errors import check
 from guidekit.masks import MASK_KINDS
 
@@ -56,11 +56,13 @@ def run(args) -> None:
 
     device = pick_device(args.device)
     model = load_model(args.model, device)
+    model.fast = fast_of(args, device)
     c = model.net.config
     conditional = c.num_classes > 0
     check(args.labels == "null" or conditional, "--labels true needs a class-conditional model; use --labels null")
     check(args.w == 0 or args.labels == "true", f"--w {args.w} guides toward a class: use it with --labels true")
     settings = sampler_settings(args)
+    args.jump_length = jump_length_of(args, model.schedule.num_timesteps)
     rs = sorted({1, args.jump_n_sample})
     repaint_levels(model.schedule.timesteps(settings.steps, settings.spacing), args.jump_length, max(rs))
     data = load_dataset(args.reference, split=args.split, data_dir=args.data, resolution=c.image_size,

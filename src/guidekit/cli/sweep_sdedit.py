@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, nonneg_float, nonneg_int, pick_device,
+from guidekit.cli.common import (HelpFormatter, fast_of, add_sweep_args, load_eval, nonneg_float, nonneg_int, pick_device,
                                  positive_int, sampler_settings)
 from guidekit.cli.edit import add_stroke_args
 from guidekit.cli.sweep import float_list
@@ -47,6 +47,7 @@ def run(args) -> None:
         check_t0(t0)
     device = pick_device(args.device)
     model = load_model(args.model, device)
+    model.fast = fast_of(args, device)
     c = model.net.config
     data = load_dataset(args.guides, split="test", data_dir=args.data, resolution=c.image_size,
                         channels=c.in_channels)

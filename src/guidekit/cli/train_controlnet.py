@@ -75,6 +75,8 @@ def run(args) -> None:
     data, hints = make_pairs(dataset, cond, pairs, seed=train_config.seed)
     trainer = ControlNetTrainer(base.net, base.schedule, data, hints, condition, train_config, args.out,
                                 resume=args.resume, mixed_precision=args.mixed_precision, hint_widths=widths)
+    if args.compile:
+        trainer.compile()
     out = trainer.fit(max_seconds=args.max_minutes * 60 if args.max_minutes else None,
                       progress=not args.no_progress)
     print(f"trained to step {trainer.step}: ControlNet at {out}, log at {trainer.out / 'log.csv'}")

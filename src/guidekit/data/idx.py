@@ -49,6 +49,8 @@ def read_idx(path: str | os.PathLike, fix: str = DEFAULT_FIX) -> np.ndarray:
     cut_short = False
     if data[:2] == GZIP_MAGIC:
         data, cut_short = _gunzip(path, data, fix)
+        check(not (cut_short and len(data) < 4), f"IDX file {path}: the gzip stream ends early (only {len(data)} "
+                                                 f"bytes decompress), the file is truncated; {fix}")
     check(len(data) >= 4, f"IDX file {path} has only {len(data)} bytes, too short for an IDX header: {fix}")
     zero, code, ndim = data[:2], data[2], data[3]
     check(

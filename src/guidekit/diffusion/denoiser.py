@@ -13,6 +13,11 @@ from guidekit.errors import check
 NULL = -1
 """The null label ∅ of classifier-free guidance, in every cond dict; adapters map it to the model's own null."""
 
+TEXT = "text"
+"""cond key of a text-conditioned model's prompt embeddings, float (B, D); the empty prompt ∅ is the zero vector."""
+NEGATIVE_TEXT = "text_negative"
+"""cond key of negative-prompt embeddings (B, D): CFG's null half uses them instead of ∅; never reaches the network."""
+
 Cond = Mapping[str, torch.Tensor]
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Cond], torch.Tensor]
 
@@ -26,6 +31,7 @@ class ModelDenoiser:
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
         kwargs = dict(cond)
+        kwargs.pop(NEGATIVE_TEXT, None)  # consumed by classifier-free guidance; w = 0 leaves it unused
         y = kwargs.pop("y", None)
         if y is not None:
             check(self.num_classes > 0 or bool((y == NULL).all()),

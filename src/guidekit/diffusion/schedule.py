@@ -12,6 +12,25 @@ from guidekit.errors import GuidekitError, check
 SPACINGS = ("trailing", "leading", "linspace")
 
 
+SCHEDULE_ARGS = {"linear": ("num_timesteps", "beta_start", "beta_end"),
+                 "scaled_linear": ("num_timesteps", "beta_start", "beta_end"),
+                 "cosine": ("num_timesteps", "s", "max_beta")}
+
+
+def check_schedule_args(kind, args: dict) -> None:
+    """The keys and values of a schedule config: known names, T an integer >= 2, the rest finite numbers."""
+    check(isinstance(kind, str) and kind in SCHEDULE_ARGS,
+          f"unknown noise schedule {kind!r}: use 'linear', 'scaled_linear' or 'cosine'")
+    unknown = sorted((k for k in args if k not in SCHEDULE_ARGS[kind]), key=str)
+    check(not unknown, f"unknown {kind} schedule key(s) {unknown}; valid keys are {list(SCHEDULE_ARGS[kind])}")
+    T = args.get("num_timesteps", 2)
+    check(isinstance(T, int) and not isinstance(T, bool) and 2 <= T <= 100_000,
+          f"schedule num_timesteps must be an integer from 2 to 100000, got {T!r}; e.g. 1000")
+    for k, v in args.items():
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        check(ok, f"schedule {k} must be a finite number, got {v!r}")
+
+
 class NoiseSchedule:
     """β_1..β_T and ᾱ_t = Π(1−β); ᾱ(t) for fractional t interpolates log ᾱ, with ᾱ(−1) = 1 (clean)."""
 
@@ -54,8 +73,10 @@ class NoiseSchedule:
     @classmethod
     def from_config(cls, config: dict) -> "NoiseSchedule":
         """Build from {"kind": "linear"|"scaled_linear"|"cosine", "num_timesteps": T, ...}."""
+        check(isinstance(config, dict), f"a schedule config must be a dict, got {type(config).__name__}")
         kind = config.get("kind", "linear")
         args = {k: v for k, v in config.items() if k != "kind"}
+        check_schedule_args(kind, args)
         if kind == "linear":
             return cls.linear(**args)
         if kind == "scaled_linear":
@@ -96,6 +117,7 @@ class NoiseSchedule:
         check(isinstance(steps, int) and steps >= 1, f"steps must be an integer >= 1, got {steps!r}")
         check(spacing in SPACINGS, f"unknown timestep spacing {spacing!r}: use one of {', '.join(SPACINGS)}")
         T = self.num_timesteps
+        check(steps <= T, f"steps ({steps}) must not exceed the training timesteps ({T})")
         if start is not None:
             check(-1 < start <= T - 1, f"start timestep must lie in (-1, {T - 1}], got {start}")
             levels = torch.linspace(start, -1, steps + 1, dtype=torch.float64)[:-1].tolist()
@@ -105,5 +127,4 @@ class NoiseSchedule:
             levels = [float(i * (T // steps)) for i in reversed(range(steps))]
         else:
             levels = np.linspace(0, T - 1, steps).round()[::-1].tolist() if steps > 1 else [T - 1.0]
-        check(steps <= T, f"steps ({steps}) must not exceed the training timesteps ({T})")
         return [float(v) for v in levels] + [-1.0]

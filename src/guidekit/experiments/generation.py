@@ -52,9 +52,12 @@ def class_names(model: LoadedModel, guidance: Guidance) -> list[str] | None:
 def guided_denoiser(model: LoadedModel, guidance: Guidance, clip_x0: bool = True):
     """ModelDenoiser → CFG (w > 0) → classifier guidance (if a classifier) → x̂0 clipping."""
     conditional = model.net.config.num_classes > 0
-    check(guidance.w == 0 or conditional,
-          f"w = {guidance.w}: classifier-free guidance needs a class-conditional model, and this one is "
-          f"unconditional; use w = 0")
+    texted = getattr(model.net.config, "text_dim", 0) > 0
+    check(guidance.w == 0 or conditional or texted,
+          f"w = {guidance.w}: classifier-free guidance needs a class-conditional (or text-conditioned) model, and "
+          f"this one is unconditional; use w = 0")
+    check(not (texted and guidance.classifier is not None),
+          "classifier guidance needs class labels, and this model is text-conditioned; guide it with --w")
     check(not (guidance.base_null and guidance.w > 0), "base_null hands the model ∅, so CFG (w > 0) cannot apply; "
                                                        "use w = 0 with --base-null")
     den = model.denoiser()
@@ -79,7 +82,9 @@ def sample_guided(model: LoadedModel, labels: torch.Tensor, seeds: list[int], gu
                       (c.in_channels, c.image_size, c.image_size), seeds, {"y": labels, **(cond or {})},
                       sampler=settings.sampler, steps=settings.steps, eta=settings.eta, spacing=settings.spacing,
                       device=device, progress=progress, batch_size=settings.batch_size)
-    check(bool(torch.isfinite(images).all()), "the samples contain NaN/inf: the model weights are broken")
+    bad = int((~torch.isfinite(images.flatten(1))).any(1).sum())
+    check(bad == 0, f"{bad} of {len(images)} samples contain NaN/inf: the network's outputs are not finite (broken "
+                    f"weights, or an fp16 overflow: try --precision fp32); reload the checkpoint or re-train it")
     return images
 
 
@@ -101,3 +106,24 @@ def load_guiding_classifier(path: str, model: LoadedModel, device, clean: bool =
           f"the classifier's classes {loaded.class_names} differ from the model's {model.class_names}")
     loaded.net.class_names = loaded.class_names
     return loaded.net.eval()
+
+
+def prompt_cond(model: LoadedModel, prompts: list[str], negative: str | list[str] | None = None,
+                encoder=None) -> dict[str, torch.Tensor]:
+    """cond {"text": (N, D)[, "text_negative": (N, D)]} of a text-conditioned model for prompts (one per image) and
+    a negative prompt (one, or one per image) that replaces ∅ in CFG; "" is the empty prompt ∅ (zeros)."""
+    from guidekit.diffusion.denoiser import NEGATIVE_TEXT, TEXT
+    from guidekit.text.encoder import ENCODER_NAME, shared_encoder
+
+    meta = model.text or {}
+    check(getattr(model.net.config, "text_dim", 0) > 0,
+          f"{model.path} takes no text prompt: it was trained on class labels (use --class), or unconditionally")
+    check(meta.get("encoder") == ENCODER_NAME, f"{model.path} was trained with text encoder {meta.get('encoder')!r}; "
+                                               f"guidekit encodes prompts with {ENCODER_NAME} only")
+    encoder = encoder or shared_encoder()
+    cond = {TEXT: encoder.encode(prompts)}
+    if negative is not None:
+        negative = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
+        check(len(negative) == len(prompts), f"{len(negative)} negative prompts for {len(prompts)} prompts")
+        cond[NEGATIVE_TEXT] = encoder.encode(negative)
+    return cond

@@ -15,6 +15,9 @@ def inpaint_guided(model: LoadedModel, x0: torch.Tensor, mask: torch.Tensor, lab
                    device: torch.device | str = "cpu", progress: bool = False,
                    cond: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, int]:
     """(images, NFE per image): RePaint of x0 (1 or N rows) under mask (1 = known) for labels[i] from seeds[i]."""
+    check(isinstance(x0, torch.Tensor) and x0.is_floating_point() and bool(torch.isfinite(x0).all()),
+          "the image to inpaint must be a float tensor without NaN or infinite values (its known pixels are kept "
+          "as they are); fix or re-load the image")
     images, nfe = inpaint(guided_denoiser(model, guidance, settings.clip_x0), model.schedule, x0, mask,
                           {"y": labels, **(cond or {})}, settings.sampler, seeds, settings.steps, jump_length,
                           jump_n_sample, spacing=settings.spacing, eta=settings.eta, device=device,

@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
-from guidekit.diffusion.denoiser import NULL, Cond, Denoiser
+from guidekit.diffusion.denoiser import NEGATIVE_TEXT, NULL, TEXT, Cond, Denoiser
 from guidekit.errors import check
 
 
+def as_weight(w) -> float:
+    """A guidance weight as a float (a real number or a one-element tensor); NaN, which every check refuses, else."""
+    if isinstance(w, torch.Tensor) and w.numel() == 1:
+        return float(w)
+    return float(w) if isinstance(w, numbers.Real) and not isinstance(w, bool) else math.nan
+
+
 def null_cond(cond: Cond) -> dict:
-    """The same condition with every label replaced by the null label ∅."""
+    """The same condition with every label replaced by the null label ∅ and every prompt embedding by the empty
+    prompt's (zeros), or, where cond holds negative-prompt embeddings, by those (ε(x, c_neg) replaces ε(x, ∅))."""
     out = dict(cond)
     if "y" in out:
         out["y"] = torch.full_like(out["y"], NULL)
+    negative = out.pop(NEGATIVE_TEXT, None)
+    if TEXT in out:
+        out[TEXT] = negative.to(out[TEXT]) if negative is not None else torch.zeros_like(out[TEXT])
     return out
+
+
+def positive_cond(cond: Cond) -> dict:
+    """The condition of the conditional half: cond without the negative prompt."""
+    return {k: v for k, v in cond.items() if k != NEGATIVE_TEXT}
 
 
 def _cat(a: Cond, b: Cond) -> dict:
@@ -22,23 +41,25 @@ def _cat(a: Cond, b: Cond) -> dict:
 
 
 class ClassifierFreeGuidance:
-    """Denoiser → denoiser: ε̂ = (1+w)·ε(x, y) − w·ε(x, ∅); w = 0 is the plain conditional model."""
+    """Denoiser → denoiser: ε̂ = (1+w)·ε(x, c) − w·ε(x, ∅); w = 0 is the plain conditional model. c is a class label
+    (cond["y"]) or a prompt embedding (cond["text"]); cond["text_negative"] replaces ∅ (negative prompt)."""
 
     def __init__(self, denoiser: Denoiser, w: float):
-        check(w >= 0, f"guidance weight w must be >= 0 (w = 0 is the plain conditional model), got {w}; "
-                      f"with --guidance-scale s, w = s - 1")
-        self.denoiser, self.w = denoiser, float(w)
+        check(math.isfinite(as_weight(w)) and as_weight(w) >= 0,
+              f"guidance weight w must be >= 0 and finite (w = 0 is the plain conditional model), got {w!r}; "
+              f"with --guidance-scale s, w = s - 1")
+        self.denoiser, self.w = denoiser, as_weight(w)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
         if self.w == 0:
             return self.denoiser(x, t, cond)
         n = x.shape[0]
-        eps = self.denoiser(torch.cat([x, x]), torch.cat([t, t]), _cat(cond, null_cond(cond)))
+        eps = self.denoiser(torch.cat([x, x]), torch.cat([t, t]), _cat(positive_cond(cond), null_cond(cond)))
         eps_cond, eps_null = eps[:n], eps[n:]
         return eps_cond + self.w * (eps_cond - eps_null)
 
 
 def guidance_scale_to_w(s: float) -> float:
     """Convert the diffusers/Imagen guidance scale s to the paper's w = s − 1."""
-    check(s >= 1, f"--guidance-scale must be >= 1 (it is 1 + w), got {s}")
+    check(math.isfinite(s) and s >= 1, f"--guidance-scale must be >= 1 (it is 1 + w) and finite, got {s}")
     return s - 1.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -9,7 +11,7 @@ from guidekit.diffusion.denoiser import NULL, Cond, Denoiser
 from guidekit.diffusion.parameterization import _bcast
 from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import check
-from guidekit.guidance.cfg import null_cond
+from guidekit.guidance.cfg import as_weight, null_cond
 
 
 def log_prob_grad(classifier: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -37,8 +39,9 @@ class ClassifierGuidance:
 
     def __init__(self, denoiser: Denoiser, classifier: torch.nn.Module, schedule: NoiseSchedule, w: float,
                  condition_model: bool = False):
-        check(w >= 0, f"classifier guidance weight must be >= 0 (0 = no guidance), got {w}")
-        self.denoiser, self.classifier, self.schedule, self.w = denoiser, classifier, schedule, float(w)
+        check(math.isfinite(as_weight(w)) and as_weight(w) >= 0,
+              f"classifier guidance weight must be >= 0 and finite (0 = no guidance), got {w!r}; e.g. 1")
+        self.denoiser, self.classifier, self.schedule, self.w = denoiser, classifier, schedule, as_weight(w)
         self.condition_model = condition_model
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:

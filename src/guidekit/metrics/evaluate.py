@@ -52,14 +52,25 @@ def evaluate(images: torch.Tensor, requested: torch.Tensor | None, evaluator: to
     return out
 
 
+def manifest_entries(manifest: Path) -> tuple[list[Path], torch.Tensor]:
+    """(files, requested classes) of a `guidekit sample` manifest.json, naming the file when it is not one."""
+    try:
+        entries = json.loads(manifest.read_text())["images"]
+        files = [manifest.parent / e["file"] for e in entries]
+        labels = torch.tensor([int(e["class"]) for e in entries], dtype=torch.int64)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise GuidekitError(f"cannot read {manifest} ({type(e).__name__}: {e}): it is not a manifest written by "
+                            f"'guidekit sample'; fix it, or delete it to evaluate the folder's PNGs unlabelled") from e
+    return files, labels
+
+
 def load_sample_dir(folder: str | Path, resolution: int = 32) -> tuple[torch.Tensor, torch.Tensor | None]:
     """PNG samples of a folder (with `guidekit sample`'s manifest.json: requested classes too) in [−1, 1]."""
     folder = Path(folder)
     check(folder.is_dir(), f"{folder} is not a folder of samples")
     manifest = folder / "manifest.json"
     if manifest.exists():
-        entries = json.loads(manifest.read_text())["images"]
-        files, labels = [folder / e["file"] for e in entries], torch.tensor([e["class"] for e in entries])
+        files, labels = manifest_entries(manifest)
     else:
         files, labels = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")), None
     check(len(files) >= 10, f"{folder} holds {len(files)} images; evaluation needs at least 10 PNG samples")

@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
+import struct
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -251,7 +253,8 @@ def _read(path: Path) -> dict:
                 state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise _refused(path, e) from e
-    except (OSError, SafetensorError, RuntimeError, EOFError, KeyError, ValueError, AttributeError) as e:
+    except (OSError, SafetensorError, RuntimeError, EOFError, KeyError, ValueError, AttributeError, IndexError,
+            TypeError, OverflowError, struct.error, zipfile.BadZipFile) as e:  # what junk makes the unpickler raise
         raise GuidekitError(f"cannot read {path} as {kind}: {type(e).__name__}: {e}; the file is corrupt or "
                             f"not a state dict") from e
     for wrapper in ("state_dict", "model"):

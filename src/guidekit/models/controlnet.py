@@ -17,6 +17,7 @@ means the same for any number of steps.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -192,6 +193,8 @@ class ControlledUNet(nn.Module):
         self.control_scale = _per_net(control_scale, k, "control_scale")
         self.control_start = _per_net(control_start, k, "control_start")
         self.control_end = _per_net(control_end, k, "control_end")
+        check(all(math.isfinite(s) and s >= 0 for s in self.control_scale),
+              f"control_scale must be finite and >= 0 (0 = off, 1 = as trained), got {self.control_scale}")
         for s, e in zip(self.control_start, self.control_end):
             check(0 <= s <= e <= 1, f"need 0 <= control_start <= control_end <= 1 (fractions of the trajectory, "
                                     f"0 = pure noise, 1 = clean), got start={s}, end={e}")
@@ -218,6 +221,12 @@ class ControlledUNet(nn.Module):
               f"one hint tensor for {len(chans)} ControlNets must have their channels {chans} concatenated "
               f"({sum(chans)} channels), got shape {tuple(hint.shape)}; or pass a list with one hint each")
         return list(hint.split(chans, dim=1))
+
+    @property
+    def graph_safe(self) -> bool:
+        """No data-dependent branches (full windows, hint to both CFG halves): CUDA-graph capture is exact."""
+        full = all((s, e) == (0.0, 1.0) for s, e in zip(self.control_start, self.control_end))
+        return full and (self.hint_uncond or self.config.num_classes == 0) and getattr(self.base, "graph_safe", False)
 
     def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None, hint=None) -> torch.Tensor:
         """The base model's prediction with the ControlNets' residuals added."""

@@ -30,6 +30,7 @@ class UNetConfig:
     num_classes: int = 0  # 0 = unconditional; else labels 0..num_classes-1 plus the null label num_classes
     num_train_timesteps: int = 1000  # t lives in [0, num_train_timesteps); rescaled to [0, 1000) before embedding
     prediction_type: str = "eps"  # what the network is trained to predict: eps | v | x0 (unused by the network)
+    text_dim: int = 0  # > 0: conditioned on a (B, text_dim) text embedding (zeros = the empty prompt ∅), no classes
 
     def __post_init__(self):
         """Accept lists (e.g. from JSON) for the tuple fields."""
@@ -38,12 +39,17 @@ class UNetConfig:
                 setattr(self, k, tuple(getattr(self, k)))
 
     def to_dict(self) -> dict:
-        """JSON-serializable dict of every field (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """JSON-serializable dict of every field (tuples become lists); optional fields at their default are left
+        out, so configs (and fingerprints) of models without them are unchanged."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+                if not (k in OPTIONAL_FIELDS and v == OPTIONAL_FIELDS[k])}
 
     @classmethod
     def from_dict(cls, d: dict) -> "UNetConfig":
-        """Rebuild and validate a config from to_dict() output; every field must be present."""
+        """Rebuild and validate a config from to_dict() output; every field must be present except the optional
+        ones added later (text_dim), whose absence means their default."""
+        if isinstance(d, dict):
+            d = {**OPTIONAL_FIELDS, **d}
         check_config_keys(cls, d)
         return cls(**d).validate()
 
@@ -69,13 +75,16 @@ class UNetConfig:
                   "norm_groups", "num_train_timesteps"):
             v = getattr(self, k)
             check(is_int(v) and v >= 1, f"UNetConfig.{k} must be a positive integer, got {v!r}")
-        for k in ("head_dim", "num_classes"):
+        for k in ("head_dim", "num_classes", "text_dim"):
             v = getattr(self, k)
             check(is_int(v) and v >= 0, f"UNetConfig.{k} must be an integer >= 0, got {v!r}")
         for k in ("channel_mult", "attention_resolutions"):
             v = getattr(self, k)
             check(isinstance(v, tuple) and all(is_int(m) and m >= 1 for m in v),
                   f"UNetConfig.{k} must be a tuple of positive integers, got {v!r}")
+        check(self.text_dim == 0 or self.num_classes == 0,
+              f"a UNet takes class labels or a text embedding, not both: num_classes={self.num_classes}, "
+              f"text_dim={self.text_dim}")
         check(len(self.channel_mult) >= 1, "UNetConfig.channel_mult must have at least one level, got ()")
         d = self.dropout
         check(isinstance(d, (int, float)) and not isinstance(d, bool) and 0 <= d < 1,
@@ -102,6 +111,8 @@ class UNetConfig:
                   f"num_heads={self.num_heads}; pick a head count or head_dim that divides it")
         return self
 
+
+OPTIONAL_FIELDS = {"text_dim": 0}  # fields newer than the first config.json files: absent = this default
 
 PRESETS = {
     # for tests: ~0.19M parameters
@@ -134,6 +145,8 @@ class Level(nn.Module):
 class UNet(nn.Module):
     """Predicts eps / v / x0 from a noisy image x, timestep t and optional class label y."""
 
+    graph_safe = True  # no data-dependent control flow: guidekit.fast may capture it as a CUDA graph
+
     def __init__(self, config: UNetConfig):
         super().__init__()
         check(isinstance(config, UNetConfig), f"UNet needs a UNetConfig, got {type(config).__name__}; "
@@ -142,6 +155,8 @@ class UNet(nn.Module):
         emb, g, n = 4 * c.channels, c.norm_groups, c.num_res_blocks
         self.time_embed = nn.Sequential(nn.Linear(c.channels, emb), nn.SiLU(), nn.Linear(emb, emb))
         self.class_embed = nn.Embedding(c.num_classes + 1, emb) if c.num_classes > 0 else None  # last row = null
+        # a frozen encoder's prompt embedding enters by the class embedding's path: projected, added to time's
+        self.text_embed = nn.Linear(c.text_dim, emb) if c.text_dim > 0 else None
         self.conv_in = nn.Conv2d(c.in_channels, c.channels, 3, padding=1)
 
         def attn(ch, size):
@@ -180,8 +195,9 @@ class UNet(nn.Module):
         """(channels, resolution at image_size) of every skip tensor that encode() returns, in order."""
         return list(self._skip_shapes)
 
-    def embed(self, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Time (+ class) embedding (B, 4*channels) for timesteps t (B,) and labels y (B,) or None (= null)."""
+    def embed(self, t: torch.Tensor, y: torch.Tensor | None = None, text: torch.Tensor | None = None) -> torch.Tensor:
+        """Time (+ class or text) embedding (B, 4*channels) for timesteps t (B,), labels y (B,) or None (= null) and
+        text embeddings (B, text_dim) or None (= zeros, the empty prompt)."""
         c = self.config
         t = torch.as_tensor(t, device=self.conv_in.weight.device).reshape(-1)
         emb = self.time_embed(timestep_embedding(t * (1000.0 / c.num_train_timesteps), c.channels))
@@ -189,6 +205,10 @@ class UNet(nn.Module):
             if y is None:
                 y = torch.full((t.shape[0],), c.num_classes, dtype=torch.long, device=t.device)
             emb = emb + self.class_embed(y)
+        if self.text_embed is not None:
+            if text is None:
+                text = torch.zeros(t.shape[0], c.text_dim, device=emb.device)
+            emb = emb + self.text_embed(text.to(emb.dtype))
         return emb
 
     def encode(self, x: torch.Tensor, emb: torch.Tensor,
@@ -224,9 +244,24 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None,
                 down_residuals: list[torch.Tensor] | None = None,
-                mid_residual: torch.Tensor | None = None) -> torch.Tensor:
-        """Prediction (B, out_channels, H, W) for x (B, in_channels, H, W); residuals come from a ControlNet."""
+                mid_residual: torch.Tensor | None = None, text: torch.Tensor | None = None) -> torch.Tensor:
+        """Prediction (B, out_channels, H, W) for x (B, in_channels, H, W); residuals come from a ControlNet;
+        text: (B, text_dim) prompt embeddings of a text-conditioned UNet (None = the empty prompt)."""
+        if text is not None or self.text_embed is not None:
+            text = self._check_text(text, x.shape[0])
+            return forward_with_residuals(self, x, t, y, down_residuals, mid_residual, text=text)
         return forward_with_residuals(self, x, t, y, down_residuals, mid_residual)
+
+    def _check_text(self, text, B: int) -> torch.Tensor | None:
+        """text must be a float (B, text_dim) tensor, and only for a text-conditioned UNet."""
+        c = self.config
+        if text is None:
+            return None
+        check(c.text_dim > 0, "this UNet takes no text prompt (text_dim=0): drop --prompt, or use a model trained "
+                              "with 'guidekit train --captions'")
+        check(isinstance(text, torch.Tensor) and text.is_floating_point() and tuple(text.shape) == (B, c.text_dim),
+              f"text must be a float tensor of shape ({B}, {c.text_dim}), got {_shape(text)}")
+        return text
 
     def drop_decoder(self) -> "UNet":
         """Delete the decoder and output head in place (a ControlNet's copy keeps only the encoder half)."""
@@ -240,19 +275,22 @@ class UNet(nn.Module):
         if y is None:
             return t, None
         check_labels(y, x.shape[0])
+        if tracing():  # CUDA-graph capture or torch.compile: value checks would sync; they ran eagerly first
+            return t, (y.long() if c.num_classes else None)
         if c.num_classes == 0:
-            check(bool((y == 0).all()), "this UNet is unconditional (num_classes=0): pass y=None, "
-                                        f"got labels {y.tolist()[:8]}")
+            if not bool((y == 0).all()):  # the message (a sync) is built only on failure
+                check(False, f"this UNet is unconditional (num_classes=0): pass y=None, got labels {y.tolist()[:8]}")
             return t, None
-        check(bool(((y >= 0) & (y <= c.num_classes)).all()),
-              f"y labels must be in [0, {c.num_classes}] ({c.num_classes} = null), got {y.tolist()[:8]}")
+        if not bool(((y >= 0) & (y <= c.num_classes)).all()):
+            check(False, f"y labels must be in [0, {c.num_classes}] ({c.num_classes} = null), got {y.tolist()[:8]}")
         return t, y.long()
 
 
-def forward_with_residuals(net: nn.Module, x: torch.Tensor, t, y, down_residuals, mid_residual) -> torch.Tensor:
+def forward_with_residuals(net: nn.Module, x: torch.Tensor, t, y, down_residuals, mid_residual,
+                           **embed_kwargs) -> torch.Tensor:
     """The backbone protocol's forward: embed, encode, middle (+ mid_residual), skips (+ down_residuals), decode."""
     t, y = net._check_inputs(x, t, y)
-    emb = net.embed(t, y)
+    emb = net.embed(t, y, **embed_kwargs)
     h, skips = net.encode(x, emb)
     h = net.middle(h, emb)
     if mid_residual is not None:
@@ -281,6 +319,12 @@ def check_x_and_t(x, t, in_channels: int, factor: int) -> torch.Tensor:
     check(t.dim() == 0 or (t.dim() == 1 and t.shape[0] in (1, B)),
           f"t must be a scalar or have shape ({B},) to match x, got {tuple(t.shape)}")
     return t.reshape(-1).expand(B)
+
+
+def tracing() -> bool:
+    """True while a CUDA graph is being captured or torch.compile traces: no data-dependent checks then."""
+    capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+    return capturing or torch.compiler.is_compiling()
 
 
 def check_labels(y, B: int) -> None:

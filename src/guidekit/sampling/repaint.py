@@ -38,6 +38,14 @@ def jump_count(steps: int, jump_length: int) -> int:
     return max(0, math.ceil(steps / jump_length) - 1)
 
 
+def jump_length_for(jump_timesteps: int, steps: int, num_timesteps: int) -> int:
+    """Sampler steps j that span jump_timesteps training timesteps when T' = steps cover num_timesteps (≥ 1)."""
+    _positive_int(jump_timesteps, "jump_timesteps")
+    check(jump_timesteps < num_timesteps, f"jump_timesteps {jump_timesteps} must be below the model's "
+                                          f"{num_timesteps} training timesteps")
+    return max(1, round(jump_timesteps * steps / num_timesteps))
+
+
 def repaint_levels(timesteps: Sequence[float], jump_length: int = 10, jump_n_sample: int = 10) -> list[float]:
     """RePaint's resampling schedule (Lugmayr et al. 2022, "Resampling") over descending timesteps ending at −1."""
     _positive_int(jump_length, "jump_length")

@@ -4,13 +4,26 @@ A subclass builds its network (`build`), says which part is trained (`trainable`
 (`forward_step`) and names its export files (`export_files`); everything else — the optimizer, gradient clipping,
 non-finite-loss handling, EMA, the progress bar, log.csv, OUT/checkpoints/step-N and bit-exact `--resume` — lives
 here once.
+
+Kills: every folder is written atomically (guidekit.io) and state.json lists the checkpoint's files, so a kill at
+any point leaves the newest complete checkpoint resumable; `--resume` first cleans what the kill left (stale temp
+folders, a folder moved aside), re-syncs the export folder to the checkpoint and drops log rows past it.
+Signals: during fit, the first SIGINT/SIGTERM finishes the current step, saves and raises TrainingInterrupted
+(the CLI exits 130/143); a second one raises it at once, without saving.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import filecmp
 import math
+import os
+import shutil
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,9 +31,10 @@ import torch
 from tqdm.auto import tqdm
 
 from guidekit.errors import check
+from guidekit.io import atomic_folder, fsync_path
 from guidekit.training.checkpoint import load_weights, read_json, read_tensors, write_folder
 from guidekit.training.ema import EMA
-from guidekit.training.runs import newest_checkpoint, prune, refuse_existing, warmup_lr
+from guidekit.training.runs import newest_checkpoint, prune, recover_run, refuse_existing, warmup_lr
 from guidekit.training.state import flatten_optimizer, unflatten_optimizer
 
 LOG_FIELDS = ["step", "loss", "lr", "grad_norm", "img_per_s", "elapsed_s"]
@@ -41,6 +55,32 @@ def batch_indices(n: int, batch: int, seed: int, step: int) -> torch.Tensor:
     return perm[pos * batch:(pos + 1) * batch]
 
 
+def _same_files(src: Path, dest: Path, names: list[str]) -> bool:
+    """Whether folder dest holds exactly the files `names`, byte-equal to those in src."""
+    if not dest.is_dir() or sorted(p.name for p in dest.iterdir()) != sorted(names):
+        return False
+    return all(filecmp.cmp(src / n, dest / n, shallow=False) for n in names)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """fit stopped by SIGINT/SIGTERM: after saving `checkpoint` (first signal), or at once without saving."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None, aborted: bool = False):
+        self.signum, self.step, self.checkpoint, self.aborted = signum, step, checkpoint, aborted
+        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        """One line: what stopped training and what was saved."""
+        name = signal.Signals(self.signum).name
+        if self.aborted:
+            return (f"aborted by a second {name} during step {self.step + 1}, without saving; --resume continues "
+                    f"from the newest complete checkpoint, if any")
+        if self.checkpoint is None:
+            return f"stopped by {name} before a step finished; nothing to save"
+        return f"stopped by {name} after step {self.step}; checkpoint saved at {self.checkpoint}"
+
+
 class BaseTrainer:
     """Shared training machinery; writes checkpoints/, log.csv and the export folder under out_dir."""
 
@@ -54,22 +94,29 @@ class BaseTrainer:
         self.cfg = config
         if mixed_precision == "auto":
             mixed_precision = "bf16" if torch.cuda.is_available() else "no"
-        self.acc = Accelerator(mixed_precision=mixed_precision)
+        # cpu=True on a machine without CUDA: torchrun/accelerate launch then form a gloo group (MULTI_CPU)
+        self.acc = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
         check(config.batch_size % self.acc.num_processes == 0,
               f"batch_size {config.batch_size} must be divisible by the {self.acc.num_processes} processes")
         self.out = Path(out_dir)
         torch.manual_seed(config.seed)
         net = self.build()
+        if self.acc.device.type == "cuda":  # NHWC convolutions: the fast layout for tensor cores
+            net = net.to(memory_format=torch.channels_last)
         trained = self.trainable(net)
         self.ema = None if self.ema_optional and config.ema_decay == 0 else EMA(trained, config.ema_decay)
         opt = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=config.lr,
                                 weight_decay=config.weight_decay, fused=self.acc.device.type == "cuda")
         self.net, self.opt = self.acc.prepare(net, opt)
-        self.step = 0
+        self.step, self._signal, self._saved_step = 0, None, None
         if resume:
             self._resume()
         else:
+            if self.acc.is_main_process:
+                recover_run(self.out)
             refuse_existing(self.out)
+            if self.acc.is_main_process:  # the log of an attempt killed before its first checkpoint
+                (self.out / "log.csv").unlink(missing_ok=True)
 
     # ---- what a subclass provides ----
 
@@ -113,10 +160,20 @@ class BaseTrainer:
 
     # ---- shared machinery ----
 
+    def compile(self) -> None:
+        """Run the training forward through torch.compile (--compile); the saved weights are unaffected."""
+        self.net = torch.compile(self.net)
+
+    def global_mean(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss averaged over processes (each holds its shard's), so log.csv shows the global batch's."""
+        if self.acc.num_processes == 1:
+            return loss
+        return self.acc.reduce(loss.detach().clone(), reduction="mean")
+
     @property
     def raw(self) -> torch.nn.Module:
         """The network unwrapped from accelerate."""
-        return self.acc.unwrap_model(self.net)
+        return self.acc.unwrap_model(self.net, keep_torch_compile=False)
 
     @property
     def trained(self) -> torch.nn.Module:
@@ -127,13 +184,22 @@ class BaseTrainer:
         return warmup_lr(self.cfg.lr, self.cfg.warmup, step)
 
     def fit(self, max_seconds: float | None = None, progress: bool = True) -> Path:
-        """Train to cfg.steps (or until max_seconds), logging and checkpointing; return the export folder."""
-        cfg, start, bad = self.cfg, time.time(), 0
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.desc,
+        """Train to cfg.steps (or until max_seconds), logging and checkpointing; return the export folder.
+
+        The first SIGINT/SIGTERM finishes the current step, saves and raises TrainingInterrupted; a second one
+        raises it at once, without saving. The previous signal handlers are restored on return."""
+        bar = tqdm(total=self.cfg.steps, initial=self.step, desc=self.desc,
                    disable=not (progress and self.acc.is_main_process))
+        with self._stop_on_signals(), bar:  # the bar is closed before an interruption's message is printed
+            return self._fit(bar, max_seconds)
+
+    def _fit(self, bar, max_seconds: float | None) -> Path:
+        """The training loop of fit."""
+        cfg, start, bad = self.cfg, time.time(), 0
         images, window_t, norm = 0, time.time(), float("nan")
         params = [p for p in self.net.parameters() if p.requires_grad]
         while self.step < cfg.steps:
+            self._stop_if_signalled()
             for group in self.opt.param_groups:
                 group["lr"] = self.lr_at(self.step)
             loss, aux = self.forward_step(self.step)
@@ -158,7 +224,7 @@ class BaseTrainer:
             regular = self.step % cfg.log_every == 0
             if regular or self.step == cfg.steps:
                 rate = images / max(time.time() - window_t, 1e-9)
-                self.log(bar, loss, float(norm), rate, time.time() - start, regular)
+                self.log(bar, self.global_mean(loss), float(norm), rate, time.time() - start, regular)
                 if regular:
                     images, window_t = 0, time.time()
             out_of_time = max_seconds is not None and time.time() - start > max_seconds
@@ -166,8 +232,51 @@ class BaseTrainer:
                 self.save()
             if out_of_time:
                 break
-        bar.close()
         return self.out / self.export_name
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """Route SIGINT/SIGTERM to _on_signal while fit runs (main thread only), then restore the old handlers."""
+        self._signal = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        """First signal: ask the loop to save and stop after this step; second: abort at once."""
+        if self._signal is not None:
+            raise TrainingInterrupted(signum, self.step, None, aborted=True)
+        self._signal = signum
+        if self.acc.is_main_process:
+            print(f"\n{signal.Signals(signum).name} received: finishing step {self.step + 1}, then saving a "
+                  f"checkpoint; send it again to abort without saving", file=sys.stderr, flush=True)
+
+    def _agreed_signal(self) -> int:
+        """The signal any process received (0 if none), the same on every process."""
+        mine = self._signal or 0
+        if self.acc.num_processes == 1:
+            return mine
+        return int(self.acc.gather(torch.tensor([mine], device=self.acc.device)).max())
+
+    def _stop_if_signalled(self) -> None:
+        """After a first signal: save the steps done since the last checkpoint, then raise TrainingInterrupted."""
+        signum = self._agreed_signal()
+        if not signum:
+            return
+        if self._saved_step != self.step and self.step > 0:
+            self.save()
+        saved = self._saved_step == self.step
+        raise TrainingInterrupted(signum, self.step, self.checkpoint_path(self.step) if saved else None)
+
+    def checkpoint_path(self, step: int) -> Path:
+        """OUT/checkpoints/step-N of step N."""
+        return self.out / "checkpoints" / f"step-{step:08d}"
 
     def write_log(self, fields: list[str], row: list) -> None:
         """Append a row to OUT/log.csv (with the header first), on the main process only."""
@@ -186,21 +295,28 @@ class BaseTrainer:
         """Write checkpoints/step-N (export + raw weights + optimizer + state) and the export folder, atomically."""
         self.acc.wait_for_everyone()
         if not self.acc.is_main_process:
+            self._saved_step = self.step
             return
         raw = self.trained.state_dict()
         files = self.export_files(raw if self.ema is None else self.ema.state_dict())
         opt_tensors, groups = flatten_optimizer(self.opt)
         state = {"step": self.step, "train": dataclasses.asdict(self.cfg), "param_groups": groups,
-                 "dataset": {"name": self.dataset.name, "size": len(self.dataset)}, **self.extra_state()}
+                 "dataset": {"name": self.dataset.name, "size": len(self.dataset)},
+                 "processes": self.acc.num_processes, **self.extra_state()}
         ckpt = dict(files, **{"optimizer.safetensors": opt_tensors, "state.json": state})
         if self.ema is not None:
             ckpt["raw.safetensors"] = raw
-        write_folder(self.out / "checkpoints" / f"step-{self.step:08d}", ckpt)
+        state["files"], state["export"] = sorted(ckpt), sorted(files)  # what a complete checkpoint holds
+        write_folder(self.checkpoint_path(self.step), ckpt)  # durable (fsynced) before anything is pruned
         write_folder(self.out / self.export_name, files)
         prune(self.out, self.cfg.keep)
+        self._saved_step = self.step
 
     def _resume(self) -> None:
-        """Continue from the newest complete checkpoint under out_dir/checkpoints."""
+        """Continue from the newest complete checkpoint under out_dir/checkpoints (after cleaning up a kill)."""
+        if self.acc.is_main_process:
+            recover_run(self.out)
+        self.acc.wait_for_everyone()
         ckpt = newest_checkpoint(self.out)
         state = read_json(ckpt / "state.json")
         self.check_resume(ckpt, read_json(ckpt / "config.json"), state)
@@ -209,5 +325,38 @@ class BaseTrainer:
         if self.ema is not None:
             self.ema.load_state_dict(read_tensors(ckpt / "model.safetensors"))
         unflatten_optimizer(self.opt, read_tensors(ckpt / "optimizer.safetensors"), state["param_groups"])
-        self.step = int(state["step"])
+        self.step = self._saved_step = int(state["step"])
         self.load_extra_state(state)
+        if self.acc.is_main_process:
+            self._sync_export(ckpt, state.get("export"))
+            self._trim_log()
+        self.acc.wait_for_everyone()
+
+    def _sync_export(self, ckpt: Path, names: list[str] | None) -> None:
+        """Make the export folder equal the checkpoint's export files (a kill may land between the two writes)."""
+        export = self.out / self.export_name
+        if not names or _same_files(ckpt, export, names):
+            return
+        with atomic_folder(export) as tmp:
+            for n in names:
+                shutil.copyfile(ckpt / n, tmp / n)
+
+    def _trim_log(self) -> None:
+        """Drop log.csv rows past the resumed step and rows a kill cut short, so they are not logged twice."""
+        path = self.out / "log.csv"
+        if not path.is_file():
+            return
+        text = path.read_text()
+        rows = list(csv.reader(text.splitlines()))
+        if not rows:
+            return
+        keep = [r for r in rows[1:] if len(r) == len(rows[0]) and r[0].isdigit() and int(r[0]) <= self.step]
+        if len(keep) == len(rows) - 1 and text.endswith("\n"):
+            return
+        tmp = path.with_name(f".log.csv.tmp-{os.getpid()}")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([rows[0], *keep])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_path(path.parent)

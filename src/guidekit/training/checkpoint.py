@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -14,7 +14,8 @@ from safetensors.torch import load_file, save_file
 from guidekit.diffusion.denoiser import ModelDenoiser
 from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import GuidekitError, check
-from guidekit.io import atomic_folder
+from guidekit.fast import Fast
+from guidekit.io import atomic_folder, slow_point
 from guidekit.models.controlnet import ControlNet, ControlNetConfig, backbone_kind
 from guidekit.models.unet import UNet, UNetConfig
 
@@ -31,6 +32,7 @@ def write_folder(dest: Path, files: dict[str, dict | dict[str, torch.Tensor]]) -
                 (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
             else:
                 save_file({k: v.detach().contiguous().cpu() for k, v in content.items()}, str(tmp / name))
+            slow_point()
     return Path(dest)
 
 
@@ -49,7 +51,44 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (OSError, SafetensorError, ValueError) as e:
-        raise GuidekitError(f"cannot read {path}: {e}; the file is corrupt or not safetensors") from e
+        raise GuidekitError(f"cannot read {path}: {e}; {pickle_hint(path) or 'the file is corrupt or not safetensors'}"
+                            ) from e
+
+
+LEGACY_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")  # a model folder's legacy weights file, read weights-only
+
+
+def read_legacy(path: Path) -> dict[str, torch.Tensor]:
+    """A legacy torch.save state dict, through torch.load(weights_only=True) only: a pickle that would run code
+    (anything beyond tensors and plain containers) is refused before any of it runs."""
+    import pickle
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError, IndexError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise GuidekitError(f"refused {path}: torch.load(weights_only=True) accepts only tensors and plain "
+                            f"containers, and this file is not that ({first[:200]}); guidekit never unpickles "
+                            f"code — re-save the weights as model.safetensors where you trust their source") from e
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    check(isinstance(obj, dict) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()),
+          f"{path} does not hold a state dict (name → tensor); save one with torch.save(net.state_dict(), PATH)")
+    return obj
+
+
+def pickle_hint(path: Path) -> str | None:
+    """If path starts like a pickle or a torch.save zip: why guidekit will not load it, and the fix."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return None
+    if not (head[:1] == b"\x80" or head == b"PK\x03\x04"):
+        return None
+    return ("it is a pickle (torch.save) file, not safetensors, and guidekit never unpickles weights because that "
+            "can run arbitrary code; where you trust the file, convert it: safetensors.torch.save_file(torch.load("
+            "PATH, weights_only=True), 'model.safetensors')")
 
 
 def model_files(net: UNet, schedule: NoiseSchedule, class_names: list[str] | None, weights: dict) -> dict:
@@ -67,11 +106,32 @@ class LoadedModel:
     schedule: NoiseSchedule
     class_names: list[str] | None
     path: Path
+    fast: Fast | None = None  # how the network runs (guidekit.fast); None = as loaded, fp32 eager
+    text: dict | None = None  # a text-conditioned model's encoder, null and caption settings (config.json "text")
+    _fast_net: object = field(default=None, init=False, repr=False, compare=False)
 
     def denoiser(self) -> ModelDenoiser:
-        """The eps(x_t, t, cond) adapter of this network."""
+        """The eps(x_t, t, cond) adapter of this network (run through self.fast when set)."""
         c = self.net.config
-        return ModelDenoiser(self.net, self.schedule, c.prediction_type, c.num_classes)
+        net = self.net
+        if self.fast is not None:  # one wrapper per model: compiled code and captured graphs are reused
+            if self._fast_net is None:
+                self._fast_net = self.fast.wrap(net, next(self.net.parameters()).device)
+            net = self._fast_net
+        return ModelDenoiser(net, self.schedule, c.prediction_type, c.num_classes)
+
+
+def zoo_hint(path: Path) -> str:
+    """For a bare name that is no zoo model: the closest zoo names and where to list them."""
+    import difflib
+
+    from guidekit.zoo import names
+
+    if len(path.parts) != 1:
+        return ""
+    close = difflib.get_close_matches(str(path), names(), n=3, cutoff=0.5)
+    guess = f"did you mean {' or '.join(close)}? " if close else ""
+    return f". {path} is not a zoo model either: {guess}'guidekit zoo list' shows {', '.join(names())}"
 
 
 def resolve_model_dir(path: str | Path, export: str = "model") -> Path:
@@ -83,7 +143,7 @@ def resolve_model_dir(path: str | Path, export: str = "model") -> Path:
           f"{path} looks like a pickled checkpoint ({path.suffix}); guidekit loads only safetensors + config.json "
           f"folders because unpickling can run arbitrary code")
     check(path.exists(), f"model not found: {path}; pass a folder with config.json + model.safetensors, "
-                         f"or a run folder written by 'guidekit train'")
+                         f"or a run folder written by 'guidekit train'" + zoo_hint(path))
     check(path.is_dir(), f"{path} is a file; pass its folder (config.json + model.safetensors)")
     if (path / "config.json").exists():
         return path
@@ -102,9 +162,20 @@ def load_weights(net: torch.nn.Module, weights: dict[str, torch.Tensor], source:
                 for k, v in expected.items() if k in weights and weights[k].shape != v.shape]
     problems += [f"missing {k}" for k in expected if k not in weights]
     problems += [f"unexpected {k}" for k in weights if k not in expected]
-    check(not problems, f"{source} does not match its config ({len(problems)} problem(s)): "
-                        + "; ".join(problems[:10]) + ("; ..." if len(problems) > 10 else ""))
+    check(not problems, f"{source} does not match its config.json ({len(problems)} problem(s)): "
+                        + "; ".join(problems[:10]) + (f"; ... and {len(problems) - 10} more" if len(problems) > 10
+                                                      else "")
+                        + "; keep each model.safetensors with the config.json it was saved with")
+    check_finite(weights, source)
     net.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
+
+
+def check_finite(weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Refuse weights holding NaN or inf, naming the tensors: a model with them only ever samples NaN."""
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    check(not bad, f"{source} holds NaN/inf values in {len(bad)} tensor(s): {', '.join(bad[:5])}"
+                   f"{' ...' if len(bad) > 5 else ''}; the checkpoint is broken (diverged training or a bad "
+                   f"conversion): use an earlier checkpoint or re-train")
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu", weights: str = "model.safetensors",
@@ -125,10 +196,18 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", weights: st
           f"{folder / 'config.json'} lacks its 'unet' or 'schedule' section")
     net = UNet(UNetConfig.from_dict(config["unet"]))
     file = folder / weights
-    check(file.exists(), f"{file} is missing; the model folder is incomplete")
-    load_weights(net, read_tensors(file), file)
+    legacy = [folder / f"{file.stem}{s}" for s in LEGACY_SUFFIXES if (folder / f"{file.stem}{s}").is_file()]
+    check(file.exists() or bool(legacy), f"{file} is missing; the model folder is incomplete")
+    file = file if file.exists() else legacy[0]
+    load_weights(net, read_tensors(file) if file.suffix == ".safetensors" else read_legacy(file), file)
     schedule = NoiseSchedule.from_config(config["schedule"])
-    return LoadedModel(net.to(device).eval(), schedule, config.get("class_names"), folder)
+    text = config.get("text")
+    check(text is None or (isinstance(text, dict) and net.config.text_dim > 0),
+          f"{folder / 'config.json'} has a 'text' section but its UNet takes no text (text_dim=0): the file is damaged")
+    check(net.config.text_dim == 0 or isinstance(text, dict),
+          f"{folder / 'config.json'} describes a text-conditioned UNet but lacks its 'text' section (encoder, "
+          f"thresholds); re-export it with 'guidekit train --captions'")
+    return LoadedModel(net.to(device).eval(), schedule, config.get("class_names"), folder, text=text)
 
 
 def fingerprint(net: torch.nn.Module) -> str:

@@ -20,6 +20,7 @@ from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import check
 from guidekit.models.controlnet import ControlledUNet, ControlNet, backbone_kind
 from guidekit.training.base import BaseTrainer, _step_generator, batch_indices
+from guidekit.training.batch import DeviceImages, draw_noise
 from guidekit.training.checkpoint import controlnet_files, fingerprint
 from guidekit.training.trainer import TrainConfig
 
@@ -84,6 +85,7 @@ class ControlNetTrainer(BaseTrainer):
         self.condition, self.hint_widths = condition, tuple(hint_widths)
         self.base_fingerprint = fingerprint(base)
         super().__init__(config, out_dir, resume, mixed_precision)
+        self.on_device = DeviceImages(pairs, self.acc.device)
 
     def build(self) -> ControlledUNet:
         net = ControlNet.from_unet(self.base, self.hints.shape[1], self.hint_widths)
@@ -97,22 +99,22 @@ class ControlNetTrainer(BaseTrainer):
         g, device, cfg = _step_generator(self.cfg.seed, step), self.acc.device, self.base.config
         idx = batch_indices(len(self.dataset), self.cfg.batch_size, self.cfg.seed, step)
         t = torch.randint(self.schedule.num_timesteps, (len(idx),), generator=g)
-        eps = torch.randn((len(idx), *self.dataset.pixels.shape[1:]), generator=g)
+        eps = draw_noise((len(idx), *self.dataset.pixels.shape[1:]), g, self.cfg.seed, step, device)
         drop = torch.rand(len(idx), generator=g) < self.cfg.p_uncond
         drop_hint = torch.rand(len(idx), generator=g) < self.cfg.p_drop_hint
         shard = lambda v: v.chunk(self.acc.num_processes)[self.acc.process_index]  # noqa: E731
         idx, t, eps, drop, drop_hint = shard(idx), shard(t), shard(eps), shard(drop), shard(drop_hint)
-        x0 = self.dataset.images(idx)
+        x0 = self.on_device.images(idx)
         hint = torch.where(drop_hint[:, None, None, None], 0.0, self.hints[idx])
-        ab = self.schedule.alpha_bar(t).float()
+        ab = self.schedule.alpha_bar(t).float().to(device)
         x_t = q_sample(x0, ab, eps)
         goal = target(x0, eps, ab, cfg.prediction_type)
         y = None
         if cfg.num_classes and self.dataset.labels is not None:
             y = torch.where(drop, cfg.num_classes, self.dataset.labels[idx]).to(device)
         torch.manual_seed(self.cfg.seed * 1_000_003 + step)  # dropout layers
-        out = self.net(x_t.to(device), t.to(device), y=y, hint=hint.to(device))
-        return F.mse_loss(out.float(), goal.to(device))
+        out = self.net(x_t, t.to(device), y=y, hint=hint.to(device))
+        return F.mse_loss(out.float(), goal)
 
     def export_files(self, weights: dict[str, torch.Tensor]) -> dict:
         return controlnet_files(self.trained, self.base_fingerprint, self.condition, weights)

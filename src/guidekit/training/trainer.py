@@ -14,6 +14,7 @@ from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import check
 from guidekit.models.unet import UNet, UNetConfig
 from guidekit.training.base import BaseTrainer, _step_generator, batch_indices
+from guidekit.training.batch import DeviceImages, draw_noise
 from guidekit.training.checkpoint import model_files
 
 
@@ -51,9 +52,17 @@ class Trainer(BaseTrainer):
     """Trains a UNet on an ImageDataset; writes checkpoints/, log.csv and model/ (EMA weights) under out_dir."""
 
     def __init__(self, unet_config: UNetConfig, dataset: ImageDataset, schedule: NoiseSchedule,
-                 config: TrainConfig, out_dir: str | Path, resume: bool = False, mixed_precision: str = "auto"):
+                 config: TrainConfig, out_dir: str | Path, resume: bool = False, mixed_precision: str = "auto",
+                 text=None):
+        """text: a guidekit.text.table.CaptionTable for a text-conditioned UNet (captions dropped to ∅ = zeros)."""
         config.validate()
-        self.unet_config, self.dataset, self.schedule = unet_config, dataset, schedule
+        self.unet_config, self.dataset, self.schedule, self.text = unet_config, dataset, schedule, text
+        check((text is None) == (unet_config.text_dim == 0),
+              "a text-conditioned UNet (text_dim > 0) trains with a caption table, and only it")
+        if text is not None:
+            check(text.ids.shape[0] == len(dataset) and text.embeddings.shape[1] == unet_config.text_dim,
+                  f"caption table ({tuple(text.ids.shape)}, dim {text.embeddings.shape[1]}) does not match the "
+                  f"dataset ({len(dataset)} images) and text_dim {unet_config.text_dim}")
         check(len(dataset) > 0, f"dataset {dataset.name} is empty; point --data at a folder with images")
         check(unet_config.in_channels == dataset.channels and unet_config.image_size == dataset.resolution,
               f"model expects {unet_config.in_channels}×{unet_config.image_size}² images, dataset {dataset.name} "
@@ -61,6 +70,9 @@ class Trainer(BaseTrainer):
         check(unet_config.num_classes in (0, dataset.num_classes),
               f"model has {unet_config.num_classes} classes, dataset {dataset.num_classes}")
         super().__init__(config, out_dir, resume, mixed_precision)
+        self.on_device = DeviceImages(dataset, self.acc.device)
+        if text is not None:
+            self.text_embeddings = text.embeddings.float().to(self.acc.device)
 
     def build(self) -> UNet:
         return UNet(self.unet_config)
@@ -71,23 +83,33 @@ class Trainer(BaseTrainer):
         idx = batch_indices(len(self.dataset), self.cfg.batch_size, self.cfg.seed, step)
         # draws for the whole global batch, then this process's shard: every image gets its own t, ε, dropout
         t = torch.randint(self.schedule.num_timesteps, (len(idx),), generator=g)
-        eps = torch.randn((len(idx), *self.dataset.pixels.shape[1:]), generator=g)
+        eps = draw_noise((len(idx), *self.dataset.pixels.shape[1:]), g, self.cfg.seed, step, device)
         drop = torch.rand(len(idx), generator=g) < self.cfg.p_uncond
+        pick = torch.randint(self.text.ids.shape[1], (len(idx),), generator=g) if self.text is not None else None
         shard = lambda v: v.chunk(self.acc.num_processes)[self.acc.process_index]  # noqa: E731
         idx, t, eps, drop = shard(idx), shard(t), shard(eps), shard(drop)
-        x0 = self.dataset.images(idx)
-        ab = self.schedule.alpha_bar(t).float()
+        x0 = self.on_device.images(idx)
+        ab = self.schedule.alpha_bar(t).float().to(device)
         x_t = q_sample(x0, ab, eps)
         goal = target(x0, eps, ab, self.raw.config.prediction_type)
         y = None
         if self.raw.config.num_classes and self.dataset.labels is not None:
             y = torch.where(drop, self.raw.config.num_classes, self.dataset.labels[idx]).to(device)
+        kw = {}
+        if self.text is not None:  # one of the image's captions; dropped ones get the empty prompt ∅ (zeros)
+            caption = self.text.ids[idx, shard(pick)]
+            kw["text"] = self.text_embeddings[caption.to(device)] * (~drop).to(device, torch.float32)[:, None]
         torch.manual_seed(self.cfg.seed * 1_000_003 + step)  # dropout layers
-        out = self.net(x_t.to(device), t.to(device), y=y)
-        return F.mse_loss(out.float(), goal.to(device))
+        if device.type == "cuda":
+            x_t = x_t.contiguous(memory_format=torch.channels_last)
+        out = self.net(x_t, t.to(device), y=y, **kw)
+        return F.mse_loss(out.float(), goal)
 
     def export_files(self, weights: dict[str, torch.Tensor]) -> dict:
-        return model_files(self.raw, self.schedule, self.dataset.class_names, weights)
+        files = model_files(self.raw, self.schedule, self.dataset.class_names, weights)
+        if self.text is not None:
+            files["config.json"]["text"] = self.text.meta
+        return files
 
     def check_resume(self, ckpt: Path, config: dict, state: dict) -> None:
         saved = config["unet"]

@@ -1,0 +1,90 @@
+"""`guidekit sweep steps`: FID-FMNIST at few model evaluations (DDIM, DPM-Solver++) vs DDPM with all 1,000 steps."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, fast_of, load_eval, nonneg_float,
+                                 nonneg_int, pick_device, positive_int)
+from guidekit.errors import check
+
+
+def setting(text: str) -> tuple[str, int]:
+    """argparse type of --baseline: SAMPLER:STEPS."""
+    from guidekit.errors import GuidekitError
+    from guidekit.experiments.steps import parse_setting
+
+    try:
+        return parse_setting(text)
+    except GuidekitError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def int_list(text: str) -> list[int]:
+    """argparse type: comma-separated positive integers."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 10,15,20,50, got {text!r}")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"give integers >= 1, got {text!r}")
+    return values
+
+
+def register_kind(kinds) -> None:
+    k = kinds.add_parser("steps", help="quality vs model evaluations: few-step samplers vs DDPM-1000",
+                         description="For each sampler in --samplers and each NFE in --nfe, and once for "
+                                     "--baseline (ancestral DDPM with all 1,000 steps by default): sample --n "
+                                     "class-balanced images with the same seeds, measure FID/KID/IS-FMNIST and "
+                                     "accuracy. NFE counts evaluations of the (guided) denoiser; with --w > 0 each "
+                                     "is one batched call on both CFG halves. Writes OUT/<sampler>/results.csv, "
+                                     "OUT/results.md (with FID relative to the baseline), OUT/fid_vs_nfe.png and "
+                                     "grids. Finished rows are kept: rerun the same command to resume.",
+                         formatter_class=HelpFormatter)
+    k.add_argument("model", help="model or run folder (class-conditional)")
+    k.add_argument("--samplers", default="ddim,dpmpp-2m", help="few-step samplers, comma-separated")
+    k.add_argument("--nfe", type=int_list, default=int_list("10,15,20,50"), help="model evaluations per image")
+    k.add_argument("--baseline", type=setting, default=("ddpm", 1000), metavar="SAMPLER:STEPS",
+                   help="the row every other is compared with")
+    k.add_argument("--w", type=nonneg_float("--w"), default=0.0, help="CFG weight (0 = the conditional model)")
+    k.add_argument("--n", type=positive_int("--n"), default=5000, help="images per setting")
+    k.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed (the same for every setting)")
+    k.add_argument("--eta", type=nonneg_float("--eta"), default=0.0, help="DDIM η of the ddim rows")
+    k.add_argument("--spacing", default="trailing", choices=["trailing", "leading", "linspace"],
+                   help="how the steps are spread over the T training timesteps")
+    k.add_argument("--batch-size", type=positive_int("--batch-size"), default=250, help="images per forward")
+    k.add_argument("--out", required=True, help="output folder; rerun the same command to resume")
+    add_eval_args(k)
+    k.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_device(k)
+    k.set_defaults(run=run)
+
+
+def run(args) -> None:
+    from guidekit.experiments.generation import SamplerSettings
+    from guidekit.experiments.steps import parse_setting, plot_steps, run_steps_sweep, steps_table
+    from guidekit.training import load_model
+
+    samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+    check(bool(samplers), "--samplers is empty; give e.g. ddim,dpmpp-2m")
+    for s in samplers:
+        parse_setting(f"{s}:1")
+    check(len(set(samplers)) == len(samplers), f"--samplers {args.samplers} names a sampler twice")
+    device = pick_device(args.device)
+    model = load_model(args.model, device)
+    model.fast = fast_of(args, device)
+    settings = SamplerSettings("ddim", 1, args.eta, args.spacing, True, args.batch_size)
+    spec = {"reference": args.reference, "split": args.split, "evaluator": args.evaluator}
+    if args.inception_weights:
+        spec.update(inception_weights=str(args.inception_weights), feature_network="Inception")
+    out = Path(args.out)
+    series = run_steps_sweep(model, samplers, sorted(set(args.nfe)), args.baseline, args.w, args.n, settings,
+                             lambda: load_eval(args, device, not args.no_progress), out, args.seed, device,
+                             not args.no_progress, spec)
+    tag = spec.get("feature_network", "FMNIST")
+    table = steps_table(series, tag)
+    (out / "results.md").write_text(table + "\n")
+    plot_steps(series, out / "fid_vs_nfe.png", tag)
+    print(table)
+    print(f"wrote {out}/results.md, fid_vs_nfe.png and <sampler>/results.csv + grids/")

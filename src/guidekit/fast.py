@@ -1,0 +1,121 @@
+"""GPU fast path of the network call: bf16 autocast, channels_last, torch.compile and CUDA-graph replay.
+
+`Fast` names the options; `Fast.wrap(net, device)` returns a callable with net's signature that runs it that way.
+Every option is a pure speed choice: outputs match fp32 eager to bf16 tolerance (tests/test_fast.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from guidekit.errors import check
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Fast:
+    """How the network runs: precision (auto = bf16 on CUDA), channels_last, torch.compile, CUDA graphs."""
+
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    cuda_graphs: bool = False
+
+    @classmethod
+    def auto(cls, device, precision: str = "auto", compile: bool = False, cuda_graphs: bool = False) -> "Fast":
+        """The defaults for device: bf16 + channels_last on CUDA, fp32 eager on the CPU; then validated."""
+        cuda = torch.device(device).type == "cuda"
+        fast = cls(precision=("bf16" if cuda else "fp32") if precision == "auto" else precision,
+                   channels_last=cuda, compile=compile, cuda_graphs=cuda_graphs)
+        return fast.validate(device)
+
+    def validate(self, device) -> "Fast":
+        """Refuse options the device cannot run, naming the fix."""
+        check(self.precision in PRECISIONS[1:], f"precision {self.precision!r} is not one of {PRECISIONS}")
+        check(not self.cuda_graphs or torch.device(device).type == "cuda",
+              "--cuda-graphs needs a CUDA device; drop it, or run with --device cuda")
+        check(self.precision != "fp16" or torch.device(device).type == "cuda",
+              "--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+        return self
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The autocast dtype, or None for fp32."""
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    def autocast(self, device):
+        """An autocast context for this precision (a no-op for fp32)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(torch.device(device).type, dtype=self.dtype)
+
+    def prepare(self, net: torch.nn.Module) -> torch.nn.Module:
+        """Convert net's weights to channels_last in place if asked (harmless for every other use)."""
+        return net.to(memory_format=torch.channels_last) if self.channels_last else net
+
+    def wrap(self, net: torch.nn.Module, device) -> "FastForward":
+        """A callable running net(x, t, y=..., **kw) with these options."""
+        return FastForward(self, self.prepare(net), torch.device(device))
+
+
+class FastForward:
+    """net under Fast's options; with cuda_graphs, one captured graph per input signature, replayed."""
+
+    def __init__(self, fast: Fast, net: torch.nn.Module, device: torch.device):
+        self.fast, self.net, self.device = fast, net, device
+        self.call = net
+        if fast.compile:
+            mode = "reduce-overhead" if fast.cuda_graphs else None  # compiled CUDA graphs replace ours
+            self.call = torch.compile(net, mode=mode, dynamic=False)
+        self.graphs: dict[tuple, tuple] = {}
+        self.pool = None
+        self.graphed = fast.cuda_graphs and not fast.compile and getattr(net, "graph_safe", False)
+        if fast.cuda_graphs and not fast.compile and not self.graphed:
+            warnings.warn(f"--cuda-graphs: {type(net).__name__} has data-dependent branches (e.g. ControlNet "
+                          f"windows), so it runs eagerly; full-trajectory control can be captured")
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["net"], name)
+
+    def _run(self, x, t, y, kw):
+        if self.fast.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.fast.autocast(self.device):
+            return self.call(x, t, y=y, **kw)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, **kw) -> torch.Tensor:
+        if not self.graphed or torch.is_grad_enabled():
+            return self._run(x, t, y, kw)
+        inputs = {"x": x, "t": t, **({"y": y} if y is not None else {}), **kw}
+        key = tuple((k, tuple(v.shape), v.dtype) if torch.is_tensor(v) else (k, v) for k, v in inputs.items())
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(inputs)
+        static, out, graph = self.graphs[key]
+        for k, v in inputs.items():
+            if torch.is_tensor(v):
+                static[k].copy_(v)
+        graph.replay()
+        return out.clone()
+
+    def _capture(self, inputs: dict) -> tuple:
+        """Record one call on static input buffers (after warm-up on a side stream) as a CUDA graph."""
+        static = {k: v.clone() if torch.is_tensor(v) else v for k, v in inputs.items()}
+        args = lambda: (static["x"], static["t"], static.get("y"),  # noqa: E731
+                        {k: v for k, v in static.items() if k not in ("x", "t", "y")})
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._run(*args())
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            out = self._run(*args())
+        return static, out, graph

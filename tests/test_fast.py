@@ -1,0 +1,157 @@
+"""guidekit.fast: every speed option matches fp32 eager to its precision's tolerance; bad options get clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from guidekit.cli import main
+from guidekit.diffusion.schedule import NoiseSchedule
+from guidekit.errors import GuidekitError
+from guidekit.fast import Fast
+from guidekit.models.controlnet import ControlledUNet, ControlNet
+from guidekit.models.unet import UNet, UNetConfig
+from guidekit.training.checkpoint import LoadedModel
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def tiny_net(seed=0) -> UNet:
+    torch.manual_seed(seed)
+    net = UNet(UNetConfig.preset("tiny", num_classes=3)).eval()
+    for p in net.parameters():  # zero-initialized output heads would make every comparison trivially 0 == 0
+        torch.nn.init.normal_(p, std=0.05)
+    return net
+
+
+def inputs(n=4, device="cpu"):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 1, 32, 32, generator=g).to(device)
+    t = torch.randint(1000, (n,), generator=g).to(device)
+    y = torch.tensor([0, 1, 2, 3][:n]).to(device)
+    return x, t, y
+
+
+def test_fp32_wrap_is_the_network_bit_for_bit():
+    net = tiny_net()
+    x, t, y = inputs()
+    with torch.no_grad():
+        assert torch.equal(Fast().wrap(net, "cpu")(x, t, y=y), net(x, t, y=y))
+
+
+def test_bf16_autocast_matches_fp32_to_bf16_tolerance():
+    net = tiny_net()
+    x, t, y = inputs()
+    with torch.no_grad():
+        ref = net(x, t, y=y)
+        out = Fast(precision="bf16").wrap(net, "cpu")(x, t, y=y)
+    assert out.dtype == torch.bfloat16  # the denoiser casts it back to x's dtype
+    err = (out.float() - ref).abs().max() / ref.abs().max()
+    assert 0 < err < 0.05, err  # it really ran in bf16, and only bf16 rounding separates them
+
+
+def test_channels_last_matches_fp32():
+    net = tiny_net()
+    x, t, y = inputs()
+    with torch.no_grad():
+        ref = net(x, t, y=y)
+        out = Fast(channels_last=True).wrap(net, "cpu")(x, t, y=y)
+    assert next(p for p in net.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_auto_is_fp32_eager_on_the_cpu():
+    assert Fast.auto("cpu") == Fast()
+    assert Fast.auto("cpu", "bf16").precision == "bf16"
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(cuda_graphs=True), "--cuda-graphs needs a CUDA device"),
+    (dict(precision="fp16"), "fp16 needs a CUDA device"),
+    (dict(precision="fp8"), "precision 'fp8'"),
+])
+def test_options_the_cpu_cannot_run_are_refused(kwargs, needle):
+    with pytest.raises(GuidekitError, match=needle):
+        Fast(**kwargs).validate("cpu")
+
+
+def test_loaded_model_denoiser_runs_through_fast_and_reuses_the_wrapper():
+    net = tiny_net()
+    model = LoadedModel(net, NoiseSchedule.linear(1000), None, None, fast=Fast(precision="bf16"))
+    x, t, y = inputs()
+    d1, d2 = model.denoiser(), model.denoiser()
+    assert d1.net is d2.net and d1.net.fast.precision == "bf16"
+    with torch.no_grad():
+        ref = LoadedModel(net, model.schedule, None, None).denoiser()(x, t, {"y": y})
+        out = d1(x, t, {"y": y})
+    assert out.dtype == torch.float32
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_graph_safety_flags():
+    net = tiny_net()
+    cn = ControlNet.from_unet(net, 1, (8, 16))
+    assert net.graph_safe
+    assert ControlledUNet(net, [cn]).graph_safe
+    assert not ControlledUNet(net, [cn], control_start=0.2).graph_safe  # a window is a data-dependent branch
+    assert not ControlledUNet(net, [cn], hint_uncond=False).graph_safe
+
+
+def test_cli_bf16_on_cpu_samples_close_to_fp32(tmp_path):
+    args = ["sample", "fmnist-cfg", "--n", "2", "--steps", "3", "--class", "Trouser", "--w", "1", "--seed", "0",
+            "--device", "cpu", "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    assert main(args + ["--out", str(tmp_path / "b"), "--precision", "bf16"]) == 0
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["fast"]["precision"] == "bf16"
+    for name in ("0000_class1_seed0.png", "0001_class1_seed1.png"):
+        a, b = (np.asarray(Image.open(tmp_path / d / name), dtype=np.float32) for d in "ab")
+        assert np.abs(a - b).mean() < 4, name  # mean pixel difference (of 255) from bf16 rounding alone
+
+
+def test_cli_refuses_cuda_graphs_on_the_cpu(tmp_path, capsys):
+    code = main(["sample", "fmnist-cfg", "--n", "1", "--steps", "2", "--device", "cpu", "--cuda-graphs",
+                 "--out", str(tmp_path / "o"), "--no-progress"])
+    assert code == 2 and "--cuda-graphs needs a CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@cuda
+def test_cuda_graphs_replay_matches_eager_on_gpu():
+    net = tiny_net().cuda()
+    fast = Fast(precision="bf16", channels_last=True, cuda_graphs=True)
+    f = fast.wrap(net, "cuda")
+    eager = Fast(precision="bf16", channels_last=True).wrap(net, "cuda")
+    for seed in range(3):  # replays on fresh inputs, not the captured ones
+        x, t, y = inputs(4, "cuda")
+        x = x + seed
+        with torch.no_grad():
+            torch.testing.assert_close(f(x, t, y=y).float(), eager(x, t, y=y).float(), atol=2e-2, rtol=2e-2)
+    assert len(f.graphs) == 1
+
+
+@cuda
+def test_compile_matches_eager_on_gpu():
+    net = tiny_net().cuda()
+    x, t, y = inputs(4, "cuda")
+    with torch.no_grad():
+        ref = net(x, t, y=y)
+        out = Fast(compile=True).wrap(net, "cuda")(x, t, y=y)
+    torch.testing.assert_close(out, ref, atol=1e-3, rtol=1e-3)
+
+
+def test_train_compile_reaches_the_same_weights_as_eager_on_cpu(tmp_path):
+    """--compile changes only how the forward runs: two steps of a tiny run give the eager run's weights."""
+    from safetensors.torch import load_file
+
+    base = ["train", "--dataset", "samples", "--preset", "tiny", "--steps", "2", "--batch-size", "4",
+            "--no-progress"]
+    assert main(base + ["--out", str(tmp_path / "eager")]) == 0
+    assert main(base + ["--out", str(tmp_path / "compiled"), "--compile"]) == 0
+    a = load_file(tmp_path / "eager" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "compiled" / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4, msg=k)

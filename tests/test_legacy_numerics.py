@@ -1,0 +1,95 @@
+"""Legacy torch.save weights load only through torch.load(weights_only=True); non-finite losses skip the step and
+abort after max_bad_steps in a row (issue 9)."""
+
+import os
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from guidekit.cli import main
+from guidekit.data import load_dataset
+from guidekit.diffusion.schedule import NoiseSchedule
+from guidekit.errors import GuidekitError
+from guidekit.models.unet import UNetConfig
+from guidekit.training import load_model
+from guidekit.training.trainer import TrainConfig, Trainer
+from guidekit.zoo import resolve
+
+
+class Payload:
+    """Unpickling this would create the marker file: the code a malicious checkpoint smuggles in."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def legacy_copy(tmp_path, weights) -> str:
+    folder = tmp_path / "legacy"
+    folder.mkdir()
+    shutil.copy(resolve("fmnist-cfg") / "config.json", folder / "config.json")
+    torch.save(weights, folder / "model.pt")
+    return str(folder)
+
+
+def test_legacy_pt_folder_loads_like_the_safetensors_folder(tmp_path):
+    weights = load_file(resolve("fmnist-cfg") / "model.safetensors")
+    model = load_model(legacy_copy(tmp_path, {"state_dict": weights}))
+    ref = load_model("fmnist-cfg")
+    for k, v in ref.net.state_dict().items():
+        assert torch.equal(model.net.state_dict()[k], v), k
+
+
+def test_malicious_legacy_pickle_is_refused_and_never_runs(tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    weights = dict(load_file(resolve("fmnist-cfg") / "model.safetensors"), evil=Payload(marker))
+    folder = legacy_copy(tmp_path, weights)
+    with pytest.raises(GuidekitError, match="weights_only=True"):
+        load_model(folder)
+    assert main(["sample", folder, "--n", "1", "--steps", "2", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "refused" in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "o").exists()
+    torch.load(tmp_path / "legacy" / "model.pt", weights_only=False)  # the payload is real: a plain load runs it
+    assert marker.exists()
+
+
+def tiny_trainer(tmp_path, steps=6, max_bad_steps=3):
+    data = load_dataset("samples")
+    cfg = TrainConfig(steps=steps, batch_size=4, warmup=0, save_every=100, log_every=1, max_bad_steps=max_bad_steps)
+    return Trainer(UNetConfig.preset("tiny", num_classes=data.num_classes), data, NoiseSchedule.linear(1000), cfg,
+                   tmp_path / "run")
+
+
+def poison(trainer, bad_steps):
+    real = trainer.loss_on
+
+    def loss_on(step):
+        loss = real(step)
+        return loss * float("nan") if step in bad_steps else loss
+    trainer.loss_on = loss_on
+
+
+def test_non_finite_loss_skips_the_step_without_touching_the_weights(tmp_path):
+    trainer = tiny_trainer(tmp_path)
+    poison(trainer, {2, 3})
+    seen = {}
+    step_fn = trainer.opt.step
+
+    def spy():
+        seen[trainer.step] = True
+        step_fn()
+    trainer.opt.step = spy
+    trainer.fit(progress=False)
+    assert sorted(seen) == [0, 1, 4, 5]  # the optimizer never ran on the NaN steps
+    assert all(torch.isfinite(p).all() for p in trainer.raw.parameters())
+
+
+def test_too_many_non_finite_losses_in_a_row_abort_with_a_message(tmp_path):
+    trainer = tiny_trainer(tmp_path, steps=10, max_bad_steps=3)
+    poison(trainer, {4, 5, 6, 7})
+    with pytest.raises(GuidekitError, match="not finite for 3 steps in a row at step 6"):
+        trainer.fit(progress=False)
