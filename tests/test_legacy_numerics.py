@@ -93,3 +93,26 @@ def test_too_many_non_finite_losses_in_a_row_abort_with_a_message(tmp_path):
     poison(trainer, {4, 5, 6, 7})
     with pytest.raises(GuidekitError, match="not finite for 3 steps in a row at step 6"):
         trainer.fit(progress=False)
+
+
+def test_loading_a_run_folder_skips_a_checkpoint_a_kill_cut_short(tmp_path):
+    from guidekit.training.checkpoint import resolve_model_dir
+
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "samples", "--preset", "tiny", "--steps", "2", "--batch-size", "4",
+                 "--save-every", "1", "--keep", "2", "--no-progress", "--out", str(out)]) == 0
+    shutil.rmtree(out / "model")  # only checkpoints left, the newest missing a file it lists
+    (out / "checkpoints" / "step-00000002" / "optimizer.safetensors").unlink()
+    assert resolve_model_dir(out) == out / "checkpoints" / "step-00000001"
+
+
+@pytest.mark.parametrize("seeds, cond, message", [
+    ([], {}, "at least one seed"),
+    ([0], {"y": [1]}, "must be a tensor"),
+])
+def test_generate_names_bad_seeds_and_cond(seeds, cond, message):
+    from guidekit.sampling.generate import generate
+
+    schedule = NoiseSchedule.linear(1000)
+    with pytest.raises(GuidekitError, match=message):
+        generate(lambda x, t, c: x, schedule, (1, 8, 8), seeds, cond, steps=2)

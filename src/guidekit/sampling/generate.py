@@ -22,7 +22,10 @@ def generate(denoiser: Denoiser, schedule: NoiseSchedule, shape: Sequence[int], 
              callback: Callback | None = None, progress: bool = False, batch_size: int | None = None) -> torch.Tensor:
     """Sample len(seeds) images of `shape` (C, H, W); image i depends only on seeds[i] and cond[i], not the batch."""
     n = len(seeds)
+    check(n >= 1, "at least one seed is needed: pass seeds=[0] or more")
     for k, v in cond.items():
+        check(isinstance(v, torch.Tensor), f"cond[{k!r}] must be a tensor with one row per seed, got "
+                                           f"{type(v).__name__}")
         check(v.shape[0] == n, f"cond[{k!r}] has {v.shape[0]} rows but there are {n} seeds")
     batch_size = batch_size or n
     check(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}")

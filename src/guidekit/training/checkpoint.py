@@ -136,6 +136,7 @@ def zoo_hint(path: Path) -> str:
 
 def resolve_model_dir(path: str | Path, export: str = "model") -> Path:
     """A model folder, a zoo name (guidekit zoo list), or a training run (its <export>/ folder, else newest checkpoint)."""
+    from guidekit.training.runs import is_complete
     from guidekit.zoo import resolve
 
     path = resolve(path)
@@ -150,7 +151,7 @@ def resolve_model_dir(path: str | Path, export: str = "model") -> Path:
     if (path / export / "config.json").exists():
         return path / export
     ckpts = sorted((path / "checkpoints").glob("step-*")) if (path / "checkpoints").is_dir() else []
-    ckpts = [c for c in ckpts if (c / "config.json").exists()]
+    ckpts = [c for c in ckpts if (c / "config.json").exists() and is_complete(c)]  # not one a kill cut short
     check(bool(ckpts), f"{path} has no config.json, {export}/ or checkpoints/step-*: not a guidekit model or run")
     return ckpts[-1]
 
