@@ -307,8 +307,12 @@ class BaseTrainer:
         if self.ema is not None:
             ckpt["raw.safetensors"] = raw
         state["files"], state["export"] = sorted(ckpt), sorted(files)  # what a complete checkpoint holds
+        first = not (self.out / self.export_name).exists()
+        if first:  # so that a checkpoint never exists without an export (a kill in between only lags it)
+            write_folder(self.out / self.export_name, files)
         write_folder(self.checkpoint_path(self.step), ckpt)  # durable (fsynced) before anything is pruned
-        write_folder(self.out / self.export_name, files)
+        if not first:
+            write_folder(self.out / self.export_name, files)
         prune(self.out, self.cfg.keep)
         self._saved_step = self.step
 
