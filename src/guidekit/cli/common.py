@@ -134,6 +134,15 @@ def add_device(p: argparse.ArgumentParser) -> None:
                    help="replay the network call as a CUDA graph (GPU; removes launch overhead at small batches)")
 
 
+def load_fast_model(path, args: argparse.Namespace, device: torch.device, **kwargs):
+    """load_model(path, device, **kwargs) running through the command's --precision/--compile/--cuda-graphs."""
+    from guidekit.training import load_model
+
+    model = load_model(path, device, **kwargs)
+    model.fast = fast_of(args, device)
+    return model
+
+
 def fast_of(args: argparse.Namespace, device: torch.device):
     """The guidekit.fast.Fast options of a command's arguments, validated for device."""
     from guidekit.fast import Fast

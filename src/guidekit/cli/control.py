@@ -7,9 +7,9 @@ import json
 import math
 import time
 
-from guidekit.cli.common import (HelpFormatter, fast_of, add_guidance_args, add_output_args, add_sampler_args, guidance_from_args,
-                                 nonneg_int, pick_device, positive_int, sampler_settings)
-from guidekit.cli.common import check_memory, guidance_passes, memory_guard
+from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, check_memory,
+                                 guidance_from_args, guidance_passes, load_fast_model, memory_guard, nonneg_int,
+                                 pick_device, positive_int, sampler_settings)
 from guidekit.errors import check
 
 
@@ -126,12 +126,11 @@ def run(args) -> None:
     from guidekit.experiments.control import condition_of, control_samples, controlled, extract_hints, hint_image
     from guidekit.images import labelled, save_png, to_pil
     from guidekit.io import atomic_folder, check_output
-    from guidekit.training import load_controlnet, load_model
+    from guidekit.training import load_controlnet
 
     check_output(args.out, args.overwrite)
     device = pick_device(args.device)
-    model = load_model(args.model, device)
-    model.fast = fast_of(args, device)
+    model = load_fast_model(args.model, args, device)
     nets = [load_controlnet(path, model.net) for path in args.controlnet]
     k, c = len(nets), model.net.config
     scale = per_net(args.control_scale, k, "--control-scale")

@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 from guidekit.errors import check
-from guidekit.cli.common import (HelpFormatter, fast_of, add_device, add_eval_args, add_guidance_args, add_sampler_args, guidance_from_args,
-                                 load_eval, nonneg_int, pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, add_guidance_args, add_sampler_args,
+                                 guidance_from_args, load_eval, load_fast_model, nonneg_int, pick_device, positive_int,
+                                 sampler_settings)
 
 
 def register(sub) -> None:
@@ -62,10 +63,8 @@ def run(args) -> None:
     else:
         from guidekit.experiments.generation import class_names, sample_guided
         from guidekit.experiments.sweep import balanced_labels
-        from guidekit.training import load_model
 
-        model = load_model(target, device)
-        model.fast = fast_of(args, device)
+        model = load_fast_model(target, args, device)
         guidance = guidance_from_args(args, model, device)
         K = len(class_names(model, guidance) or [])
         labels = balanced_labels(args.n, K) if K else torch.full((args.n,), -1)

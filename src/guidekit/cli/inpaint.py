@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import time
 
-from guidekit.cli.common import (HelpFormatter, fast_of, add_guidance_args, add_output_args, add_sampler_args, guidance_from_args,
-                                 nonneg_float, nonneg_int, pick_device, positive_int, sampler_settings)
-from guidekit.cli.common import check_memory, guidance_passes, memory_guard
+from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, check_memory,
+                                 guidance_from_args, guidance_passes, load_fast_model, memory_guard, nonneg_float,
+                                 nonneg_int, pick_device, positive_int, sampler_settings)
 from guidekit.errors import GuidekitError, check
 from guidekit.masks import MASK_KINDS
 
@@ -141,12 +141,10 @@ def run(args) -> None:
     from guidekit.io import atomic_folder, check_output
     from guidekit.masks import check_mask, mask_from_arg
     from guidekit.sampling.repaint import repaint_levels
-    from guidekit.training import load_model
 
     check_output(args.out, args.overwrite)
     device = pick_device(args.device)
-    model = load_model(args.model, device)
-    model.fast = fast_of(args, device)
+    model = load_fast_model(args.model, args, device)
     x0, dataset_label, source = source_image(args, model)
     label = pick_label(args, model, dataset_label)
     explicit_w = args.w is not None or args.guidance_scale is not None

@@ -6,9 +6,9 @@ import dataclasses
 import json
 import time
 
-from guidekit.cli.common import (HelpFormatter, fast_of, add_guidance_args, add_output_args, add_sampler_args, guidance_from_args,
-                                 nonneg_int, pick_device, positive_int, sampler_settings)
-from guidekit.cli.common import check_memory, guidance_passes, memory_guard
+from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, check_memory,
+                                 guidance_from_args, guidance_passes, load_fast_model, memory_guard, nonneg_int,
+                                 pick_device, positive_int, sampler_settings)
 from guidekit.errors import check
 
 
@@ -71,12 +71,10 @@ def run(args) -> None:
     from guidekit.experiments.generation import class_names, sample_guided
     from guidekit.images import grid, labelled, save_png, to_pil
     from guidekit.io import atomic_folder, check_output
-    from guidekit.training import load_model
 
     check_output(args.out, args.overwrite)
     device = pick_device(args.device)
-    model = load_model(args.model, device, null_class_index=args.null_class_index)
-    model.fast = fast_of(args, device)
+    model = load_fast_model(args.model, args, device, null_class_index=args.null_class_index)
     from guidekit.cli.sample_text import check_prompt_args, run_prompts
 
     if check_prompt_args(args, model):

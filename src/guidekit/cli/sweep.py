@@ -7,8 +7,8 @@ import importlib
 import math
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, fast_of, add_sweep_args, load_eval, nonneg_int, pick_device, positive_int,
-                                 sampler_settings)
+from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, load_fast_model, nonneg_int, pick_device,
+                                 positive_int, sampler_settings)
 from guidekit.errors import check
 
 # Further sweep kinds live in their own modules, each with register_kind(kinds) adding one subparser.
@@ -103,12 +103,10 @@ def run(args) -> None:
     from guidekit.experiments.generation import Guidance, load_guiding_classifier
     from guidekit.experiments.sweep import run_sweep
     from guidekit.metrics.evaluate import format_table
-    from guidekit.training import load_model
 
     check(all(w >= 0 for w in args.w), f"--w values must be >= 0, got {args.w}")
     device = pick_device(args.device)
-    model = load_model(args.model, device)
-    model.fast = fast_of(args, device)
+    model = load_fast_model(args.model, args, device)
     if args.kind == "cfg" and getattr(model.net.config, "text_dim", 0) > 0:  # a text model: its prompt sweep
         from guidekit.cli.sweep_text import run_model
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, fast_of, add_sweep_args, load_eval, nonneg_float, nonneg_int, pick_device,
-                                 positive_int, sampler_settings)
+from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, load_fast_model, nonneg_float, nonneg_int,
+                                 pick_device, positive_int, sampler_settings)
 from guidekit.errors import check
 
 SOURCE = ("For --n class-balanced test images of --dataset (a seeded choice) the ControlNet's own condition gives "
@@ -84,12 +84,11 @@ def _setup(args, model, nets):
 def run_scale(args) -> None:
     from guidekit.experiments.control import adherence_keys, run_control_sweep
     from guidekit.metrics.evaluate import format_table
-    from guidekit.training import load_controlnet, load_model
+    from guidekit.training import load_controlnet
 
     check(all(s >= 0 for s in args.scale), f"--scale values must be >= 0, got {args.scale}")
     device = pick_device(args.device)
-    model = load_model(args.model, device)
-    model.fast = fast_of(args, device)
+    model = load_fast_model(args.model, args, device)
     nets = [load_controlnet(path, model.net) for path in args.controlnet]
     cset, guidance, spec = _setup(args, model, nets)
     spec["controlnets"] = [str(n.path) for n in nets]
@@ -115,11 +114,10 @@ def checkpoints_of(run_dir: str | Path) -> dict[int, Path]:
 def run_curve(args) -> None:
     from guidekit.experiments.control import adherence_keys, run_control_curve
     from guidekit.metrics.evaluate import format_table
-    from guidekit.training import load_controlnet, load_model
+    from guidekit.training import load_controlnet
 
     device = pick_device(args.device)
-    model = load_model(args.base, device)
-    model.fast = fast_of(args, device)
+    model = load_fast_model(args.base, args, device)
     ckpts = checkpoints_of(args.run_dir)
     newest = load_controlnet(ckpts[max(ckpts)], model.net)  # refuses another base before any work
     cset, guidance, spec = _setup(args, model, [newest])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, fast_of, add_sweep_args, load_eval, nonneg_float, nonneg_int, pick_device,
-                                 positive_int, sampler_settings)
+from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, load_fast_model, nonneg_float, nonneg_int,
+                                 pick_device, positive_int, sampler_settings)
 from guidekit.cli.inpaint import add_jump_args, jump_length_of
 from guidekit.errors import check
 from guidekit.masks import MASK_KINDS
@@ -52,11 +52,9 @@ def run(args) -> None:
     from guidekit.experiments.generation import Guidance
     from guidekit.experiments.repaint_sweep import format_table, run_repaint_sweep
     from guidekit.sampling.repaint import repaint_levels
-    from guidekit.training import load_model
 
     device = pick_device(args.device)
-    model = load_model(args.model, device)
-    model.fast = fast_of(args, device)
+    model = load_fast_model(args.model, args, device)
     c = model.net.config
     conditional = c.num_classes > 0
     check(args.labels == "null" or conditional, "--labels true needs a class-conditional model; use --labels null")

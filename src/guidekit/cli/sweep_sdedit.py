@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, fast_of, add_sweep_args, load_eval, nonneg_float, nonneg_int, pick_device,
-                                 positive_int, sampler_settings)
+from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, load_fast_model, nonneg_float, nonneg_int,
+                                 pick_device, positive_int, sampler_settings)
 from guidekit.cli.edit import add_stroke_args
 from guidekit.cli.sweep import float_list
 from guidekit.errors import check
@@ -41,13 +41,11 @@ def run(args) -> None:
     from guidekit.experiments.sdedit import run_sdedit_sweep, stroke_guides
     from guidekit.metrics.evaluate import format_table
     from guidekit.sampling.sdedit import check_t0
-    from guidekit.training import load_model
 
     for t0 in args.t0:
         check_t0(t0)
     device = pick_device(args.device)
-    model = load_model(args.model, device)
-    model.fast = fast_of(args, device)
+    model = load_fast_model(args.model, args, device)
     c = model.net.config
     data = load_dataset(args.guides, split="test", data_dir=args.data, resolution=c.image_size,
                         channels=c.in_channels)

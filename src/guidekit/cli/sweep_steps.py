@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, fast_of, load_eval, nonneg_float,
+from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, load_eval, load_fast_model, nonneg_float,
                                  nonneg_int, pick_device, positive_int)
 from guidekit.errors import check
 
@@ -64,7 +64,6 @@ def register_kind(kinds) -> None:
 def run(args) -> None:
     from guidekit.experiments.generation import SamplerSettings
     from guidekit.experiments.steps import parse_setting, plot_steps, run_steps_sweep, steps_table
-    from guidekit.training import load_model
 
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
     check(bool(samplers), "--samplers is empty; give e.g. ddim,dpmpp-2m")
@@ -72,8 +71,7 @@ def run(args) -> None:
         parse_setting(f"{s}:1")
     check(len(set(samplers)) == len(samplers), f"--samplers {args.samplers} names a sampler twice")
     device = pick_device(args.device)
-    model = load_model(args.model, device)
-    model.fast = fast_of(args, device)
+    model = load_fast_model(args.model, args, device)
     settings = SamplerSettings("ddim", 1, args.eta, args.spacing, True, args.batch_size)
     spec = {"reference": args.reference, "split": args.split, "evaluator": args.evaluator}
     if args.inception_weights:
