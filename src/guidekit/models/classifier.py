@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import check, check_config_keys
 from guidekit.models.layers import zero_
-from guidekit.models.unet import UNet, UNetConfig
+from guidekit.models.unet import UNet, UNetConfig, check_x_and_t
 
 FORMAT = "guidekit-classifier/1"
 POOLS = ("attention", "avg")
@@ -178,26 +178,11 @@ class NoisyClassifier(nn.Module):
     def _check_inputs(self, x, t) -> torch.Tensor:
         """Validate x and t; return t as a float tensor (B,) on x's device."""
         c = self.config.unet
-        check(isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[1] == c.in_channels,
-              f"x must be a (B, {c.in_channels}, H, W) tensor, got {_shape(x)}")
-        check(x.is_floating_point(), f"x must be a float tensor (images in [-1, 1] plus noise), got {x.dtype}")
-        B, factor = x.shape[0], 2 ** (len(c.channel_mult) - 1)
-        check(x.shape[2] % factor == 0 and x.shape[3] % factor == 0,
-              f"x height and width must be divisible by {factor}, got {tuple(x.shape[2:])}; resize or pad x")
-        t = torch.as_tensor(t, device=x.device)
-        check(not t.is_complex() and t.dtype != torch.bool, f"t must be a float or integer tensor, got {t.dtype}")
-        check(t.dim() == 0 or (t.dim() == 1 and t.shape[0] in (1, B)),
-              f"t must be a scalar or have shape ({B},) to match x, got {tuple(t.shape)}")
-        t = t.reshape(-1).expand(B).float()
+        t = check_x_and_t(x, t, c.in_channels, 2 ** (len(c.channel_mult) - 1), floating=True).float()
         T = c.num_train_timesteps
         check(bool(((t >= -1) & (t < T)).all()),
               f"t must lie in [-1, {T}) (the schedule's timesteps), got {t.min().item()}..{t.max().item()}")
         return t
-
-
-def _shape(v) -> str:
-    """Describe v for an error message: its shape if a tensor, else its type."""
-    return str(tuple(v.shape)) if isinstance(v, torch.Tensor) else type(v).__name__
 
 
 # ---- model folders: config.json ("guidekit-classifier/1") + model.safetensors ----

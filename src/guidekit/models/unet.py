@@ -307,10 +307,13 @@ def forward_with_residuals(net: nn.Module, x: torch.Tensor, t, y, down_residuals
     return net.decode(h, skips, emb)
 
 
-def check_x_and_t(x, t, in_channels: int, factor: int) -> torch.Tensor:
-    """Validate x (B, in_channels, H, W) with H, W divisible by factor and t; return t as a (B,) tensor."""
+def check_x_and_t(x, t, in_channels: int, factor: int, floating: bool = False) -> torch.Tensor:
+    """Validate x (B, in_channels, H, W) (a float tensor if floating) with H, W divisible by factor and t; return
+    t as a (B,) tensor."""
     check(isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[1] == in_channels,
           f"x must be a (B, {in_channels}, H, W) tensor, got {_shape(x)}")
+    check(not floating or x.is_floating_point(),
+          f"x must be a float tensor (images in [-1, 1] plus noise), got {x.dtype}")
     B = x.shape[0]
     check(x.shape[2] % factor == 0 and x.shape[3] % factor == 0,
           f"x height and width must be divisible by {factor}, got {tuple(x.shape[2:])}; resize or pad x")
