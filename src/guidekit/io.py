@@ -14,6 +14,7 @@ NAME, each tagged with the id of the process that made it:
 from __future__ import annotations
 
 import contextlib
+import csv
 import ctypes
 import errno
 import os
@@ -39,6 +40,18 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_csv(path: Path, rows: list[list]) -> None:
+    """Rewrite a CSV file atomically (temp file, fsync, rename): an interruption never leaves half a row."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_path(path.parent)
 
 
 def slow_point() -> None:

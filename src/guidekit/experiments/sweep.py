@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from guidekit.errors import check
+from guidekit.io import write_csv
 from guidekit.experiments.generation import Guidance, SamplerSettings, class_names, sample_guided
 from guidekit.experiments.plots import fid_vs_is, metrics_vs_w
 from guidekit.images import grid, labelled, save_png
@@ -38,15 +39,8 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def write_rows(path: Path, rows: list[dict], fields: list[str] = FIELDS) -> None:
-    """Rewrite the CSV atomically (temp file + rename): an interruption never leaves half a row."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Rewrite the CSV atomically (guidekit.io.write_csv): a header of fields, then each row's values of them."""
+    write_csv(path, [fields] + [[r.get(f) for f in fields] for r in rows])
 
 
 def check_spec(out: Path, spec: dict) -> None:

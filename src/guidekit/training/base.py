@@ -19,7 +19,6 @@ import csv
 import dataclasses
 import filecmp
 import math
-import os
 import shutil
 import signal
 import sys
@@ -31,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from guidekit.errors import check
-from guidekit.io import atomic_folder, fsync_path
+from guidekit.io import atomic_folder, write_csv
 from guidekit.training.checkpoint import load_weights, read_json, read_tensors, write_folder
 from guidekit.training.ema import EMA
 from guidekit.training.runs import newest_checkpoint, prune, recover_run, refuse_existing, warmup_lr
@@ -357,10 +356,4 @@ class BaseTrainer:
         keep = [r for r in rows[1:] if len(r) == len(rows[0]) and r[0].isdigit() and int(r[0]) <= self.step]
         if len(keep) == len(rows) - 1 and text.endswith("\n"):
             return
-        tmp = path.with_name(f".log.csv.tmp-{os.getpid()}")
-        with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows([rows[0], *keep])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_path(path.parent)
+        write_csv(path, [rows[0], *keep])
