@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -29,6 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--small", action="store_true", help="block_out_channels 32/64/128 (~4M params) for CPU runs")
     p.add_argument("--batch", type=int, default=64, help="images per forward / sampling batch / training step")
+    p.add_argument("--forward-batch", type=int, default=0, help="images per forward row (0 = --batch)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps of the sampling row")
     p.add_argument("--w", type=float, default=2.0, help="CFG weight w (diffusers guidance_scale = 1 + w)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -147,27 +149,33 @@ def run(a: argparse.Namespace) -> dict:
     if bench.cuda:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32
     B, steps, w = a.batch, a.steps, a.w
+    FB = a.forward_batch or B
     ref, own = build_models(a.small, device)
     wrapped = DiffusersUNet(ref, num_train_timesteps=1000, null_class_index=10)
     n_ref, n_own = count_parameters(ref), count_parameters(own)
-    rows, out = [], {"device": str(device), "dtype": a.dtype, "batch": B, "steps": steps, "w": w,
+    rows, out = [], {"device": str(device), "dtype": a.dtype, "batch": B, "forward_batch": FB, "steps": steps, "w": w,
                      "threads": torch.get_num_threads(), "torch": torch.__version__,
                      "params": {"diffusers": n_ref, "guidekit_unet": n_own}}
+
+    out["rows"] = rows
 
     def row(name, d_sec, g_sec, d_mem, g_mem, images):
         d_ips, g_ips = images / d_sec, images / g_sec
         rows.append({"row": name, "diffusers_img_s": d_ips, "guidekit_img_s": g_ips, "ratio": g_ips / d_ips,
                      "diffusers_peak_mib": d_mem, "guidekit_peak_mib": g_mem})
+        print(f"measured: {name}: diffusers {d_ips:.1f} img/s, guidekit {g_ips:.1f} img/s ({g_ips / d_ips:.2f}x)",
+              flush=True)
+        save(a, out)
 
     # (1) forward, no grad
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(B, 1, 32, 32, generator=g).to(device)
-    t = torch.randint(0, 1000, (B,), generator=g).to(device)
-    y = torch.randint(0, 10, (B,), generator=g).to(device)
+    x = torch.randn(FB, 1, 32, 32, generator=g).to(device)
+    t = torch.randint(0, 1000, (FB,), generator=g).to(device)
+    y = torch.randint(0, 10, (FB,), generator=g).to(device)
     with torch.no_grad():
         d_fwd, d_mem = bench.time(lambda: ref(x, t, class_labels=y).sample)
         g_fwd, g_mem = bench.time(lambda: own(x, t, y))
-    row("forward (no grad)", d_fwd, g_fwd, d_mem, g_mem, B)
+    row(f"forward (no grad, batch {FB})", d_fwd, g_fwd, d_mem, g_mem, FB)
     with bench.autocast():
         d_flops, g_flops = forward_flops(ref, (x, t, y)), forward_flops(own, (x, t, y))
     peak = matmul_peak(bench)
@@ -211,13 +219,14 @@ def run(a: argparse.Namespace) -> dict:
         net.train()
         opt = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=bench.cuda)
         x0 = torch.randn(B, 1, 32, 32, device=device).clamp(-1, 1)
+        y_ = y[:B] if len(y) >= B else torch.randint(0, 10, (B,), device=device)
 
         def step():
             tt = torch.randint(0, 1000, (B,), device=device)
             eps = torch.randn_like(x0)
             a_t = ab[tt].view(-1, 1, 1, 1)
             x_t = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
-            loss = F.mse_loss(call(x_t, tt, y).float(), eps)
+            loss = F.mse_loss(call(x_t, tt, y_).float(), eps)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -228,33 +237,67 @@ def run(a: argparse.Namespace) -> dict:
     row("train step (fwd+bwd+AdamW)", d_tr, g_tr, d_mem, g_mem, B)
     if a.fast:
         fast_rows(a, bench, own, (x, t, y), guidekit_sample, train_step_fn, (d_fwd, d_smp, d_tr), row, out, g_flops)
-    out["rows"] = rows
     return out
 
 
+def save(a: argparse.Namespace, out: dict) -> None:
+    """Rewrite --json after every row, so a run cut short keeps what it measured."""
+    if a.json:
+        with open(a.json + ".tmp", "w") as fh:
+            json.dump(out, fh, indent=2)
+        os.replace(a.json + ".tmp", a.json)
+
+
+def attempt(out: dict, name: str, fn) -> None:
+    """Run one fast-path row; an error is recorded (and printed) instead of ending the benchmark."""
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - a failing optional row must not lose the measured ones
+        out.setdefault("errors", []).append({"row": name, "error": f"{type(e).__name__}: {e}"})
+        print(f"FAILED: {name}: {type(e).__name__}: {e}", flush=True)
+
+
 def fast_rows(a, bench, own, xty, guidekit_sample, train_step_fn, diffusers_sec, row, out, flops) -> None:
-    """guidekit's fast path (guidekit.fast) on a copy of its UNet: forward, CFG sampling, training step."""
+    """guidekit's fast path (guidekit.fast) on copies of its UNet: forward, CFG sampling, training step; on a GPU
+    both our own CUDA-graph capture (eager kernels) and torch.compile (with its CUDA graphs)."""
     import copy
 
     from guidekit.fast import Fast
 
-    fast = Fast(precision="bf16" if a.dtype == "bf16" else "fp32", channels_last=bench.cuda, compile=True,
-                cuda_graphs=bench.cuda)
+    precision = "bf16" if a.dtype == "bf16" else "fp32"
     d_fwd, d_smp, d_tr = diffusers_sec
-    B, (x, t, y) = a.batch, xty
-    net = fast.wrap(copy.deepcopy(own), bench.device)
-    with torch.no_grad():
-        f_fwd, f_mem = bench.time(lambda: net(x, t, y))
-        row(f"forward (no grad), guidekit fast {describe(fast)}", d_fwd, f_fwd, float("nan"), f_mem, B)
-        f_smp, f_mem = bench.time(lambda: guidekit_sample(net))
-        row(f"CFG DDIM-{a.steps}: guidekit fast {describe(fast)}", d_smp, f_smp, float("nan"), f_mem, B)
-    trained = fast.prepare(copy.deepcopy(own))
-    compiled = torch.compile(trained)
-    cl = (lambda v: v.contiguous(memory_format=torch.channels_last)) if fast.channels_last else (lambda v: v)
-    f_tr, f_mem = bench.time(train_step_fn(trained, lambda x_, t_, y_: compiled(cl(x_), t_, y_)))
-    row("train step, guidekit fast (torch.compile" + (", channels_last)" if fast.channels_last else ")"),
-        d_tr, f_tr, float("nan"), f_mem, B)
-    out["forward_tflops"]["guidekit_fast"] = flops / f_fwd / 1e12
+    (x, t, y) = xty
+    variants = [Fast(precision=precision, channels_last=bench.cuda, compile=True, cuda_graphs=bench.cuda)]
+    if bench.cuda:
+        variants.insert(0, Fast(precision=precision, channels_last=True, compile=False, cuda_graphs=True))
+    for fast in variants:
+        net = fast.wrap(copy.deepcopy(own), bench.device)
+        tag = describe(fast)
+
+        def forward(net=net, tag=tag, fast=fast):
+            with torch.no_grad():
+                f_fwd, f_mem = bench.time(lambda: net(x, t, y))
+            row(f"forward (no grad, batch {len(x)}), guidekit fast {tag}", d_fwd, f_fwd, float("nan"), f_mem, len(x))
+            out["forward_tflops"][f"guidekit_fast {tag}"] = flops / f_fwd / 1e12
+
+        def sample(net=net, tag=tag):
+            with torch.no_grad():
+                f_smp, f_mem = bench.time(lambda: guidekit_sample(net))
+            row(f"CFG DDIM-{a.steps}: guidekit fast {tag}", d_smp, f_smp, float("nan"), f_mem, a.batch)
+
+        attempt(out, f"forward {tag}", forward)
+        attempt(out, f"sample {tag}", sample)
+
+    def train():
+        fast = variants[-1]
+        trained = fast.prepare(copy.deepcopy(own))
+        compiled = torch.compile(trained)
+        cl = (lambda v: v.contiguous(memory_format=torch.channels_last)) if fast.channels_last else (lambda v: v)
+        f_tr, f_mem = bench.time(train_step_fn(trained, lambda x_, t_, y_: compiled(cl(x_), t_, y_)))
+        row("train step, guidekit fast (torch.compile" + (", channels_last)" if fast.channels_last else ")"),
+            d_tr, f_tr, float("nan"), f_mem, a.batch)
+
+    attempt(out, "train compile", train)
 
 
 def describe(fast) -> str:
@@ -281,11 +324,13 @@ def markdown(r: dict) -> str:
                  f"({f['gflop_per_forward']['guidekit_unet']:.2f}) | {f['guidekit_unet'] / f['diffusers']:.2f} | |")
     lines.append(f"| fraction of matmul peak ({f['matmul_peak']:.3g} TFLOP/s) | "
                  f"{f['diffusers'] / f['matmul_peak']:.1%} | {f['guidekit_unet'] / f['matmul_peak']:.1%} | | |")
-    if "guidekit_fast" in f:
-        lines.append(f"| forward TFLOP/s, guidekit fast (fraction of matmul peak) | | {f['guidekit_fast']:.3g} "
-                     f"({f['guidekit_fast'] / f['matmul_peak']:.1%}) | {f['guidekit_fast'] / f['diffusers']:.2f} | |")
+    for key in [k for k in f if k.startswith("guidekit_fast")]:
+        lines.append(f"| forward TFLOP/s, {key.replace('_', ' ')} (fraction of matmul peak) | | {f[key]:.3g} "
+                     f"({f[key] / f['matmul_peak']:.1%}) | {f[key] / f['diffusers']:.2f} | |")
     lines.append(f"| correctness: max abs diff, guidekit on the diffusers net vs diffusers loop (fp32) | | "
                  f"{r['max_abs_diff_fp32']:.2e} (max abs sample {r['max_abs_sample_fp32']:.3g}) | | |")
+    for e in r.get("errors", []):
+        lines.append(f"FAILED row {e['row']}: {e['error']}")
     if 1000 % r["steps"]:
         lines.append(f"note: 1000 is not a multiple of steps={r['steps']}, so diffusers' DDIM steps from t to "
                      f"t - 1000 // steps rather than to its next trailing timestep; expect a real difference above")
@@ -296,9 +341,7 @@ def main(argv=None) -> None:
     a = parse_args(argv)
     r = run(a)
     print(markdown(r))
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(r, fh, indent=2)
+    save(a, r)
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ def test_steps_sweep_compares_few_step_samplers_with_the_baseline(run_dir, tmp_p
     assert main(args) == 0
     table = (out / "results.md").read_text().splitlines()
     assert len(table) == 2 + 2 * 2 + 1  # header, rule, 2 samplers x 2 NFE, the baseline
-    assert table[-1].startswith("| ddpm (baseline) | 4 |") and "| 1.00 |" in table[-1]
+    assert table[2].startswith("| ddpm (baseline) | 4 |") and "| 1.00 |" in table[2]  # run and listed first
     for sub, nfes in (("ddim", (2, 3)), ("dpmpp-2m", (2, 3)), ("ddpm-baseline", (4,))):
         assert [int(float(r["nfe"])) for r in read_csv(out / sub / "results.csv")] == list(nfes)
         assert all((out / sub / "grids" / f"nfe{k}.png").exists() for k in nfes)

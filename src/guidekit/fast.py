@@ -28,10 +28,11 @@ class Fast:
 
     @classmethod
     def auto(cls, device, precision: str = "auto", compile: bool = False, cuda_graphs: bool = False) -> "Fast":
-        """The defaults for device: bf16 + channels_last on CUDA, fp32 eager on the CPU; then validated."""
+        """The defaults for device: bf16 on CUDA (channels_last only when compiled: eager GroupNorm is slower in
+        it, docs/results.md), fp32 eager on the CPU; then validated."""
         cuda = torch.device(device).type == "cuda"
         fast = cls(precision=("bf16" if cuda else "fp32") if precision == "auto" else precision,
-                   channels_last=cuda, compile=compile, cuda_graphs=cuda_graphs)
+                   channels_last=cuda and compile, compile=compile, cuda_graphs=cuda_graphs)
         return fast.validate(device)
 
     def validate(self, device) -> "Fast":
@@ -90,7 +91,8 @@ class FastForward:
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, **kw) -> torch.Tensor:
         if not self.graphed or torch.is_grad_enabled():
-            return self._run(x, t, y, kw)
+            out = self._run(x, t, y, kw)  # compiled CUDA graphs reuse their output buffer: multistep samplers keep it
+            return out.clone() if self.fast.compile and self.fast.cuda_graphs and not torch.is_grad_enabled() else out
         inputs = {"x": x, "t": t, **({"y": y} if y is not None else {}), **kw}
         key = tuple((k, tuple(v.shape), v.dtype) if torch.is_tensor(v) else (k, v) for k, v in inputs.items())
         if key not in self.graphs:

@@ -41,7 +41,7 @@ def run_steps_sweep(model: LoadedModel, samplers: list[str], nfes: list[int], ba
     cols = min(8, n // K)
     pick = torch.cat([torch.nonzero(labels == c)[:cols, 0] for c in range(K)])
     series = {}
-    plan = [(s, nfes) for s in samplers] + [(f"{baseline[0]} (baseline)", [baseline[1]])]
+    plan = [(f"{baseline[0]} (baseline)", [baseline[1]])] + [(s, nfes) for s in samplers]  # baseline first
     for label, values in plan:
         sampler = label.split(" ")[0]
         sub = out / label.replace(" (baseline)", "-baseline")

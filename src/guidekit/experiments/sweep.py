@@ -84,15 +84,12 @@ def sweep_rows(out: Path, key: str, values: list[float], sample_at: Callable[[fl
     done = {r[key] for r in rows}
     pending = [v for v in values if v not in done]
     (out / "samples").mkdir(parents=True, exist_ok=True)
-    sets = {}
-    for v in tqdm(pending, desc=f"sample {desc}".strip(), disable=not progress):
-        sets[v] = cached_samples(out / "samples" / f"{file_of(v)}.safetensors", lambda: sample_at(v))
-        on_sampled(v, sets[v][0])
-    if pending:
-        evaluator, ref = load_eval()
-    for v in tqdm(pending, desc="evaluate", disable=not progress):
-        images, seconds = sets[v]
-        rows.append({key: v, **score(images, evaluator, ref),
+    loaded = None
+    for v in tqdm(pending, desc=f"{desc} (sample, score)".strip(), disable=not progress):
+        images, seconds = cached_samples(out / "samples" / f"{file_of(v)}.safetensors", lambda: sample_at(v))
+        on_sampled(v, images)
+        loaded = loaded or load_eval()  # scored as soon as sampled: a sweep cut short keeps every finished row
+        rows.append({key: v, **score(images, *loaded),
                      "img_per_s": len(images) / seconds if seconds else None, "seconds": seconds})
         write_rows(out / "results.csv", sorted(rows, key=lambda r: r[key]), fields)
     return sorted(rows, key=lambda r: r[key])

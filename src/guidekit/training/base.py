@@ -100,8 +100,7 @@ class BaseTrainer:
         self.out = Path(out_dir)
         torch.manual_seed(config.seed)
         net = self.build()
-        if self.acc.device.type == "cuda":  # NHWC convolutions: the fast layout for tensor cores
-            net = net.to(memory_format=torch.channels_last)
+        self.channels_last = False  # NHWC only with --compile: eager GroupNorm is slower in it (docs/results.md)
         trained = self.trainable(net)
         self.ema = None if self.ema_optional and config.ema_decay == 0 else EMA(trained, config.ema_decay)
         opt = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=config.lr,
@@ -161,6 +160,9 @@ class BaseTrainer:
 
     def compile(self) -> None:
         """Run the training forward through torch.compile (--compile); the saved weights are unaffected."""
+        if self.acc.device.type == "cuda":  # compiled NHWC convolutions: the fast layout for tensor cores
+            self.net.to(memory_format=torch.channels_last)
+            self.channels_last = True
         self.net = torch.compile(self.net)
 
     def global_mean(self, loss: torch.Tensor) -> torch.Tensor:

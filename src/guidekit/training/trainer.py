@@ -100,7 +100,7 @@ class Trainer(BaseTrainer):
             caption = self.text.ids[idx, shard(pick)]
             kw["text"] = self.text_embeddings[caption.to(device)] * (~drop).to(device, torch.float32)[:, None]
         torch.manual_seed(self.cfg.seed * 1_000_003 + step)  # dropout layers
-        if device.type == "cuda":
+        if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
         out = self.net(x_t, t.to(device), y=y, **kw)
         return F.mse_loss(out.float(), goal)
