@@ -1,6 +1,7 @@
 """Text prompts (issue 10): captions from measured attributes, the frozen offline encoder, the text UNet, CFG with
 negative prompts, and train → sample → sweep end to end on the embedded samples."""
 
+import csv
 import json
 import random
 import socket
@@ -250,3 +251,9 @@ def test_sweep_cfg_on_a_text_model_runs_the_prompt_sweep(text_run, tmp_path):
     rows = (out / "results.csv").read_text().splitlines()
     assert rows[0].startswith("w,n,fid,is,accuracy,acc_seen,acc_held_phrase,acc_held_combo") and len(rows) == 3
     assert (out / "grids" / "w1.png").exists() and (out / "adherence_vs_w.png").exists()
+    per = list(csv.DictReader(open(out / "per_prompt" / "w1.csv")))
+    assert len(per) == 60 and {r["group"] for r in per} == set(C.GROUPS)
+    assert all(0 <= float(r["accuracy"]) <= 1 and 0 <= float(r["adherence"]) <= 1 for r in per)
+    assert all(0 <= int(r["nearest_seen_class"]) < 10 for r in per)
+    seen = [r for r in per if r["group"] != "heldout-phrase"]  # a training paraphrase is its own nearest
+    assert all(r["nearest_seen_class"] == r["class"] for r in seen)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guidekit.cli.common import HelpFormatter, add_sweep_args, fast_of, load_eval, nonneg_int, pick_device, positive_int
-from guidekit.cli.common import sampler_settings
+from guidekit.cli.common import HelpFormatter, add_sweep_args, load_eval, load_fast_model, nonneg_int, pick_device
+from guidekit.cli.common import positive_int, sampler_settings
 
 
 def register_kind(kinds) -> None:
@@ -17,8 +17,9 @@ def register_kind(kinds) -> None:
                                      "#prompts seeds each, and measure FID/IS-FMNIST, the accuracy of the prompt's "
                                      "class per group and attribute adherence (dark/light, small/large, "
                                      "plain/patterned re-measured on the output). Writes OUT/results.csv, "
-                                     "OUT/results.md, OUT/adherence_vs_w.png and OUT/grids/w*.png (prompts × "
-                                     "seeds). 'guidekit sweep cfg' on a text-conditioned model runs this sweep.",
+                                     "OUT/results.md, OUT/adherence_vs_w.png, OUT/grids/w*.png (prompts × "
+                                     "seeds) and OUT/per_prompt/w*.csv (accuracy and adherence per prompt, with "
+                                     "the class of the training paraphrase the encoder puts nearest). 'guidekit sweep cfg' on a text-conditioned model runs this sweep.",
                          formatter_class=HelpFormatter)
     p.add_argument("model", help="a text-conditioned model (guidekit train --captions)")
     p.add_argument("--w", type=float_list, default=float_list("0,0.5,1,2,4"), help="weights, comma-separated")
@@ -30,13 +31,10 @@ def register_kind(kinds) -> None:
 
 def run(args) -> None:
     from guidekit.errors import check
-    from guidekit.training import load_model
 
     check(all(w >= 0 for w in args.w), f"--w values must be >= 0, got {args.w}")
     device = pick_device(args.device)
-    model = load_model(args.model, device)
-    model.fast = fast_of(args, device)
-    run_model(args, model, device)
+    run_model(args, load_fast_model(args.model, args, device), device)
 
 
 def run_model(args, model, device) -> None:

@@ -47,7 +47,39 @@ def score_prompts(images: torch.Tensor, prompts: list[dict], per: int, threshold
                                                  [int(classes[i]) for i in sel], thresholds)["all"]
     every = adherence(images, wanted, classes.tolist(), thresholds)
     row.update({f"attr_{a}": every[a] for a in ATTRIBUTES})
+    row["per_prompt"] = [{"accuracy": float(hit[i * per:(i + 1) * per].float().mean()),
+                          "adherence": adherence(images[i * per:(i + 1) * per], [p["attrs"]] * per,
+                                                 [p["class"]] * per, thresholds)["all"]}
+                         for i, p in enumerate(prompts)]
     return row
+
+
+def nearest_seen_class(prompts: list[dict], encoder=None) -> list[int]:
+    """Per prompt, the class of the nearest (cosine, frozen encoder) caption made from a training paraphrase with the
+    prompt's own adjectives and template: where that is another class, a model conditioned on the embedding alone
+    has no way to tell the two apart."""
+    from guidekit.text.captions import CLASS_PHRASES, WORDS, render, train_phrases
+    from guidekit.text.encoder import shared_encoder
+
+    encoder = encoder or shared_encoder()
+    out = []
+    for q in prompts:
+        adjs = [WORDS[k][q["attrs"][k]][0] for k in ATTRIBUTES if k in q["attrs"]]
+        seen = [(c, render(p, adjs, q["template"])) for c in range(len(CLASS_PHRASES)) for p in train_phrases(c)]
+        sims = encoder.encode([t for _, t in seen]) @ encoder.encode([q["prompt"]])[0]
+        out.append(seen[int(sims.argmax())][0])
+    return out
+
+
+def write_per_prompt(path: Path, prompts: list[dict], scores: list[dict], nearest: list[int]) -> None:
+    """One CSV row per evaluation prompt: group, class, prompt, accuracy, attribute adherence, encoder's nearest
+    seen class."""
+    from guidekit.io import write_csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(path, [["group", "class", "prompt", "accuracy", "adherence", "nearest_seen_class"]] +
+              [[p["group"], p["class"], p["prompt"], f"{s['accuracy']:.4f}", f"{s['adherence']:.4f}", k]
+               for p, s, k in zip(prompts, scores, nearest)])
 
 
 def run_prompt_sweep(model: LoadedModel, ws: list[float], n: int, settings: SamplerSettings, load_eval, out: Path,
@@ -70,17 +102,24 @@ def run_prompt_sweep(model: LoadedModel, ws: list[float], n: int, settings: Samp
     pick = torch.tensor([i * per + s for i in rows_at for s in range(cols)])
     names = [f"[{prompts[i]['group']}] {prompts[i]['prompt']}" for i in rows_at]
 
+    nearest, last = nearest_seen_class(prompts), {}
+
     def draw(w: float, images: torch.Tensor) -> None:
+        last["w"] = w
         size = model.net.config.image_size
-        save_png(labelled(grid(images[pick], cols, scale=2), f"prompts × seeds, w = {w:g}", names, (size + 2) * 2,
-                          margin=330, max_chars=60), out / "grids" / f"w{w:g}.png")
+        title = f"prompts (rows) x seeds (columns), w = {w:g}"
+        save_png(labelled(grid(images[pick], cols, scale=2), title, names, (size + 2) * 2, margin=330, max_chars=60),
+                 out / "grids" / f"w{w:g}.png")
+
+    def score(images, evaluator, ref) -> dict:
+        row = score_prompts(images, prompts, per, thresholds, evaluator, ref, seed)
+        write_per_prompt(out / "per_prompt" / f"w{last['w']:g}.csv", prompts, row.pop("per_prompt"), nearest)
+        return row
 
     rows = sweep_rows(out, "w", ws,
                       lambda w: sample_guided(model, labels, seeds, Guidance(w=w), settings, device, cond=cond),
                       lambda w: f"w{w:g}", draw, load_eval,
-                      lambda images, evaluator, ref: score_prompts(images, prompts, per, thresholds, evaluator, ref,
-                                                                   seed),
-                      FIELDS, progress, "prompts")
+                      lambda images, evaluator, ref: score(images, evaluator, ref), FIELDS, progress, "prompts")
     (out / "results.md").write_text(format_rows(rows) + "\n")
     plot_rows(rows, out / "adherence_vs_w.png")
     return rows

@@ -114,7 +114,7 @@ GROUPS = ("seen", "heldout-phrase", "heldout-combo")
 def eval_prompts() -> list[dict]:
     """The fixed evaluation prompts: per class two 'seen' prompts (training paraphrases, seen combinations), the same
     attributes with the held-out paraphrase ('heldout-phrase'), and training paraphrases with the held-out
-    (brightness, size) combination ('heldout-combo'). Each: prompt, group, class, attrs."""
+    (brightness, size) combination ('heldout-combo'). Each: prompt, group, class, attrs, template."""
     flip = {"low": "high", "high": "low"}
     out = []
     for c in range(len(CLASS_PHRASES)):
@@ -127,5 +127,6 @@ def eval_prompts() -> list[dict]:
                  ("heldout-combo", train[0], held, 0), ("heldout-combo", train[1], held, 1)]
         for group, phrase, attrs, template in specs:
             adjs = [WORDS[k][attrs[k]][0] for k in ATTRIBUTES if k in attrs]
-            out.append({"prompt": render(phrase, adjs, template), "group": group, "class": c, "attrs": dict(attrs)})
+            out.append({"prompt": render(phrase, adjs, template), "group": group, "class": c, "attrs": dict(attrs),
+                        "template": template})
     return out
