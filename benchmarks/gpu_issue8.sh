@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Issue 8's GPU measurements in one run (about 8 minutes on one H100): guidekit vs diffusers (fp32 eager, bf16 with
-# guidekit's fast path), few-step FID vs DDPM-1000, and RePaint's paper schedule vs a 1/5-NFE DDIM schedule.
+# Issue 8's GPU measurements in one run (about 15 minutes on one H100; docs/results.md says what each measured):
+# guidekit vs diffusers (fp32 eager; bf16 with guidekit's fast path), few-step FID vs DDPM-1000, and RePaint's paper
+# schedule vs a 1/5-NFE DDIM schedule.
 # Usage: bash benchmarks/gpu_issue8.sh OUT [SCALE]   (SCALE=tiny: a seconds-long CPU dry run of the same commands)
 # Needs guidekit with its kornia dependency and the diffusers extra importable (on a bare GPU machine: pip install
 # wheels carried along, e.g. pip download --python-version 3.12 --only-binary=:all: kornia diffusers) and the
@@ -15,7 +16,7 @@ if [ "$SCALE" = tiny ]; then
   RP=(--steps 8 --jump-length 2); RF=(--steps 4 --jump-timesteps 250); REF=(--reference samples)
   FAST=()  # a CPU torch.compile of the UNet takes many minutes: the dry run checks the other rows
 else
-  DEV=(--device cuda); BENCH=(--batch 256 --steps 50 --device cuda); N=2000; NR=500; NFE=10,15,20,50
+  DEV=(--device cuda); BENCH=(--batch 256 --forward-batch 512 --steps 50 --device cuda); N=2000; NR=300; NFE=10,15,20,50
   BASE=ddpm:1000; RP=(--steps 250 --jump-length 10); RF=(--steps 50 --jump-timesteps 40); REF=(); FAST=(--fast)
 fi
 python benchmarks/vs_diffusers.py "${BENCH[@]}" --dtype fp32 --json "$OUT/vs_fp32.json" | tee "$OUT/vs_fp32.md"
