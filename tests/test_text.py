@@ -257,3 +257,20 @@ def test_sweep_cfg_on_a_text_model_runs_the_prompt_sweep(text_run, tmp_path):
     assert all(0 <= int(r["nearest_seen_class"]) < 10 for r in per)
     seen = [r for r in per if r["group"] != "heldout-phrase"]  # a training paraphrase is its own nearest
     assert all(r["nearest_seen_class"] == r["class"] for r in seen)
+
+
+def test_ui_service_samples_a_prompt_and_refuses_mismatches(text_run):
+    from guidekit.ui import service
+
+    p = service.Params(prompt="  a dark   pair of trousers ", negative_prompt="a bag", w=2, steps=2, n=2,
+                       cls="Trouser")  # a text model reads the prompt; the class field is unused
+    r = service.run_method("sample", str(text_run), p)
+    assert r.images.shape[0] == 2 and r.info["prompt"] == "a dark pair of trousers" and "class" not in r.info
+    assert r.info["negative_prompt"] == "a bag" and r.info["w"] == 2
+    assert service.run_method("sample", str(text_run), service.Params(steps=2)).info["w"] == 0.0  # ∅ vs ∅
+    with pytest.raises(GuidekitError, match="takes no text prompt"):
+        service.run_method("sample", "fmnist-cfg", service.Params(prompt="a bag", steps=2))
+    with pytest.raises(GuidekitError, match="text-conditioned: classifier guidance"):
+        service.run_method("classifier", str(text_run), service.Params(prompt="a bag", steps=2))
+    with pytest.raises(GuidekitError, match="the limit is 300"):
+        service.run_method("sample", str(text_run), service.Params(prompt="a" * 301, steps=2))

@@ -230,7 +230,7 @@ def free_port() -> int:
 def sample_args(seed: int, steps: int = 2, cls: str = "Trouser", canvas=None, method: str = "sample") -> tuple:
     """The /run endpoint's inputs, in the order of build_app's run()."""
     return (method, "fmnist-cfg", cls, 0.3, "fmnist-classifier", 5, True, "fmnist-sketch", 1, False, 0.5, 5, 2, False,
-            "ddim", steps, seed, 1, canvas)
+            "ddim", steps, seed, 1, canvas, "", "")
 
 
 def serve(monkeypatch, tmp_path, **options):

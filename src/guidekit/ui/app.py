@@ -96,14 +96,15 @@ def build_app(device="cpu", max_queue: int = 16, concurrency: int = 1) -> gr.Blo
     outputs = Outputs()
 
     def run(method, model, cls, w, classifier, classifier_w, base_null, controlnet, control_scale, extract_hint,
-            t0, jump_length, jump_n_sample, invert, sampler, steps, seed, n, canvas, progress=gr.Progress()):
+            t0, jump_length, jump_n_sample, invert, sampler, steps, seed, n, canvas, prompt, negative_prompt,
+            progress=gr.Progress()):
         try:
             image, mask, sketch = canvas_arrays(canvas)
             params = service.Params(cls=cls, w=w, classifier=classifier, classifier_w=classifier_w,
                                     base_null=base_null, controlnet=controlnet, control_scale=control_scale,
                                     extract_hint=extract_hint, t0=t0, jump_length=jump_length,
                                     jump_n_sample=jump_n_sample, invert=invert, steps=steps, seed=seed, n=n,
-                                    sampler=sampler)
+                                    sampler=sampler, prompt=prompt, negative_prompt=negative_prompt)
             result = service.run_method(method, model, params, image, mask, sketch, device,
                                         lambda f, text: progress(f, desc=text))
         except GuidekitError as e:
@@ -139,7 +140,12 @@ def build_app(device="cpu", max_queue: int = 16, concurrency: int = 1) -> gr.Blo
                 model = gr.Dropdown(of_kind("model"), value="fmnist-cfg", allow_custom_value=True,
                                     label="model (zoo name or local folder)")
                 cls = gr.Dropdown(["null", *FASHION_MNIST_CLASSES], value="Trouser", allow_custom_value=True,
-                                  label="class (name, prefix, index or null)")
+                                  label="class (name, prefix, index or null; class models)")
+                with gr.Accordion("prompt (text models: guidekit train --captions)", open=False):
+                    prompt = gr.Textbox("", label="prompt (empty = ∅)", placeholder="a dark pair of trousers",
+                                        max_length=service.MAX_PROMPT)
+                    negative_prompt = gr.Textbox("", label="negative prompt (replaces ∅ in CFG)",
+                                                 placeholder="a light sneaker", max_length=service.MAX_PROMPT)
                 w = gr.Slider(0, 10, value=0.3, step=0.05, label="w: classifier-free guidance weight")
                 with gr.Column(visible=False) as classifier_box:
                     classifier = gr.Dropdown(of_kind("classifier"), value="fmnist-classifier",
@@ -190,7 +196,8 @@ def build_app(device="cpu", max_queue: int = 16, concurrency: int = 1) -> gr.Blo
         blank.click(lambda: canvas_value(None), None, canvas, queue=False)
         load.click(load_test_image, [index, stroke], canvas)
         go.click(run, [method, model, cls, w, classifier, classifier_w, base_null, controlnet, control_scale,
-                       extract_hint, t0, jump_length, jump_n_sample, invert, sampler, steps, seed, n, canvas],
+                       extract_hint, t0, jump_length, jump_n_sample, invert, sampler, steps, seed, n, canvas, prompt,
+                       negative_prompt],
                  [result, used, download, info], api_name="run")
     demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
     return demo

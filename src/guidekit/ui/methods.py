@@ -32,9 +32,22 @@ def _labels(model, y: int, n: int) -> torch.Tensor:
     return torch.full((n,), y if model.net.config.num_classes > 0 else NULL, dtype=torch.long)
 
 
-def _cfg(y: int, p) -> Guidance:
-    """CFG at weight w; ∅ against ∅ changes nothing, so the null class runs without it."""
-    return Guidance(w=0.0 if y == NULL else p.w)
+def _cfg(model, y: int, p) -> Guidance:
+    """CFG at weight w; ∅ against ∅ changes nothing, so the null class (or the empty prompt) runs without it."""
+    from guidekit.ui.service import is_text
+
+    active = bool(p.prompt) if is_text(model) else y != NULL
+    return Guidance(w=p.w if active else 0.0)
+
+
+def _cond(model, y: int, p) -> dict:
+    """The condition: the prompt's embedding (and the negative prompt's) on a text model, else class labels."""
+    from guidekit.experiments.generation import prompt_cond
+    from guidekit.ui.service import is_text
+
+    if is_text(model):
+        return prompt_cond(model, [p.prompt] * p.n, p.negative_prompt or None)
+    return {"y": _labels(model, y, p.n)}
 
 
 def _generate(model, guidance, p, cond, device, progress, what):
@@ -47,8 +60,8 @@ def _generate(model, guidance, p, cond, device, progress, what):
 
 def sample(model, p, y, image, mask, sketch, device, progress):
     """Plain sampling of class y under classifier-free guidance w (Ho & Salimans 2021)."""
-    guidance = _cfg(y, p)
-    images = _generate(model, guidance, p, {"y": _labels(model, y, p.n)}, device, progress, "sampling")
+    guidance = _cfg(model, y, p)
+    images = _generate(model, guidance, p, _cond(model, y, p), device, progress, "sampling")
     return images, {}, {"w": guidance.w}
 
 
@@ -56,12 +69,16 @@ def classifier(model, p, y, image, mask, sketch, device, progress):
     """Classifier guidance toward y (Dhariwal & Nichol 2021) with a noise-aware classifier."""
     from guidekit.ui.service import load_classifier
 
+    from guidekit.ui.service import is_text
+
+    check(not is_text(model), f"{model.path} is text-conditioned: classifier guidance needs a class model (or "
+                              f"use the sample method with a prompt)")
     check(y != NULL, "classifier guidance steers toward a class: choose one (not null)")
     clf = load_classifier(p.classifier, model, device)
     conditional = model.net.config.num_classes > 0
     base_null = p.base_null and conditional
-    guidance = Guidance(w=0.0 if base_null else _cfg(y, p).w, classifier=clf, classifier_w=p.classifier_w,
-                        base_null=base_null)
+    w = 0.0 if base_null else _cfg(model, y, p).w
+    guidance = Guidance(w=w, classifier=clf, classifier_w=p.classifier_w, base_null=base_null)
     images = _generate(model, guidance, p, {"y": torch.full((p.n,), y)}, device, progress, "classifier guidance")
     return images, {}, {"classifier": p.classifier, "classifier_w": p.classifier_w, "base_null": base_null,
                         "w": guidance.w}
@@ -80,11 +97,11 @@ def controlnet(model, p, y, image, mask, sketch, device, progress):
                                                            "drawing", p.invert), p.seed)
     else:
         hint = (model_image(drawing, size, channels, "drawing", p.invert) + 1) / 2
-    steered, cond = model, {"y": _labels(model, y, p.n)}
+    steered, cond = model, _cond(model, y, p)
     if p.control_scale > 0:  # scale 0 is the base model itself, as in control_samples
         steered = controlled(model, [cn], p.control_scale)
         cond["hint"] = join_hints([hint], [cn.net], p.n)
-    guidance = _cfg(y, p)
+    guidance = _cfg(model, y, p)
     images = _generate(steered, guidance, p, cond, device, progress, "ControlNet")
     shown = hint_image(hint[0], model.net.config.in_channels)[None]
     return images, {"hint": shown}, {"controlnet": p.controlnet, "condition": cn.condition,
@@ -99,9 +116,9 @@ def sdedit(model, p, y, image, mask, sketch, device, progress):
     c = model.net.config
     drawing = need(sketch, "the SDEdit guide", "draw on the canvas (light garment on black) or upload an image")
     guide = model_image(drawing, c.image_size, c.in_channels, "guide", p.invert)
-    guidance = _cfg(y, p)
+    guidance = _cfg(model, y, p)
     moves = len(sdedit_levels(model.schedule, p.t0, p.steps))
-    images = run(guided_denoiser(model, guidance), model.schedule, guide, p.t0, {"y": _labels(model, y, p.n)},
+    images = run(guided_denoiser(model, guidance), model.schedule, guide, p.t0, _cond(model, y, p),
                  make_step(p.sampler, model.schedule), _seeds(p), p.steps, device=device,
                  callback=reporter(progress, moves, "SDEdit"))
     return images, {"guide": guide}, {"t0": p.t0, "w": guidance.w, **faithfulness(images, guide)}
@@ -121,9 +138,9 @@ def repaint(model, p, y, image, mask, sketch, device, progress):
     check(bool((m == 1).any()), "the painted region covers the whole image: that is plain sampling; leave part of "
                                 "the image unpainted")
     m = check_mask(m, x0)
-    guidance = _cfg(y, p)
+    guidance = _cfg(model, y, p)
     levels = repaint_levels(model.schedule.timesteps(p.steps), p.jump_length, p.jump_n_sample)
-    images, nfe = inpaint(guided_denoiser(model, guidance), model.schedule, x0, m, {"y": _labels(model, y, p.n)},
+    images, nfe = inpaint(guided_denoiser(model, guidance), model.schedule, x0, m, _cond(model, y, p),
                           p.sampler, _seeds(p), p.steps, p.jump_length, p.jump_n_sample, device=device,
                           callback=reporter(progress, len(levels) - 1, "RePaint"))
     return images, {"masked": x0 * m, "mask": m * 2 - 1}, {

@@ -24,6 +24,7 @@ MAX_STEPS = 250  # sampler steps of one request
 MAX_N = 8  # images of one request
 MAX_NFE = 2000  # model evaluations per image (RePaint's resampling multiplies the steps)
 CACHE_SIZE = 6  # loaded networks kept
+MAX_PROMPT = 300  # characters of a prompt
 Progress = Callable[[float, str], None]
 
 
@@ -47,6 +48,8 @@ class Params:
     seed: int = 0
     n: int = 1
     sampler: str = "ddim"
+    prompt: str = ""  # text-conditioned models only (guidekit train --captions): the prompt; "" = ∅
+    negative_prompt: str = ""  # replaces ∅ in CFG (text models only)
 
 
 @dataclass
@@ -162,6 +165,12 @@ def check_params(method: str, p: Params) -> Params:
     check(q.t0 > 0, "t0 must be above 0 (0 returns the guide untouched); try 0.5")
     q.jump_length = _integer(p.jump_length, "jump length", 1, MAX_STEPS)
     q.jump_n_sample = _integer(p.jump_n_sample, "jump n sample", 1, 100)
+    for name in ("prompt", "negative_prompt"):
+        text = getattr(p, name)
+        check(text is None or isinstance(text, str), f"{name.replace('_', ' ')} must be text, got {text!r}")
+        setattr(q, name, " ".join((text or "").split()))
+        check(len(getattr(q, name)) <= MAX_PROMPT, f"{name.replace('_', ' ')} has {len(getattr(q, name))} "
+                                                   f"characters; the limit is {MAX_PROMPT}: shorten it")
     if method == "repaint":
         from guidekit.sampling.repaint import expected_nfe
 
@@ -170,6 +179,11 @@ def check_params(method: str, p: Params) -> Params:
                               f"{q.jump_n_sample} needs {nfe} model evaluations per image; the limit is {MAX_NFE}: "
                               f"lower the steps or jump n sample")
     return q
+
+
+def is_text(model) -> bool:
+    """Whether the model is text-conditioned (guidekit train --captions)."""
+    return getattr(model.net.config, "text_dim", 0) > 0
 
 
 def pick_class(model, text: str | None) -> int:
@@ -192,11 +206,15 @@ def run_method(method: str, model: str, params: Params, image: np.ndarray | None
     p = check_params(method, params)
     start = time.time()
     loaded = load_model(model, device)
-    y = pick_class(loaded, p.cls)
+    text = is_text(loaded)
+    check(text or not (p.prompt or p.negative_prompt), f"{loaded.path} takes no text prompt: it was trained on "
+                                                        f"class labels; clear the prompt and pick a class")
+    y = NULL if text else pick_class(loaded, p.cls)  # a text model reads the prompt; its class field is unused
     images, inputs, info = RUNNERS[method](loaded, p, y, image, mask, sketch, device, progress)
     check(bool(torch.isfinite(images).all()), "the result contains NaN/inf: the model weights are broken")
     name = "null" if y == NULL else loaded.class_names[y]
-    info = {"method": method, "model": str(loaded.path), "class": name, **info, "steps": p.steps,
+    said = {"prompt": p.prompt, "negative_prompt": p.negative_prompt} if text else {"class": name}
+    info = {"method": method, "model": str(loaded.path), **said, **info, "steps": p.steps,
             "sampler": p.sampler, "seeds": list(range(p.seed, p.seed + p.n)), "seconds": round(time.time() - start, 3)}
     return Result(to_uint8(images), {k: to_uint8(v)[0] for k, v in inputs.items()}, info)
 
