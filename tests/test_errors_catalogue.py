@@ -287,6 +287,12 @@ CLI = [
      ["must be >= 0"], None),
     ("zoo-path-name-unknown", lambda f, o: ["zoo", "path", "fmnist-gan"], ["no zoo model named 'fmnist-gan'",
                                                                            "fmnist-cfg"], None),
+    ("sample-prompt-on-class-model", lambda f, o: S + ["--prompt", "a bag", "--out", o],
+     ["--prompt: fmnist-cfg takes no text prompt", "guidekit train --captions"], None),
+    ("sample-negative-prompt-alone", lambda f, o: S + ["--negative-prompt", "a bag", "--out", o],
+     ["--negative-prompt needs --prompt"], None),
+    ("train-captions-unconditional", lambda f, o: TR + ["--captions", "--unconditional", "--out", o],
+     ["--captions and --unconditional exclude each other"], None),
 ]
 
 
