@@ -27,6 +27,11 @@ def grid(images: torch.Tensor, ncol: int, pad: int = 2, scale: int = 1) -> Image
     return img.resize((img.width * scale, img.height * scale), Image.NEAREST) if scale > 1 else img
 
 
+# glyphs Pillow's default font draws as an empty box, and what is drawn instead
+PLAIN = str.maketrans({"×": "x", "∅": "null", "→": "->", "—": "-", "–": "-", "²": "^2", "³": "^3", "≤": "<=",
+                       "≥": ">=", "ε": "eps", "ᾱ": "alpha_bar", "≈": "~"})
+
+
 def labelled(img: Image.Image, title: str | None = None, rows: Sequence[str] = (), cell: int = 0,
              margin: int = 90, max_chars: int = 14) -> Image.Image:
     """Add a title above and row labels (cut to max_chars) to the left of a grid image (cell = row pitch in pixels)."""
@@ -36,9 +41,9 @@ def labelled(img: Image.Image, title: str | None = None, rows: Sequence[str] = (
     out.paste(img.convert("RGB"), (left, top))
     draw = ImageDraw.Draw(out)
     if title:
-        draw.text((left + 2, 3), title, fill="black")
+        draw.text((left + 2, 3), title.translate(PLAIN), fill="black")
     for i, name in enumerate(rows):
-        draw.text((3, top + i * cell + cell // 2 - 5), name[:max_chars], fill="black")
+        draw.text((3, top + i * cell + cell // 2 - 5), name.translate(PLAIN)[:max_chars], fill="black")
     return out
 
 
