@@ -269,7 +269,8 @@ def fast_rows(a, bench, own, xty, guidekit_sample, train_step_fn, diffusers_sec,
     (x, t, y) = xty
     variants = [Fast(precision=precision, channels_last=bench.cuda, compile=True, cuda_graphs=bench.cuda)]
     if bench.cuda:
-        variants.insert(0, Fast(precision=precision, channels_last=True, compile=False, cuda_graphs=True))
+        # graphs alone, contiguous (what --cuda-graphs runs now): the 2026-11-26 H100 run had channels_last here too
+        variants.insert(0, Fast(precision=precision, channels_last=False, compile=False, cuda_graphs=True))
     for fast in variants:
         net = fast.wrap(copy.deepcopy(own), bench.device)
         tag = describe(fast)
