@@ -52,7 +52,7 @@ def run_steps_sweep(model: LoadedModel, samplers: list[str], nfes: list[int], ba
 
         def sample_at(k: float, sampler=sampler) -> torch.Tensor:
             at = dataclasses.replace(settings, sampler=sampler, steps=int(k))
-            return sample_guided(model, labels, seeds, Guidance(w=w), at, device)
+            return sample_guided(model, labels, seeds, Guidance(w=w), at, device, progress)
 
         def draw(k: float, images: torch.Tensor, sampler=sampler, sub=sub) -> None:
             save_png(labelled(grid(images[pick], cols, scale=2), f"{sampler} NFE = {k:g}, w = {w:g}", names,

@@ -119,7 +119,8 @@ def run_sweep(model: LoadedModel, ws: list[float], guidance_at: Callable[[float]
         save_png(labelled(grid(images[pick], cols, scale=2), f"{title} w = {w:g}", names,
                           (model.net.config.image_size + 2) * 2), out / "grids" / f"w{w:g}.png")
 
-    rows = sweep_rows(out, "w", ws, lambda w: sample_guided(model, labels, seeds, guidance_at(w), settings, device),
+    rows = sweep_rows(out, "w", ws,
+                      lambda w: sample_guided(model, labels, seeds, guidance_at(w), settings, device, progress),
                       lambda w: f"w{w:g}", draw, load_eval,
                       lambda images, evaluator, ref: evaluate(images, labels, evaluator, ref, seed=seed),
                       FIELDS, progress, title)

@@ -117,7 +117,7 @@ def run_prompt_sweep(model: LoadedModel, ws: list[float], n: int, settings: Samp
         return row
 
     rows = sweep_rows(out, "w", ws,
-                      lambda w: sample_guided(model, labels, seeds, Guidance(w=w), settings, device, cond=cond),
+                      lambda w: sample_guided(model, labels, seeds, Guidance(w=w), settings, device, progress, cond),
                       lambda w: f"w{w:g}", draw, load_eval,
                       lambda images, evaluator, ref: score(images, evaluator, ref), FIELDS, progress, "prompts")
     (out / "results.md").write_text(format_rows(rows) + "\n")
