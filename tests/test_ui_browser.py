@@ -61,17 +61,25 @@ def test_draw_a_mask_and_repaint_in_chromium(app_url):
             page.click("#load")  # the embedded test image #0
             page.get_by_text("loaded").first.wait_for()
 
-            box = page.locator("#canvas canvas").first.bounding_box()
-            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-            page.mouse.move(cx - 40, cy - 40)
-            page.mouse.down()
-            for dx, dy in [(40, 0), (40, 40), (0, 40), (-40, 40), (-40, 0)]:
-                page.mouse.move(cx + dx, cy + dy, steps=5)
-            page.mouse.up()
-
-            page.click("#run")
             result, error = page.locator("#result img"), page.locator(".toast-body.error")
-            result.or_(error).first.wait_for(timeout=120_000)
+            for attempt in range(3):  # on a loaded machine the test image can land after the stroke, erasing it
+                box = page.locator("#canvas canvas").first.bounding_box()
+                cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+                page.mouse.move(cx - 40, cy - 40)
+                page.mouse.down()
+                for dx, dy in [(40, 0), (40, 40), (0, 40), (-40, 40), (-40, 0)]:
+                    page.mouse.move(cx + dx, cy + dy, steps=5)
+                page.mouse.up()
+                page.click("#run")
+                result.or_(error).first.wait_for(timeout=120_000)
+                if not error.count():
+                    break
+                text = error.first.inner_text()
+                assert "the mask is missing" in text and attempt < 2, text  # any other error fails at once
+                close = page.locator(".toast-close")
+                if close.count():
+                    close.first.click()
+                error.first.wait_for(state="detached", timeout=30_000)
             assert not error.count(), error.first.inner_text()
             # RePaint refuses a run without a painted mask, so an output means the stroke reached the server
             shown = fetch_image(page, result.get_attribute("src"))
