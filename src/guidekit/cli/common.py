@@ -276,7 +276,7 @@ def guidance_from_args(args, model, device, w_override: float | None = None):
     if w is None:
         w = getattr(args, "w", None)
     if w is None:
-        conditional = model.net.config.num_classes > 0 or getattr(model.net.config, "text_dim", 0) > 0
+        conditional = model.net.config.num_classes > 0 or model.takes_text
         w = 1.0 if conditional and classifier is None and not args.base_null else 0.0
     return Guidance(w, classifier, args.classifier_w, bool(args.clean_classifier), args.base_null)
 

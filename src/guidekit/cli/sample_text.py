@@ -11,7 +11,7 @@ from guidekit.errors import check
 
 def check_prompt_args(args, model) -> bool:
     """True when this is a prompt run; refuses prompts for label models, labels for text models, and the like."""
-    texted = getattr(model.net.config, "text_dim", 0) > 0
+    texted = model.takes_text
     prompts = args.prompts is not None
     check(not prompts or texted, f"--prompt: {args.model} takes no text prompt (it was trained on class labels or "
                                  f"unconditionally); use --class, or a model trained with 'guidekit train --captions'")

@@ -107,7 +107,7 @@ def run(args) -> None:
     check(all(w >= 0 for w in args.w), f"--w values must be >= 0, got {args.w}")
     device = pick_device(args.device)
     model = load_fast_model(args.model, args, device)
-    if args.kind == "cfg" and getattr(model.net.config, "text_dim", 0) > 0:  # a text model: its prompt sweep
+    if args.kind == "cfg" and model.takes_text:  # a text model: its prompt sweep
         from guidekit.cli.sweep_text import run_model
 
         return run_model(args, model, device)

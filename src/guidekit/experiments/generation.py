@@ -52,7 +52,7 @@ def class_names(model: LoadedModel, guidance: Guidance) -> list[str] | None:
 def guided_denoiser(model: LoadedModel, guidance: Guidance, clip_x0: bool = True):
     """ModelDenoiser → CFG (w > 0) → classifier guidance (if a classifier) → x̂0 clipping."""
     conditional = model.net.config.num_classes > 0
-    texted = getattr(model.net.config, "text_dim", 0) > 0
+    texted = model.takes_text
     check(guidance.w == 0 or conditional or texted,
           f"w = {guidance.w}: classifier-free guidance needs a class-conditional (or text-conditioned) model, and "
           f"this one is unconditional; use w = 0")
@@ -116,7 +116,7 @@ def prompt_cond(model: LoadedModel, prompts: list[str], negative: str | list[str
     from guidekit.text.encoder import ENCODER_NAME, shared_encoder
 
     meta = model.text or {}
-    check(getattr(model.net.config, "text_dim", 0) > 0,
+    check(model.takes_text,
           f"{model.path} takes no text prompt: it was trained on class labels (use --class), or unconditionally")
     check(meta.get("encoder") == ENCODER_NAME, f"{model.path} was trained with text encoder {meta.get('encoder')!r}; "
                                                f"guidekit encodes prompts with {ENCODER_NAME} only")

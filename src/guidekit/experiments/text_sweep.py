@@ -85,7 +85,7 @@ def write_per_prompt(path: Path, prompts: list[dict], scores: list[dict], neares
 def run_prompt_sweep(model: LoadedModel, ws: list[float], n: int, settings: SamplerSettings, load_eval, out: Path,
                      seed: int = 0, device="cpu", progress: bool = True, spec: dict | None = None) -> list[dict]:
     """For each w: the evaluation prompts × n // len(prompts) seeds (cached), scored; CSV, Markdown, plot, grids."""
-    check(getattr(model.net.config, "text_dim", 0) > 0 and model.text,
+    check(model.takes_text and model.text,
           f"{model.path} is not text-conditioned: the prompt sweep needs a model from 'guidekit train --captions'")
     check(all(w >= 0 for w in ws), f"every w must be >= 0, got {ws}")
     thresholds = Thresholds.from_dict(model.text["thresholds"])

@@ -110,6 +110,11 @@ class LoadedModel:
     text: dict | None = None  # a text-conditioned model's encoder, null and caption settings (config.json "text")
     _fast_net: object = field(default=None, init=False, repr=False, compare=False)
 
+    @property
+    def takes_text(self) -> bool:
+        """Whether the network is text-conditioned (guidekit train --captions; a DiffusersUNet never is)."""
+        return getattr(self.net.config, "text_dim", 0) > 0
+
     def denoiser(self) -> ModelDenoiser:
         """The eps(x_t, t, cond) adapter of this network (run through self.fast when set)."""
         c = self.net.config

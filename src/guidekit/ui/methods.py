@@ -34,18 +34,15 @@ def _labels(model, y: int, n: int) -> torch.Tensor:
 
 def _cfg(model, y: int, p) -> Guidance:
     """CFG at weight w; ∅ against ∅ changes nothing, so the null class (or the empty prompt) runs without it."""
-    from guidekit.ui.service import is_text
-
-    active = bool(p.prompt) if is_text(model) else y != NULL
+    active = bool(p.prompt) if model.takes_text else y != NULL
     return Guidance(w=p.w if active else 0.0)
 
 
 def _cond(model, y: int, p) -> dict:
     """The condition: the prompt's embedding (and the negative prompt's) on a text model, else class labels."""
     from guidekit.experiments.generation import prompt_cond
-    from guidekit.ui.service import is_text
 
-    if is_text(model):
+    if model.takes_text:
         return prompt_cond(model, [p.prompt] * p.n, p.negative_prompt or None)
     return {"y": _labels(model, y, p.n)}
 
@@ -69,9 +66,7 @@ def classifier(model, p, y, image, mask, sketch, device, progress):
     """Classifier guidance toward y (Dhariwal & Nichol 2021) with a noise-aware classifier."""
     from guidekit.ui.service import load_classifier
 
-    from guidekit.ui.service import is_text
-
-    check(not is_text(model), f"{model.path} is text-conditioned: classifier guidance needs a class model (or "
+    check(not model.takes_text, f"{model.path} is text-conditioned: classifier guidance needs a class model (or "
                               f"use the sample method with a prompt)")
     check(y != NULL, "classifier guidance steers toward a class: choose one (not null)")
     clf = load_classifier(p.classifier, model, device)

@@ -181,11 +181,6 @@ def check_params(method: str, p: Params) -> Params:
     return q
 
 
-def is_text(model) -> bool:
-    """Whether the model is text-conditioned (guidekit train --captions)."""
-    return getattr(model.net.config, "text_dim", 0) > 0
-
-
 def pick_class(model, text: str | None) -> int:
     """A class index of the model from a name, prefix or index; NULL for None, '' or 'null'."""
     from guidekit.data import class_index
@@ -206,7 +201,7 @@ def run_method(method: str, model: str, params: Params, image: np.ndarray | None
     p = check_params(method, params)
     start = time.time()
     loaded = load_model(model, device)
-    text = is_text(loaded)
+    text = loaded.takes_text
     check(text or not (p.prompt or p.negative_prompt), f"{loaded.path} takes no text prompt: it was trained on "
                                                         f"class labels; clear the prompt and pick a class")
     y = NULL if text else pick_class(loaded, p.cls)  # a text model reads the prompt; its class field is unused
