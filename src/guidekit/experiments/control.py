@@ -231,7 +231,7 @@ def run_control_sweep(model: LoadedModel, controlnets: Sequence[LoadedControlNet
         save_condition_grid(cset, images, model.class_names, f"control scale {s:g}", out / "grids" / f"scale{s:g}.png")
 
     rows = sweep_rows(out, "scale", scales, sample_at, lambda s: f"scale{s:g}", draw, load_eval,
-                      lambda images, ev, ref: score_control(images, cset, ev, ref, seed),
+                      lambda v, images, ev, ref: score_control(images, cset, ev, ref, seed),
                       fields("scale", cset.conditions), progress, "control scale")
     finish(rows, out, "scale", cset.conditions, spec, "adherence_vs_scale.png", "ControlNet control scale")
     return rows
@@ -265,7 +265,7 @@ def run_control_curve(model: LoadedModel, checkpoints: dict[int, Path], load: Ca
 
     steps = [0, *sorted(checkpoints)]
     rows = sweep_rows(out, "step", steps, sample_at, lambda s: f"step-{int(s):08d}", draw, load_eval,
-                      lambda images, ev, ref: score_control(images, cset, ev, ref, seed),
+                      lambda v, images, ev, ref: score_control(images, cset, ev, ref, seed),
                       fields("step", cset.conditions), progress, "checkpoints")
     finish(rows, out, "step", cset.conditions, spec, "adherence_vs_step.png",
            "ControlNet training (step 0 = zero convolutions = the base model)")

@@ -102,7 +102,7 @@ def run_sdedit_sweep(model: LoadedModel, t0s: list[float], guides: torch.Tensor,
     def sample_at(t0: float) -> torch.Tensor:
         return edit_guided(model, guides, labels, seeds, t0, guidance, settings, repeats, device=device)
 
-    def score(images: torch.Tensor, evaluator, ref) -> dict:
+    def score(t0: float, images: torch.Tensor, evaluator, ref) -> dict:
         return {**faithfulness(images, guides), **evaluate(images, labels, evaluator, ref, seed=seed)}
 
     rows = sweep_rows(out, "t0", t0s, sample_at, file_of, lambda t0, images: None, load_eval, score, FIELDS, progress,

@@ -59,7 +59,7 @@ def run_steps_sweep(model: LoadedModel, samplers: list[str], nfes: list[int], ba
                               (model.net.config.image_size + 2) * 2), sub / "grids" / f"nfe{k:g}.png")
 
         series[label] = sweep_rows(sub, "nfe", [float(v) for v in values], sample_at, lambda k: f"nfe{k:g}", draw,
-                                   load_eval, lambda im, ev, ref: evaluate(im, labels, ev, ref, seed=seed),
+                                   load_eval, lambda k, im, ev, ref: evaluate(im, labels, ev, ref, seed=seed),
                                    STEP_FIELDS, progress, label)
     return series
 

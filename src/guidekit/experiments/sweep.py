@@ -76,10 +76,11 @@ def cached_samples(path: Path, make: Callable[[], torch.Tensor]) -> tuple[torch.
 
 def sweep_rows(out: Path, key: str, values: list[float], sample_at: Callable[[float], torch.Tensor],
                file_of: Callable[[float], str], on_sampled: Callable[[float, torch.Tensor], None],
-               load_eval: Callable[[], tuple], score: Callable[[torch.Tensor, object, object], dict],
+               load_eval: Callable[[], tuple], score: Callable[[float, torch.Tensor, object, object], dict],
                fields: list[str], progress: bool = True, desc: str = "") -> list[dict]:
     """The resumable core of a sweep: rows of OUT/results.csv are kept; each pending value's samples are made (or
-    reused from OUT/samples/<file_of(v)>.safetensors) and drawn, then scored, and the CSV is rewritten per row."""
+    reused from OUT/samples/<file_of(v)>.safetensors) and drawn, then scored (score(v, images, evaluator, ref)), and
+    the CSV is rewritten per row."""
     rows = read_rows(out / "results.csv")
     done = {r[key] for r in rows}
     pending = [v for v in values if v not in done]
@@ -89,7 +90,7 @@ def sweep_rows(out: Path, key: str, values: list[float], sample_at: Callable[[fl
         images, seconds = cached_samples(out / "samples" / f"{file_of(v)}.safetensors", lambda: sample_at(v))
         on_sampled(v, images)
         loaded = loaded or load_eval()  # scored as soon as sampled: a sweep cut short keeps every finished row
-        rows.append({key: v, **score(images, *loaded),
+        rows.append({key: v, **score(v, images, *loaded),
                      "img_per_s": len(images) / seconds if seconds else None, "seconds": seconds})
         write_rows(out / "results.csv", sorted(rows, key=lambda r: r[key]), fields)
     return sorted(rows, key=lambda r: r[key])
@@ -122,7 +123,7 @@ def run_sweep(model: LoadedModel, ws: list[float], guidance_at: Callable[[float]
     rows = sweep_rows(out, "w", ws,
                       lambda w: sample_guided(model, labels, seeds, guidance_at(w), settings, device, progress),
                       lambda w: f"w{w:g}", draw, load_eval,
-                      lambda images, evaluator, ref: evaluate(images, labels, evaluator, ref, seed=seed),
+                      lambda w, images, evaluator, ref: evaluate(images, labels, evaluator, ref, seed=seed),
                       FIELDS, progress, title)
     tag = spec.get("feature_network", "FMNIST")
     (out / "results.md").write_text(format_table(rows, tag=tag) + "\n")

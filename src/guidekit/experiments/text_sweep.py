@@ -102,24 +102,22 @@ def run_prompt_sweep(model: LoadedModel, ws: list[float], n: int, settings: Samp
     pick = torch.tensor([i * per + s for i in rows_at for s in range(cols)])
     names = [f"[{prompts[i]['group']}] {prompts[i]['prompt']}" for i in rows_at]
 
-    nearest, last = nearest_seen_class(prompts), {}
+    nearest = nearest_seen_class(prompts)
 
     def draw(w: float, images: torch.Tensor) -> None:
-        last["w"] = w
         size = model.net.config.image_size
         title = f"prompts (rows) x seeds (columns), w = {w:g}"
         save_png(labelled(grid(images[pick], cols, scale=2), title, names, (size + 2) * 2, margin=330, max_chars=60),
                  out / "grids" / f"w{w:g}.png")
 
-    def score(images, evaluator, ref) -> dict:
+    def score(w: float, images: torch.Tensor, evaluator, ref) -> dict:
         row = score_prompts(images, prompts, per, thresholds, evaluator, ref, seed)
-        write_per_prompt(out / "per_prompt" / f"w{last['w']:g}.csv", prompts, row.pop("per_prompt"), nearest)
+        write_per_prompt(out / "per_prompt" / f"w{w:g}.csv", prompts, row.pop("per_prompt"), nearest)
         return row
 
     rows = sweep_rows(out, "w", ws,
                       lambda w: sample_guided(model, labels, seeds, Guidance(w=w), settings, device, progress, cond),
-                      lambda w: f"w{w:g}", draw, load_eval,
-                      lambda images, evaluator, ref: score(images, evaluator, ref), FIELDS, progress, "prompts")
+                      lambda w: f"w{w:g}", draw, load_eval, score, FIELDS, progress, "prompts")
     (out / "results.md").write_text(format_rows(rows) + "\n")
     plot_rows(rows, out / "adherence_vs_w.png")
     return rows
