@@ -128,7 +128,8 @@ def add_device(p: argparse.ArgumentParser) -> None:
                    help="where to run (default: auto = cuda if available)")
     f = p.add_argument_group("speed (guidekit.fast)")
     f.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="network precision: auto = bf16 autocast on a GPU (+ channels_last with --compile), fp32 on the CPU")
+                   help="network precision: auto = bf16 autocast on a GPU (+ channels_last with --compile), fp32 "
+                        "on the CPU")
     f.add_argument("--compile", action="store_true", help="torch.compile the network (pays off for long runs)")
     f.add_argument("--cuda-graphs", action="store_true",
                    help="replay the network call as a CUDA graph (GPU; removes launch overhead at small batches)")

@@ -19,7 +19,8 @@ def register_kind(kinds) -> None:
                                      "plain/patterned re-measured on the output). Writes OUT/results.csv, "
                                      "OUT/results.md, OUT/adherence_vs_w.png, OUT/grids/w*.png (prompts × "
                                      "seeds) and OUT/per_prompt/w*.csv (accuracy and adherence per prompt, with "
-                                     "the class of the training paraphrase the encoder puts nearest). 'guidekit sweep cfg' on a text-conditioned model runs this sweep.",
+                                     "the class of the seen caption the encoder puts nearest). 'guidekit sweep "
+                                     "cfg' on a text-conditioned model runs this sweep.",
                          formatter_class=HelpFormatter)
     p.add_argument("model", help="a text-conditioned model (guidekit train --captions)")
     p.add_argument("--w", type=float_list, default=float_list("0,0.5,1,2,4"), help="weights, comma-separated")
