@@ -40,6 +40,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--fast", action="store_true", help="add rows for guidekit's fast path on its own UNet "
                    "(guidekit.fast: torch.compile; channels_last and CUDA graphs on a GPU) vs diffusers eager")
+    p.add_argument("--train-steps", type=int, default=5, help="optimizer steps per timed training call")
+    p.add_argument("--rows", default="all", choices=["all", "train"],
+                   help="train: only the training rows (diffusers eager vs guidekit's variants)")
+    p.add_argument("--profile", action="store_true", help="print (and save) a kernel profile of the compiled "
+                   "training step (CUDA)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     return p.parse_args(argv)
 
@@ -167,76 +172,82 @@ def run(a: argparse.Namespace) -> dict:
               flush=True)
         save(a, out)
 
-    # (1) forward, no grad
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(FB, 1, 32, 32, generator=g).to(device)
-    t = torch.randint(0, 1000, (FB,), generator=g).to(device)
-    y = torch.randint(0, 10, (FB,), generator=g).to(device)
-    with torch.no_grad():
-        d_fwd, d_mem = bench.time(lambda: ref(x, t, class_labels=y).sample)
-        g_fwd, g_mem = bench.time(lambda: own(x, t, y))
-    row(f"forward (no grad, batch {FB})", d_fwd, g_fwd, d_mem, g_mem, FB)
-    with bench.autocast():
-        d_flops, g_flops = forward_flops(ref, (x, t, y)), forward_flops(own, (x, t, y))
-    peak = matmul_peak(bench)
-    out["forward_tflops"] = {"diffusers": d_flops / d_fwd / 1e12, "guidekit_unet": g_flops / g_fwd / 1e12,
-                             "matmul_peak": peak, "gflop_per_forward": {"diffusers": d_flops / 1e9,
-                                                                        "guidekit_unet": g_flops / 1e9}}
-
-    # (2) CFG DDIM sampling
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                               clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
-    schedule = NoiseSchedule.linear(1000)
-    seeds = list(range(B))
-    labels = torch.arange(B) % 10
-
-    def guidekit_sample(net):
-        cfg = ClassifierFreeGuidance(ModelDenoiser(net, schedule, "eps", num_classes=10), w)
-        return generate(cfg, schedule, (1, 32, 32), seeds, {"y": labels}, "ddim", steps, device=device)
-
-    def reference_sample():
-        x_T = Noise(seeds, device).randn((1, 32, 32))
-        return diffusers_cfg_loop(ref, scheduler, x_T, labels.to(device), steps, 1 + w, null=10)
-
-    with torch.no_grad():
-        d_smp, d_mem = bench.time(reference_sample)
-        theirs = bench.last
-        ga_smp, ga_mem = bench.time(lambda: guidekit_sample(wrapped))
-        mine = bench.last
-        gb_smp, gb_mem = bench.time(lambda: guidekit_sample(own))
-    row(f"CFG DDIM-{steps}: guidekit on the same diffusers net", d_smp, ga_smp, d_mem, ga_mem, B)
-    row(f"CFG DDIM-{steps}: guidekit's own UNet", d_smp, gb_smp, d_mem, gb_mem, B)
-    if a.dtype != "fp32":  # correctness in fp32: the same DDIM math on the same network and initial noise
+    d_fwd = d_smp = g_flops = guidekit_sample = xty = y = None
+    if a.rows == "all":
+        # (1) forward, no grad
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(FB, 1, 32, 32, generator=g).to(device)
+        t = torch.randint(0, 1000, (FB,), generator=g).to(device)
+        y = torch.randint(0, 10, (FB,), generator=g).to(device)
         with torch.no_grad():
-            mine, theirs = guidekit_sample(wrapped), reference_sample()
-    out["max_abs_diff_fp32"] = (mine - theirs).abs().max().item()
-    out["max_abs_sample_fp32"] = theirs.abs().max().item()  # random weights: x̂0 is large, so also give the scale
+            d_fwd, d_mem = bench.time(lambda: ref(x, t, class_labels=y).sample)
+            g_fwd, g_mem = bench.time(lambda: own(x, t, y))
+        row(f"forward (no grad, batch {FB})", d_fwd, g_fwd, d_mem, g_mem, FB)
+        with bench.autocast():
+            d_flops, g_flops = forward_flops(ref, (x, t, y)), forward_flops(own, (x, t, y))
+        peak = matmul_peak(bench)
+        out["forward_tflops"] = {"diffusers": d_flops / d_fwd / 1e12, "guidekit_unet": g_flops / g_fwd / 1e12,
+                                 "matmul_peak": peak, "gflop_per_forward": {"diffusers": d_flops / 1e9,
+                                                                            "guidekit_unet": g_flops / 1e9}}
+
+        # (2) CFG DDIM sampling
+        schedule = NoiseSchedule.linear(1000)
+        seeds = list(range(B))
+        labels = torch.arange(B) % 10
+
+        def guidekit_sample(net):
+            cfg = ClassifierFreeGuidance(ModelDenoiser(net, schedule, "eps", num_classes=10), w)
+            return generate(cfg, schedule, (1, 32, 32), seeds, {"y": labels}, "ddim", steps, device=device)
+
+        def reference_sample():
+            x_T = Noise(seeds, device).randn((1, 32, 32))
+            return diffusers_cfg_loop(ref, scheduler, x_T, labels.to(device), steps, 1 + w, null=10)
+
+        with torch.no_grad():
+            d_smp, d_mem = bench.time(reference_sample)
+            theirs = bench.last
+            ga_smp, ga_mem = bench.time(lambda: guidekit_sample(wrapped))
+            mine = bench.last
+            gb_smp, gb_mem = bench.time(lambda: guidekit_sample(own))
+        row(f"CFG DDIM-{steps}: guidekit on the same diffusers net", d_smp, ga_smp, d_mem, ga_mem, B)
+        row(f"CFG DDIM-{steps}: guidekit's own UNet", d_smp, gb_smp, d_mem, gb_mem, B)
+        if a.dtype != "fp32":  # correctness in fp32: the same DDIM math on the same network and initial noise
+            with torch.no_grad():
+                mine, theirs = guidekit_sample(wrapped), reference_sample()
+        out["max_abs_diff_fp32"] = (mine - theirs).abs().max().item()
+        out["max_abs_sample_fp32"] = theirs.abs().max().item()  # random weights: x̂0 is large, so also give the scale
+        xty = (x, t, y)
 
     # (3) training step: the same plain loop for both models
-    ab = torch.as_tensor(scheduler.alphas_cumprod, device=device)
+    ab = bench.alphas_cumprod = torch.as_tensor(scheduler.alphas_cumprod, device=device)
 
     def train_step_fn(net, call):
         net.train()
         opt = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=bench.cuda)
         x0 = torch.randn(B, 1, 32, 32, device=device).clamp(-1, 1)
-        y_ = y[:B] if len(y) >= B else torch.randint(0, 10, (B,), device=device)
+        y_ = y[:B] if y is not None and len(y) >= B else torch.randint(0, 10, (B,), device=device)
 
         def step():
-            tt = torch.randint(0, 1000, (B,), device=device)
-            eps = torch.randn_like(x0)
-            a_t = ab[tt].view(-1, 1, 1, 1)
-            x_t = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
-            loss = F.mse_loss(call(x_t, tt, y_).float(), eps)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            for _ in range(a.train_steps):
+                tt = torch.randint(0, 1000, (B,), device=device)
+                eps = torch.randn_like(x0)
+                a_t = ab[tt].view(-1, 1, 1, 1)
+                x_t = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
+                loss = F.mse_loss(call(x_t, tt, y_).float(), eps)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
         return step
 
     d_tr, d_mem = bench.time(train_step_fn(ref, lambda x_, t_, y_: ref(x_, t_, class_labels=y_).sample))
     g_tr, g_mem = bench.time(train_step_fn(own, own))
-    row("train step (fwd+bwd+AdamW)", d_tr, g_tr, d_mem, g_mem, B)
-    if a.fast:
-        fast_rows(a, bench, own, (x, t, y), guidekit_sample, train_step_fn, (d_fwd, d_smp, d_tr), row, out, g_flops)
+    row("train step (fwd+bwd+AdamW)", d_tr, g_tr, d_mem, g_mem, B * a.train_steps)
+    if a.fast and a.rows == "all":
+        fast_rows(a, bench, own, xty, guidekit_sample, train_step_fn, (d_fwd, d_smp, d_tr), row, out, g_flops)
+    elif a.fast:
+        train_rows(a, bench, own, train_step_fn, d_tr, row, out, "bf16" if a.dtype == "bf16" else "fp32")
     return out
 
 
@@ -289,16 +300,86 @@ def fast_rows(a, bench, own, xty, guidekit_sample, train_step_fn, diffusers_sec,
         attempt(out, f"forward {tag}", forward)
         attempt(out, f"sample {tag}", sample)
 
-    def train():
-        fast = variants[-1]
-        trained = fast.prepare(copy.deepcopy(own))
-        compiled = torch.compile(trained)
-        cl = (lambda v: v.contiguous(memory_format=torch.channels_last)) if fast.channels_last else (lambda v: v)
-        f_tr, f_mem = bench.time(train_step_fn(trained, lambda x_, t_, y_: compiled(cl(x_), t_, y_)))
-        row("train step, guidekit fast (torch.compile" + (", channels_last)" if fast.channels_last else ")"),
-            d_tr, f_tr, float("nan"), f_mem, a.batch)
+    train_rows(a, bench, own, train_step_fn, d_tr, row, out, precision)
 
-    attempt(out, "train compile", train)
+
+def train_rows(a, bench, own, train_step_fn, d_tr, row, out, precision) -> None:
+    """Training-step variants of guidekit's UNet: torch.compile (NHWC and NCHW, default and reduce-overhead modes)
+    and the whole step as one CUDA graph (guidekit.training.graphed), each against diffusers' eager step."""
+    import copy
+
+    from guidekit.fast import Fast
+
+    def compiled(channels_last: bool, mode: str | None):
+        def fn():
+            net = Fast(precision=precision, channels_last=channels_last).prepare(copy.deepcopy(own))
+            call = torch.compile(net, mode=mode)
+            cl = (lambda v: v.contiguous(memory_format=torch.channels_last)) if channels_last else (lambda v: v)
+            f_tr, f_mem = bench.time(train_step_fn(net, lambda x_, t_, y_: call(cl(x_), t_, y_)))
+            tag = ", ".join(["torch.compile" + (f" {mode}" if mode else ""), "NHWC" if channels_last else "NCHW"])
+            row(f"train step, guidekit fast ({tag})", d_tr, f_tr, float("nan"), f_mem, a.batch * a.train_steps)
+            if mode is None and channels_last and bench.cuda and a.profile:
+                out["train_profile"] = profile(train_step_fn(net, lambda x_, t_, y_: call(cl(x_), t_, y_)), bench)
+        return fn
+
+    def graphed(compile_: bool):
+        def fn():
+            net = Fast(precision=precision, channels_last=compile_).prepare(copy.deepcopy(own))
+            f_tr, f_mem = bench.time(graphed_step_fn(a, bench, net, compile_, precision))
+            tag = "one CUDA graph per step" + (", torch.compile, NHWC" if compile_ else ", eager, NCHW")
+            row(f"train step, guidekit fast ({tag})", d_tr, f_tr, float("nan"), f_mem, a.batch * a.train_steps)
+        return fn
+
+    variants = [("compile NHWC", compiled(bench.cuda, None))]
+    if bench.cuda:
+        variants += [("compile NCHW", compiled(False, None)), ("compile reduce-overhead", compiled(True, "reduce-overhead")),
+                     ("graphed eager", graphed(False)), ("graphed compile", graphed(True))]
+    for name, fn in variants:
+        attempt(out, f"train {name}", fn)
+
+
+def graphed_step_fn(a, bench, net, compile_: bool, precision: str):
+    """a.train_steps replays of guidekit.training.graphed.GraphedTrainStep on the train-step loss of the plain loop."""
+    from guidekit.training.graphed import GraphedTrainStep
+
+    B, device = a.batch, bench.device
+    net.train()
+    call = torch.compile(net) if compile_ else net
+    ab = bench.alphas_cumprod
+    cl = (lambda v: v.contiguous(memory_format=torch.channels_last)) if compile_ else (lambda v: v)
+
+    def loss_fn(x0, y_):
+        tt = torch.randint(0, 1000, (B,), device=device)
+        eps = torch.randn_like(x0)
+        a_t = ab[tt].view(-1, 1, 1, 1)
+        return F.mse_loss(call(cl(a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps), tt, y_).float(), eps)
+
+    step = GraphedTrainStep(loss_fn, list(net.parameters()), lr=1e-4,
+                            dtype=torch.bfloat16 if precision == "bf16" else None)
+    x0 = torch.randn(B, 1, 32, 32, device=device).clamp(-1, 1)
+    y_ = torch.randint(0, 10, (B,), device=device)
+    for _ in range(step.warmup + 1):  # eager warm-up steps and the capture, before the timing starts
+        step(x0, y_)
+
+    def run():
+        for _ in range(a.train_steps):
+            step(x0, y_)
+    return run
+
+
+def profile(fn, bench) -> str:
+    """The top CUDA kernels of a few calls of fn (torch.profiler), as text: where a training step's time goes."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof
+
+    with bench.autocast():
+        fn()
+        with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
+            fn()
+            bench.sync()
+    table = p.key_averages().table(sort_by="cuda_time_total", row_limit=25)
+    print(table, flush=True)
+    return table
 
 
 def describe(fast) -> str:
@@ -319,20 +400,23 @@ def markdown(r: dict) -> str:
     for x in r["rows"]:
         lines.append(f"| {x['row']} | {x['diffusers_img_s']:.1f} | {x['guidekit_img_s']:.1f} | {x['ratio']:.2f} | "
                      f"{x['diffusers_peak_mib']:.0f} / {x['guidekit_peak_mib']:.0f} |".replace("nan / ", "— / "))
-    f = r["forward_tflops"]
-    lines.append(f"| forward TFLOP/s (GFLOP per forward) | {f['diffusers']:.3g} "
-                 f"({f['gflop_per_forward']['diffusers']:.2f}) | {f['guidekit_unet']:.3g} "
-                 f"({f['gflop_per_forward']['guidekit_unet']:.2f}) | {f['guidekit_unet'] / f['diffusers']:.2f} | |")
-    lines.append(f"| fraction of matmul peak ({f['matmul_peak']:.3g} TFLOP/s) | "
-                 f"{f['diffusers'] / f['matmul_peak']:.1%} | {f['guidekit_unet'] / f['matmul_peak']:.1%} | | |")
-    for key in [k for k in f if k.startswith("guidekit_fast")]:
-        lines.append(f"| forward TFLOP/s, {key.replace('_', ' ')} (fraction of matmul peak) | | {f[key]:.3g} "
-                     f"({f[key] / f['matmul_peak']:.1%}) | {f[key] / f['diffusers']:.2f} | |")
-    lines.append(f"| correctness: max abs diff, guidekit on the diffusers net vs diffusers loop (fp32) | | "
-                 f"{r['max_abs_diff_fp32']:.2e} (max abs sample {r['max_abs_sample_fp32']:.3g}) | | |")
+    if "forward_tflops" in r:  # --rows all
+        f = r["forward_tflops"]
+        lines.append(f"| forward TFLOP/s (GFLOP per forward) | {f['diffusers']:.3g} "
+                     f"({f['gflop_per_forward']['diffusers']:.2f}) | {f['guidekit_unet']:.3g} "
+                     f"({f['gflop_per_forward']['guidekit_unet']:.2f}) | {f['guidekit_unet'] / f['diffusers']:.2f} | |")
+        lines.append(f"| fraction of matmul peak ({f['matmul_peak']:.3g} TFLOP/s) | "
+                     f"{f['diffusers'] / f['matmul_peak']:.1%} | {f['guidekit_unet'] / f['matmul_peak']:.1%} | | |")
+        for key in [k for k in f if k.startswith("guidekit_fast")]:
+            lines.append(f"| forward TFLOP/s, {key.replace('_', ' ')} (fraction of matmul peak) | | {f[key]:.3g} "
+                         f"({f[key] / f['matmul_peak']:.1%}) | {f[key] / f['diffusers']:.2f} | |")
+        lines.append(f"| correctness: max abs diff, guidekit on the diffusers net vs diffusers loop (fp32) | | "
+                     f"{r['max_abs_diff_fp32']:.2e} (max abs sample {r['max_abs_sample_fp32']:.3g}) | | |")
     for e in r.get("errors", []):
         lines.append(f"FAILED row {e['row']}: {e['error']}")
-    if 1000 % r["steps"]:
+    if "train_profile" in r:
+        lines += ["", "kernel profile of the compiled training step:", "```", r["train_profile"], "```"]
+    if 1000 % r["steps"] and "forward_tflops" in r:
         lines.append(f"note: 1000 is not a multiple of steps={r['steps']}, so diffusers' DDIM steps from t to "
                      f"t - 1000 // steps rather than to its next trailing timestep; expect a real difference above")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from typing import Iterator
 import torch
 
 from guidekit.errors import GuidekitError, check
+from guidekit.sampling.steps import SAMPLERS
 
 
 def _number(kind, name: str, lo=None, lo_open=False):
@@ -185,7 +186,7 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
 
 def add_sampler_args(p: argparse.ArgumentParser, steps: int = 50, batch: int = 64) -> None:
     """--sampler/--steps/--eta/--spacing/--no-clip/--batch-size, as in `guidekit sample`."""
-    p.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "dpmpp-2m"], help="sampler")
+    p.add_argument("--sampler", default="ddim", choices=list(SAMPLERS), help="sampler")
     p.add_argument("--steps", type=positive_int("--steps"), default=steps, help="model evaluations per image (per half)")
     p.add_argument("--eta", type=nonneg_float("--eta"), default=0.0, help="DDIM η (0 deterministic, 1 DDPM-like)")
     p.add_argument("--spacing", default="trailing", choices=["trailing", "leading", "linspace"],

@@ -1,7 +1,8 @@
-"""Sampler steps between any two noise levels t > s: DDPM, DDIM(η), DPM-Solver++(2M). Each is one small class."""
+"""Sampler steps between any two noise levels t > s: DDPM, DDIM(η), DPM-Solver++(2M) and its SDE. Each is one small class."""
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -60,6 +61,11 @@ class DDIM(Step):
         return (x_s + sigma * noise.randn_like(x) if sigma > 0 else x_s), x0
 
 
+def _lam(ab: float) -> float:
+    """λ = log(α/σ), the half log-SNR of level ᾱ (Lu et al. 2022)."""
+    return 0.5 * math.log(ab / (1 - ab))
+
+
 class DPMSolverPP2M(Step):
     """DPM-Solver++(2M) in data prediction (Lu et al. 2022, Alg. 2); first-order on the first and last step."""
 
@@ -76,28 +82,47 @@ class DPMSolverPP2M(Step):
         if ab_s >= 1.0:  # the last step lands on the clean image: σ_s = 0
             self.prev = None
             return x0, x0
-        lam = lambda ab: 0.5 * torch.log(torch.tensor(ab / (1 - ab), dtype=torch.float64)).item()  # noqa: E731
-        h = lam(ab_s) - lam(ab_t)
+        h = _lam(ab_s) - _lam(ab_t)
+        x_s = self.update(x, x0, ab_t, ab_s, h, noise)
+        self.prev = (x0, h)
+        return x_s, x0
+
+    def update(self, x, x0, ab_t, ab_s, h, noise):
+        """x_s from x_t and x̂0 over a step of h in λ (the ODE: no noise)."""
         d = x0
         if self.prev is not None:
             x0_prev, h_prev = self.prev
             r = h_prev / h
             d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
-        self.prev = (x0, h)
         sigma_ratio = ((1 - ab_s) / (1 - ab_t)) ** 0.5
-        x_s = sigma_ratio * x - ab_s ** 0.5 * torch.expm1(torch.tensor(-h)).item() * d
-        return x_s, x0
+        return sigma_ratio * x - ab_s ** 0.5 * math.expm1(-h) * d
 
 
-SAMPLERS = ("ddpm", "ddim", "dpmpp-2m")
+class DPMSolverPP2MSDE(DPMSolverPP2M):
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022, sec. 5 / app. B): the data-prediction SDE solved exactly in its linear
+    part, x̂0 extrapolated linearly in λ from the last step; first order it is DDPM's posterior step."""
+
+    def update(self, x, x0, ab_t, ab_s, h, noise):
+        one_m = -math.expm1(-2 * h)  # 1 − e^{−2h}
+        d = one_m * x0
+        if self.prev is not None:  # ∫ e^{−2(λ_s−λ)} (λ − λ_t) dλ, times the slope of x̂0 in λ
+            x0_prev, h_prev = self.prev
+            d = d + (h - one_m / 2) * (x0 - x0_prev) / h_prev
+        sigma_t, sigma_s = (1 - ab_t) ** 0.5, (1 - ab_s) ** 0.5
+        return (sigma_s / sigma_t) * math.exp(-h) * x + ab_s ** 0.5 * d + sigma_s * one_m ** 0.5 * noise.randn_like(x)
+
+
+SAMPLERS = ("ddpm", "ddim", "dpmpp-2m", "dpmpp-2m-sde")
 
 
 def make_step(name: str, schedule: NoiseSchedule, eta: float = 0.0) -> Step:
-    """The step for a sampler name: ddpm | ddim | dpmpp-2m."""
+    """The step for a sampler name: ddpm | ddim | dpmpp-2m | dpmpp-2m-sde."""
     if name == "ddpm":
         return DDPM(schedule)
     if name == "ddim":
         return DDIM(schedule, eta)
     if name == "dpmpp-2m":
         return DPMSolverPP2M(schedule)
+    if name == "dpmpp-2m-sde":
+        return DPMSolverPP2MSDE(schedule)
     raise GuidekitError(f"unknown sampler {name!r}: use one of {', '.join(SAMPLERS)}")

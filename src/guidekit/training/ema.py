@@ -18,14 +18,20 @@ class EMA:
 
     @torch.no_grad()
     def update(self, module: torch.nn.Module, step: int) -> None:
+        """shadow ← lerp(shadow, weights, 1 − decay): one foreach kernel over all floating tensors (per tensor, the
+        same arithmetic as lerp_)."""
         d = self.rate(step)
+        shadows, values = [], []
         for k, v in module.state_dict().items():
             if self.shadow[k].device != v.device:
                 self.shadow[k] = self.shadow[k].to(v.device)
             if v.is_floating_point():
-                self.shadow[k].lerp_(v.detach().float(), 1 - d)
+                shadows.append(self.shadow[k])
+                values.append(v.detach().float())
             else:
                 self.shadow[k].copy_(v)
+        if shadows:
+            torch._foreach_lerp_(shadows, values, 1 - d)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.shadow

@@ -19,7 +19,7 @@ from guidekit.errors import GuidekitError, check
 from guidekit.ui.inputs import to_uint8
 
 METHODS = ("sample", "classifier", "controlnet", "sdedit", "repaint")
-SAMPLERS = ("ddim", "ddpm", "dpmpp-2m")
+SAMPLERS = ("ddim", "ddpm", "dpmpp-2m", "dpmpp-2m-sde")
 MAX_STEPS = 250  # sampler steps of one request
 MAX_N = 8  # images of one request
 MAX_NFE = 2000  # model evaluations per image (RePaint's resampling multiplies the steps)
