@@ -377,7 +377,10 @@ def profile(fn, bench) -> str:
         with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
             fn()
             bench.sync()
-    table = p.key_averages().table(sort_by="cuda_time_total", row_limit=25)
+    try:
+        table = p.key_averages().table(sort_by="self_device_time_total", row_limit=30)
+    except Exception:  # noqa: BLE001 - older torch names it after CUDA
+        table = p.key_averages().table(sort_by="self_cuda_time_total", row_limit=30)
     print(table, flush=True)
     return table
 
