@@ -1,5 +1,7 @@
 """Schedules, the forward process and the ε/x0/v parameterizations."""
 
+import math
+
 import pytest
 import torch
 
@@ -33,6 +35,19 @@ def test_timesteps_spacings():
         s.timesteps(10, "random")
     with pytest.raises(GuidekitError, match="t0"):
         s.t_from_fraction(1.5)
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_logsnr_spacing_is_uniform_in_lambda(kind):
+    """logsnr: T−1 to 0 in equal steps of λ = ½ log(ᾱ/(1−ᾱ)) (Lu et al. 2022), then the clean level −1."""
+    s = NoiseSchedule.linear() if kind == "linear" else NoiseSchedule.cosine()
+    levels = s.timesteps(10, "logsnr")
+    assert len(levels) == 11 and levels[0] == 999.0 and levels[-2:] == [0.0, -1.0]
+    assert all(a > b for a, b in zip(levels, levels[1:]))
+    lam = [0.5 * math.log(ab / (1 - ab)) for ab in s.alpha_bar(torch.tensor(levels[:-1])).tolist()]
+    gaps = [b - a for a, b in zip(lam, lam[1:])]
+    assert max(gaps) - min(gaps) < 1e-4 * abs(lam[-1] - lam[0]), gaps
+    assert s.timesteps(1, "logsnr") == [999.0, -1.0]
 
 
 def test_schedule_config_roundtrip_and_errors():

@@ -11,6 +11,7 @@ import torch
 
 from guidekit.errors import GuidekitError, check
 from guidekit.sampling.steps import SAMPLERS
+from guidekit.diffusion.schedule import SPACINGS
 
 
 def _number(kind, name: str, lo=None, lo_open=False):
@@ -189,7 +190,7 @@ def add_sampler_args(p: argparse.ArgumentParser, steps: int = 50, batch: int = 6
     p.add_argument("--sampler", default="ddim", choices=list(SAMPLERS), help="sampler")
     p.add_argument("--steps", type=positive_int("--steps"), default=steps, help="model evaluations per image (per half)")
     p.add_argument("--eta", type=nonneg_float("--eta"), default=0.0, help="DDIM η (0 deterministic, 1 DDPM-like)")
-    p.add_argument("--spacing", default="trailing", choices=["trailing", "leading", "linspace"],
+    p.add_argument("--spacing", default="trailing", choices=list(SPACINGS),
                    help="how the steps are spread over the T training timesteps")
     p.add_argument("--no-clip", action="store_true", help="do not clamp the predicted x0 to [-1, 1]")
     p.add_argument("--batch-size", type=positive_int("--batch-size"), default=batch, help="images per forward")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, load_eval, load_fast_model, nonneg_float,
                                  nonneg_int, pick_device, positive_int)
+from guidekit.diffusion.schedule import SPACINGS
 from guidekit.errors import check
 
 
@@ -51,7 +52,7 @@ def register_kind(kinds) -> None:
     k.add_argument("--n", type=positive_int("--n"), default=5000, help="images per setting")
     k.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed (the same for every setting)")
     k.add_argument("--eta", type=nonneg_float("--eta"), default=0.0, help="DDIM η of the ddim rows")
-    k.add_argument("--spacing", default="trailing", choices=["trailing", "leading", "linspace"],
+    k.add_argument("--spacing", default="trailing", choices=list(SPACINGS),
                    help="how the steps are spread over the T training timesteps")
     k.add_argument("--batch-size", type=positive_int("--batch-size"), default=250, help="images per forward")
     k.add_argument("--out", required=True, help="output folder; rerun the same command to resume")

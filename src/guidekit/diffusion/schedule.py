@@ -9,7 +9,7 @@ import torch
 
 from guidekit.errors import GuidekitError, check
 
-SPACINGS = ("trailing", "leading", "linspace")
+SPACINGS = ("trailing", "leading", "linspace", "logsnr")
 
 
 SCHEDULE_ARGS = {"linear": ("num_timesteps", "beta_start", "beta_end"),
@@ -112,6 +112,19 @@ class NoiseSchedule:
         check(0.0 <= t0 <= 1.0, f"t0 must lie in [0, 1], got {t0}")
         return -1.0 + t0 * self.num_timesteps
 
+    def _lam(self, t: float) -> float:
+        """λ(t) = ½ log(ᾱ/(1 − ᾱ)), decreasing in t."""
+        ab = float(self.alpha_bar(t))
+        return 0.5 * float(np.log(ab / (1 - ab)))
+
+    def _t_of_lam(self, lams) -> list[float]:
+        """The fractional timesteps with the given λ: log ᾱ = −log(1 + e^{−2λ}), inverted exactly on the log ᾱ
+        table that alpha_bar interpolates linearly."""
+        ts = np.arange(self.num_timesteps, dtype=np.float64)
+        log_ab = self.alpha_bar(torch.as_tensor(ts)).log().numpy()
+        target = -np.log1p(np.exp(-2 * np.asarray(lams, dtype=np.float64)))
+        return [float(t) for t in np.interp(-target, -log_ab, ts)]
+
     def timesteps(self, steps: int, spacing: str = "trailing", start: float | None = None) -> list[float]:
         """Descending levels from `start` (default T−1) ending at −1 (clean): `steps` model evaluations."""
         check(isinstance(steps, int) and steps >= 1, f"steps must be an integer >= 1, got {steps!r}")
@@ -125,6 +138,9 @@ class NoiseSchedule:
             levels = (np.round(np.arange(T, 0, -T / steps)) - 1).tolist()
         elif spacing == "leading":
             levels = [float(i * (T // steps)) for i in reversed(range(steps))]
+        elif spacing == "logsnr":  # uniform in λ = log(α/σ) from t = T−1 to t = 0 (Lu et al. 2022, DPM-Solver)
+            levels = [T - 1.0] + self._t_of_lam(np.linspace(self._lam(T - 1), self._lam(0), steps)[1:-1]) + [0.0]
+            levels = levels if steps > 1 else [T - 1.0]
         else:
             levels = np.linspace(0, T - 1, steps).round()[::-1].tolist() if steps > 1 else [T - 1.0]
         return [float(v) for v in levels] + [-1.0]
