@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8's GPU measurements in one run (about 15 minutes on one H100; docs/results.md says what each measured):
+# Issue 8's GPU measurements in one run (over 15 minutes on one H100: split it; docs/results.md says what each measured):
 # guidekit vs diffusers (fp32 eager; bf16 with guidekit's fast path), few-step FID vs DDPM-1000, and RePaint's paper
 # schedule vs a 1/5-NFE DDIM schedule.
 # Usage: bash benchmarks/gpu_issue8.sh OUT [SCALE]   (SCALE=tiny: a seconds-long CPU dry run of the same commands)
@@ -21,8 +21,13 @@ else
 fi
 python benchmarks/vs_diffusers.py "${BENCH[@]}" --dtype fp32 --json "$OUT/vs_fp32.json" | tee "$OUT/vs_fp32.md"
 python benchmarks/vs_diffusers.py "${BENCH[@]}" --dtype bf16 "${FAST[@]}" --json "$OUT/vs_bf16.json" | tee "$OUT/vs_bf16.md"
-gk sweep steps fmnist-cfg --w 0.2 --n "$N" --nfe "$NFE" --baseline "$BASE" --batch-size 1000 "${DEV[@]}" \
-  "${REF[@]}" --no-progress --out "$OUT/steps"
+python benchmarks/vs_diffusers.py "${BENCH[@]}" --dtype bf16 "${FAST[@]}" --rows train --profile --json "$OUT/vs_train.json" \
+  | tee "$OUT/vs_train.md"
+gk sweep steps fmnist-cfg --w 0 --n "$N" --nfe "$NFE" --baseline "$BASE" --samplers dpmpp-2m-sde,dpmpp-2m,ddim \
+  --batch-size 1000 "${DEV[@]}" "${REF[@]}" --no-progress --out "$OUT/steps"
+# steps uniform in log-SNR; compare its rows with the DDPM-1000 row of the sweep above (same labels and seeds)
+gk sweep steps fmnist-cfg --w 0 --n "$N" --nfe "$NFE" --spacing logsnr --baseline "${BASE_LOGSNR:-dpmpp-2m-sde:15}" \
+  --samplers dpmpp-2m-sde,dpmpp-2m --batch-size 1000 "${DEV[@]}" "${REF[@]}" --no-progress --out "$OUT/steps-logsnr"
 for name in paper fast; do
   if [ "$name" = paper ]; then S=(--sampler ddpm "${RP[@]}"); else S=(--sampler ddim "${RF[@]}"); fi
   gk sweep repaint fmnist-cfg --masks wide,half,expand --n "$NR" --jump-n-sample 10 "${S[@]}" --batch-size 500 \

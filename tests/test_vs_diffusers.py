@@ -12,7 +12,7 @@ pytest.importorskip("diffusers")
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler  # noqa: E402
 
 from guidekit.diffusion import NoiseSchedule  # noqa: E402
-from guidekit.sampling import DDIM, DDPM, DPMSolverPP2M, sample  # noqa: E402
+from guidekit.sampling import DDIM, DDPM, DPMSolverPP2M, DPMSolverPP2MSDE, sample  # noqa: E402
 from gaussian import MixtureEps  # noqa: E402
 
 T = 1000
@@ -283,12 +283,12 @@ def test_ddpm_trajectory_equals_diffusers(kind, n):
 
 # ---- DPM-Solver++(2M) ----
 
-def dpm_scheduler(kind, gk, levels, float64):
+def dpm_scheduler(kind, gk, levels, float64, algorithm="dpmsolver++", solver_type="midpoint"):
     """diffusers' DPM-Solver++(2M) on guidekit's levels; float64=True loads float64 σ's (steps still upcast x to
     float32 internally, so agreement is ~1e-7, not 1e-15)."""
     beta_schedule, _ = KINDS[kind]
-    sch = DPMSolverMultistepScheduler(num_train_timesteps=T, beta_schedule=beta_schedule, algorithm_type="dpmsolver++",
-                                      solver_order=2, solver_type="midpoint", final_sigmas_type="zero",
+    sch = DPMSolverMultistepScheduler(num_train_timesteps=T, beta_schedule=beta_schedule, algorithm_type=algorithm,
+                                      solver_order=2, solver_type=solver_type, final_sigmas_type="zero",
                                       lower_order_final=True, euler_at_final=False)
     sch.set_timesteps(timesteps=[int(t) for t in levels[:-1]])
     assert [float(v) for v in sch.timesteps.tolist()] == levels[:-1]
@@ -326,6 +326,24 @@ def test_dpmpp_2m_trajectory_equals_diffusers(kind, spacing, n):
     assert got.dtype == want.dtype == torch.float64
     torch.testing.assert_close(got, want, rtol=2e-6, atol=2e-6)
     assert torch.equal(got, x0s[-1])  # guidekit's last step returns x̂0 itself
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", [1, 2, 5, 25])
+def test_sde_dpmpp_2m_trajectory_equals_diffusers(kind, n):
+    """SDE-DPM-Solver++(2M) = diffusers' sde-dpmsolver++ with solver_type="heun" (the exact integral of x̂0's
+    linear extrapolation in λ), fed the same noise at every step."""
+    gk = KINDS[kind][1]()
+    levels = gk.timesteps(n, "trailing")
+    sch = dpm_scheduler(kind, gk, levels, True, algorithm="sde-dpmsolver++", solver_type="heun")
+    den, x_init, z = mixture(gk), randn(6, *SHAPE, seed=3), randn(6, *SHAPE, seed=4)
+    noise = FixedNoise(z)
+    got = sample(den, x_init.clone(), levels, {}, DPMSolverPP2MSDE(gk), noise)
+    x = x_init.clone()
+    for t in sch.timesteps.tolist():
+        x = sch.step(as_eps_fn(den)(x, t), t, x, variance_noise=z).prev_sample
+    assert noise.draws == n - 1  # every step but the last (σ_s = 0) injects noise
+    torch.testing.assert_close(got, x, rtol=2e-6, atol=2e-6)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -3,6 +3,7 @@
 from guidekit.sampling.generate import generate
 from guidekit.sampling.loop import renoise, sample
 from guidekit.sampling.noise import Noise
-from guidekit.sampling.steps import DDIM, DDPM, SAMPLERS, DPMSolverPP2M, Step, make_step
+from guidekit.sampling.steps import DDIM, DDPM, SAMPLERS, DPMSolverPP2M, DPMSolverPP2MSDE, Step, make_step
 
-__all__ = ["generate", "renoise", "sample", "Noise", "DDIM", "DDPM", "DPMSolverPP2M", "SAMPLERS", "Step", "make_step"]
+__all__ = ["generate", "renoise", "sample", "Noise", "DDIM", "DDPM", "DPMSolverPP2M", "DPMSolverPP2MSDE", "SAMPLERS",
+           "Step", "make_step"]
