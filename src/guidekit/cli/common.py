@@ -9,9 +9,9 @@ from typing import Iterator
 
 import torch
 
+from guidekit.diffusion.schedule import SPACINGS
 from guidekit.errors import GuidekitError, check
 from guidekit.sampling.steps import SAMPLERS
-from guidekit.diffusion.schedule import SPACINGS
 
 
 def _number(kind, name: str, lo=None, lo_open=False):

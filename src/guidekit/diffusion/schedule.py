@@ -12,6 +12,11 @@ from guidekit.errors import GuidekitError, check
 SPACINGS = ("trailing", "leading", "linspace", "logsnr")
 
 
+def half_log_snr(ab: float) -> float:
+    """λ = log(α/σ) = ½ log(ᾱ/(1 − ᾱ)) of level ᾱ (Lu et al. 2022)."""
+    return 0.5 * math.log(ab / (1 - ab))
+
+
 SCHEDULE_ARGS = {"linear": ("num_timesteps", "beta_start", "beta_end"),
                  "scaled_linear": ("num_timesteps", "beta_start", "beta_end"),
                  "cosine": ("num_timesteps", "s", "max_beta")}
@@ -112,11 +117,6 @@ class NoiseSchedule:
         check(0.0 <= t0 <= 1.0, f"t0 must lie in [0, 1], got {t0}")
         return -1.0 + t0 * self.num_timesteps
 
-    def _lam(self, t: float) -> float:
-        """λ(t) = ½ log(ᾱ/(1 − ᾱ)), decreasing in t."""
-        ab = float(self.alpha_bar(t))
-        return 0.5 * float(np.log(ab / (1 - ab)))
-
     def _t_of_lam(self, lams) -> list[float]:
         """The fractional timesteps with the given λ: log ᾱ = −log(1 + e^{−2λ}), inverted exactly on the log ᾱ
         table that alpha_bar interpolates linearly."""
@@ -139,8 +139,9 @@ class NoiseSchedule:
         elif spacing == "leading":
             levels = [float(i * (T // steps)) for i in reversed(range(steps))]
         elif spacing == "logsnr":  # uniform in λ = log(α/σ) from t = T−1 to t = 0 (Lu et al. 2022, DPM-Solver)
-            levels = [T - 1.0] + self._t_of_lam(np.linspace(self._lam(T - 1), self._lam(0), steps)[1:-1]) + [0.0]
-            levels = levels if steps > 1 else [T - 1.0]
+            ends = [half_log_snr(float(self.alpha_bar(t))) for t in (T - 1, 0)]
+            lams = np.linspace(*ends, steps)
+            levels = [T - 1.0] + self._t_of_lam(lams[1:-1]) + [0.0] if steps > 1 else [T - 1.0]
         else:
             levels = np.linspace(0, T - 1, steps).round()[::-1].tolist() if steps > 1 else [T - 1.0]
         return [float(v) for v in levels] + [-1.0]

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from guidekit.diffusion.parameterization import eps_to_x0
-from guidekit.diffusion.schedule import NoiseSchedule
+from guidekit.diffusion.schedule import NoiseSchedule, half_log_snr
 from guidekit.errors import GuidekitError, check
 from guidekit.sampling.noise import Noise
 
@@ -61,11 +61,6 @@ class DDIM(Step):
         return (x_s + sigma * noise.randn_like(x) if sigma > 0 else x_s), x0
 
 
-def _lam(ab: float) -> float:
-    """λ = log(α/σ), the half log-SNR of level ᾱ (Lu et al. 2022)."""
-    return 0.5 * math.log(ab / (1 - ab))
-
-
 class DPMSolverPP2M(Step):
     """DPM-Solver++(2M) in data prediction (Lu et al. 2022, Alg. 2); first-order on the first and last step."""
 
@@ -82,7 +77,7 @@ class DPMSolverPP2M(Step):
         if ab_s >= 1.0:  # the last step lands on the clean image: σ_s = 0
             self.prev = None
             return x0, x0
-        h = _lam(ab_s) - _lam(ab_t)
+        h = half_log_snr(ab_s) - half_log_snr(ab_t)
         x_s = self.update(x, x0, ab_t, ab_s, h, noise)
         self.prev = (x0, h)
         return x_s, x0

@@ -16,10 +16,11 @@ import torch
 from guidekit import zoo
 from guidekit.diffusion import NULL
 from guidekit.errors import GuidekitError, check
+from guidekit.sampling.steps import SAMPLERS as STEP_SAMPLERS
 from guidekit.ui.inputs import to_uint8
 
 METHODS = ("sample", "classifier", "controlnet", "sdedit", "repaint")
-SAMPLERS = ("ddim", "ddpm", "dpmpp-2m", "dpmpp-2m-sde")
+SAMPLERS = ("ddim", *(s for s in STEP_SAMPLERS if s != "ddim"))  # ddim first: the default
 MAX_STEPS = 250  # sampler steps of one request
 MAX_N = 8  # images of one request
 MAX_NFE = 2000  # model evaluations per image (RePaint's resampling multiplies the steps)
