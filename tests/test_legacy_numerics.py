@@ -116,3 +116,50 @@ def test_generate_names_bad_seeds_and_cond(seeds, cond, message):
     schedule = NoiseSchedule.linear(1000)
     with pytest.raises(GuidekitError, match=message):
         generate(lambda x, t, c: x, schedule, (1, 8, 8), seeds, cond, steps=2)
+
+
+def sync_free_trainer(tmp_path, monkeypatch, name, **kw):
+    """tiny_trainer taking the GPU's path (no per-step host sync: fused AdamW's found_inf) on the CPU."""
+    monkeypatch.setattr(Trainer, "sync_free", True)
+    return tiny_trainer(tmp_path / name, **kw)
+
+
+def test_sync_free_update_matches_the_host_checked_one(tmp_path, monkeypatch):
+    host = tiny_trainer(tmp_path / "host")
+    host.fit(progress=False)
+    device = sync_free_trainer(tmp_path, monkeypatch, "device")
+    assert device.sync_free and not host.sync_free
+    device.fit(progress=False)
+    for (k, a), b in zip(host.raw.state_dict().items(), device.raw.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=k)  # fused vs foreach AdamW, both fp32
+    for k, a in host.ema.state_dict().items():
+        torch.testing.assert_close(device.ema.state_dict()[k], a, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_sync_free_skips_a_non_finite_step_on_the_device(tmp_path, monkeypatch):
+    trainer = sync_free_trainer(tmp_path, monkeypatch, "run", steps=4)
+    poison(trainer, {2})
+    seen = {}
+    step_fn = trainer.opt.step
+
+    def spy():  # weights and EMA as the optimizer of each step sees them
+        seen[trainer.step] = ([p.detach().clone() for p in trainer.raw.parameters()],
+                              {k: v.clone() for k, v in trainer.ema.state_dict().items()})
+        step_fn()
+    trainer.opt.step = spy
+    trainer.fit(progress=False)
+    assert sorted(seen) == [0, 1, 2, 3]  # no host check: the optimizer is called, and skips on the device
+    (w2, e2), (w3, e3) = seen[2], seen[3]
+    assert all(torch.equal(a, b) for a, b in zip(w2, w3))  # step 2 changed no weight ...
+    assert all(torch.equal(e2[k], e3[k]) for k in e2)  # ... and left the EMA alone
+    assert not all(torch.equal(a, b) for a, b in zip(seen[1][0], w2))  # (step 1 did change them)
+    assert all(torch.isfinite(p).all() for p in trainer.raw.parameters())
+    assert int(trainer.opt.optimizer.state[next(trainer.raw.parameters())]["step"]) == 3  # 3 real AdamW steps
+
+
+def test_sync_free_counts_non_finite_runs_and_aborts_at_the_next_check(tmp_path, monkeypatch):
+    trainer = sync_free_trainer(tmp_path, monkeypatch, "run", steps=10, max_bad_steps=3)
+    poison(trainer, {4, 5, 6, 7})
+    with pytest.raises(GuidekitError, match="not finite for 3 steps in a row by step 7"):
+        trainer.fit(progress=False)
+    assert not (tmp_path / "run" / "run" / "model").exists()  # nothing saved after the abort (save_every=100)

@@ -18,6 +18,7 @@ import contextlib
 import csv
 import dataclasses
 import filecmp
+import functools
 import math
 import shutil
 import signal
@@ -37,6 +38,7 @@ from guidekit.training.runs import newest_checkpoint, prune, recover_run, refuse
 from guidekit.training.state import flatten_optimizer, unflatten_optimizer
 
 LOG_FIELDS = ["step", "loss", "lr", "grad_norm", "img_per_s", "elapsed_s"]
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
@@ -50,8 +52,13 @@ def batch_indices(n: int, batch: int, seed: int, step: int) -> torch.Tensor:
         return torch.randint(n, (batch,), generator=_step_generator(seed, step))
     per_epoch = n // batch
     epoch, pos = divmod(step, per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-    return perm[pos * batch:(pos + 1) * batch]
+    return _epoch_permutation(n, seed, epoch)[pos * batch:(pos + 1) * batch]
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The data order of one epoch (cached: drawn once per epoch, not once per step; callers only slice it)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
 
 
 def _same_files(src: Path, dest: Path, names: list[str]) -> bool:
@@ -86,6 +93,9 @@ class BaseTrainer:
     desc = "train"  # progress-bar label
     export_name = "model"  # OUT/<export_name> holds the exported (EMA) weights
     ema_optional = False  # True: ema_decay == 0 means no EMA (the raw weights are exported)
+    # a non-finite step is skipped on the device (fused AdamW's found_inf), without a per-step host sync; None = on
+    # CUDA. A trainer whose after_step reads per-step values on the host sets False (it syncs anyway).
+    sync_free: bool | None = None
 
     def __init__(self, config, out_dir: str | Path, resume: bool = False, mixed_precision: str = "auto"):
         from accelerate import Accelerator  # heavy import, only when training
@@ -103,8 +113,14 @@ class BaseTrainer:
         self.channels_last = False  # NHWC only with --compile: eager GroupNorm is slower in it (docs/results.md)
         trained = self.trainable(net)
         self.ema = None if self.ema_optional and config.ema_decay == 0 else EMA(trained, config.ema_decay)
+        cuda = self.acc.device.type == "cuda"
+        self.sync_free = cuda if type(self).sync_free is None else type(self).sync_free
         opt = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=config.lr,
-                                weight_decay=config.weight_decay, fused=self.acc.device.type == "cuda")
+                                weight_decay=config.weight_decay, fused=cuda or self.sync_free)
+        if self.sync_free:  # 1 on a step whose loss or gradient norm is not finite: fused AdamW then skips it
+            opt.found_inf = self._found_inf = torch.zeros((), device=self.acc.device)
+            self._bad_run = torch.zeros((), dtype=torch.int32, device=self.acc.device)  # non-finite steps in a row
+            self._bad_peak = torch.zeros_like(self._bad_run)  # the longest such run since the last check
         self.net, self.opt = self.acc.prepare(net, opt)
         self.step, self._signal, self._saved_step = 0, None, None
         if resume:
@@ -158,12 +174,14 @@ class BaseTrainer:
 
     # ---- shared machinery ----
 
-    def compile(self) -> None:
-        """Run the training forward through torch.compile (--compile); the saved weights are unaffected."""
+    def compile(self, mode: str = "default") -> None:
+        """Run the training forward through torch.compile (--compile [MODE]: default, reduce-overhead = with CUDA
+        graphs, max-autotune[-no-cudagraphs]); the saved weights are unaffected."""
+        check(mode in COMPILE_MODES, f"--compile mode {mode!r} is not one of {', '.join(COMPILE_MODES)}")
         if self.acc.device.type == "cuda":  # compiled NHWC convolutions: the fast layout for tensor cores
             self.net.to(memory_format=torch.channels_last)
             self.channels_last = True
-        self.net = torch.compile(self.net)
+        self.net = torch.compile(self.net, mode=None if mode == "default" else mode)
 
     def global_mean(self, loss: torch.Tensor) -> torch.Tensor:
         """The loss averaged over processes (each holds its shard's), so log.csv shows the global batch's."""
@@ -196,44 +214,82 @@ class BaseTrainer:
 
     def _fit(self, bar, max_seconds: float | None) -> Path:
         """The training loop of fit."""
-        cfg, start, bad = self.cfg, time.time(), 0
+        cfg, start = self.cfg, time.time()
         images, window_t, norm = 0, time.time(), float("nan")
         params = [p for p in self.net.parameters() if p.requires_grad]
+        self._bad = 0
         while self.step < cfg.steps:
             self._stop_if_signalled()
             for group in self.opt.param_groups:
                 group["lr"] = self.lr_at(self.step)
             loss, aux = self.forward_step(self.step)
-            if not torch.isfinite(loss):
-                bad += 1
-                self.opt.zero_grad(set_to_none=True)
-                check(bad < cfg.max_bad_steps, f"loss was not finite for {bad} steps in a row at step {self.step}; "
-                                               f"lower --lr or check the data for NaN")
-                self.step += 1
-                continue
-            bad = 0
-            self.acc.backward(loss)
-            norm = self.acc.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip else math.inf)
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
-            if self.ema is not None:
-                self.ema.update(self.trained, self.step)
+            if self.sync_free:
+                norm = self._update_on_device(loss, params)
+            else:
+                norm = self._update_checked(loss, params)
+                if norm is None:  # a skipped step
+                    self.step += 1
+                    continue
             self.after_step(loss, aux)
             self.step += 1
             images += cfg.batch_size
             bar.update(1)
             regular = self.step % cfg.log_every == 0
             if regular or self.step == cfg.steps:
+                self._check_bad_run()
                 rate = images / max(time.time() - window_t, 1e-9)
                 self.log(bar, self.global_mean(loss), float(norm), rate, time.time() - start, regular)
                 if regular:
                     images, window_t = 0, time.time()
             out_of_time = max_seconds is not None and time.time() - start > max_seconds
             if self.step % cfg.save_every == 0 or self.step == cfg.steps or out_of_time:
+                self._check_bad_run()
                 self.save()
             if out_of_time:
                 break
         return self.out / self.export_name
+
+    def _update_checked(self, loss: torch.Tensor, params: list) -> torch.Tensor | None:
+        """Backward, clipping, AdamW and EMA, with the host checking the loss and the gradient norm: a non-finite
+        one skips the step (None) and max_bad_steps in a row abort."""
+        if torch.isfinite(loss):
+            self.acc.backward(loss)
+            norm = self.acc.clip_grad_norm_(params, self.cfg.grad_clip if self.cfg.grad_clip else math.inf)
+            if torch.isfinite(norm):
+                self._bad = 0
+                self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
+                if self.ema is not None:
+                    self.ema.update(self.trained, self.step)
+                return norm
+        self._bad += 1
+        self.opt.zero_grad(set_to_none=True)
+        check(self._bad < self.cfg.max_bad_steps, f"loss was not finite for {self._bad} steps in a row at step "
+                                                   f"{self.step}; lower --lr or check the data for NaN")
+        return None
+
+    def _update_on_device(self, loss: torch.Tensor, params: list) -> torch.Tensor:
+        """The same update with no host sync: a non-finite loss or gradient norm sets found_inf, so fused AdamW
+        and the EMA leave everything as it was; runs of such steps are counted on the device (_check_bad_run)."""
+        self.acc.backward(loss)
+        norm = self.acc.clip_grad_norm_(params, self.cfg.grad_clip if self.cfg.grad_clip else math.inf)
+        bad = ~(torch.isfinite(loss.detach()) & torch.isfinite(norm))
+        self._found_inf.copy_(bad)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.trained, self.step, keep=1 - self._found_inf)
+        self._bad_run = torch.where(bad, self._bad_run + 1, 0)
+        self._bad_peak = torch.maximum(self._bad_peak, self._bad_run)
+        return norm
+
+    def _check_bad_run(self) -> None:
+        """Abort (at a log or save step) if the device counted max_bad_steps non-finite steps in a row."""
+        if not self.sync_free:
+            return
+        peak = int(self._bad_peak)
+        check(peak < self.cfg.max_bad_steps, f"loss was not finite for {peak} steps in a row by step {self.step}; "
+                                             f"lower --lr or check the data for NaN")
 
     @contextlib.contextmanager
     def _stop_on_signals(self):

@@ -1,4 +1,5 @@
-"""Batches built on the training device: images kept there once, ε drawn there, so a GPU step needs no CPU copy.
+"""Batches built on the training device: images kept there once, ε drawn there, the small per-step draws (indices,
+t, labels) copied without blocking, so a GPU step never waits for the GPU to drain.
 
 On the CPU every draw comes from the step's CPU generator exactly as before (bit-exact resume and the same runs);
 on a GPU, ε comes from a per-step generator on the device (deterministic and resumable on that device too).
@@ -19,6 +20,13 @@ def draw_noise(shape: tuple, g: torch.Generator, seed: int, step: int, device: t
     return torch.randn(shape, generator=gd, device=device)
 
 
+def to_device(v: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """v on device; a CPU→GPU copy goes through pinned memory without blocking (a plain .to() waits for the GPU)."""
+    if device.type == "cpu" or v.device == device:
+        return v
+    return v.pin_memory().to(device, non_blocking=True)
+
+
 class DeviceImages:
     """A dataset's uint8 pixels copied to device once; images(idx) returns float32 in [-1, 1] there."""
 
@@ -30,4 +38,4 @@ class DeviceImages:
         """Images at index, on the device (dataset.images(index) bit for bit on the CPU)."""
         if self.device.type == "cpu":
             return self.dataset.images(index)
-        return self.pixels[index.to(self.device)].to(torch.float32) / 127.5 - 1.0
+        return self.pixels[to_device(index, self.device)].to(torch.float32) / 127.5 - 1.0

@@ -152,6 +152,7 @@ class ClassifierTrainer(BaseTrainer):
 
     desc = "train-classifier"
     ema_optional = True
+    sync_free = False  # its per-step accuracy window reads every batch on the host anyway
 
     def __init__(self, config_model: ClassifierConfig, dataset: ImageDataset, schedule: NoiseSchedule,
                  train_config: ClassifierTrainConfig, out_dir: str | Path, resume: bool = False,

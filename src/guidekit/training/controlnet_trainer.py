@@ -20,7 +20,7 @@ from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import check
 from guidekit.models.controlnet import ControlledUNet, ControlNet, backbone_kind
 from guidekit.training.base import BaseTrainer, _step_generator, batch_indices
-from guidekit.training.batch import DeviceImages, draw_noise
+from guidekit.training.batch import DeviceImages, draw_noise, to_device
 from guidekit.training.checkpoint import controlnet_files, fingerprint
 from guidekit.training.trainer import TrainConfig
 
@@ -106,14 +106,14 @@ class ControlNetTrainer(BaseTrainer):
         idx, t, eps, drop, drop_hint = shard(idx), shard(t), shard(eps), shard(drop), shard(drop_hint)
         x0 = self.on_device.images(idx)
         hint = torch.where(drop_hint[:, None, None, None], 0.0, self.hints[idx])
-        ab = self.schedule.alpha_bar(t).float().to(device)
+        ab = to_device(self.schedule.alpha_bar(t).float(), device)
         x_t = q_sample(x0, ab, eps)
         goal = target(x0, eps, ab, cfg.prediction_type)
         y = None
         if cfg.num_classes and self.dataset.labels is not None:
-            y = torch.where(drop, cfg.num_classes, self.dataset.labels[idx]).to(device)
+            y = to_device(torch.where(drop, cfg.num_classes, self.dataset.labels[idx]), device)
         torch.manual_seed(self.cfg.seed * 1_000_003 + step)  # dropout layers
-        out = self.net(x_t, t.to(device), y=y, hint=hint.to(device))
+        out = self.net(x_t, to_device(t, device), y=y, hint=to_device(hint, device))
         return F.mse_loss(out.float(), goal)
 
     def export_files(self, weights: dict[str, torch.Tensor]) -> dict:

@@ -17,9 +17,9 @@ class EMA:
         return min(self.decay, (1 + step) / (10 + step))
 
     @torch.no_grad()
-    def update(self, module: torch.nn.Module, step: int) -> None:
+    def update(self, module: torch.nn.Module, step: int, keep: torch.Tensor | None = None) -> None:
         """shadow ← lerp(shadow, weights, 1 − decay): one foreach kernel over all floating tensors (per tensor, the
-        same arithmetic as lerp_)."""
+        same arithmetic as lerp_). keep: a 0-dim device tensor, 0 on a skipped step (shadow unchanged), no sync."""
         d = self.rate(step)
         shadows, values = [], []
         for k, v in module.state_dict().items():
@@ -30,8 +30,12 @@ class EMA:
                 values.append(v.detach().float())
             else:
                 self.shadow[k].copy_(v)
-        if shadows:
+        if shadows and keep is None:
             torch._foreach_lerp_(shadows, values, 1 - d)
+        elif shadows:  # shadow + (1 − d)·keep·(weights − shadow)
+            delta = torch._foreach_sub(values, shadows)
+            torch._foreach_mul_(delta, keep * (1 - d))
+            torch._foreach_add_(shadows, delta)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.shadow

@@ -14,7 +14,7 @@ from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import check
 from guidekit.models.unet import UNet, UNetConfig
 from guidekit.training.base import BaseTrainer, _step_generator, batch_indices
-from guidekit.training.batch import DeviceImages, draw_noise
+from guidekit.training.batch import DeviceImages, draw_noise, to_device
 from guidekit.training.checkpoint import model_files
 
 
@@ -89,20 +89,21 @@ class Trainer(BaseTrainer):
         shard = lambda v: v.chunk(self.acc.num_processes)[self.acc.process_index]  # noqa: E731
         idx, t, eps, drop = shard(idx), shard(t), shard(eps), shard(drop)
         x0 = self.on_device.images(idx)
-        ab = self.schedule.alpha_bar(t).float().to(device)
+        ab = to_device(self.schedule.alpha_bar(t).float(), device)
         x_t = q_sample(x0, ab, eps)
         goal = target(x0, eps, ab, self.raw.config.prediction_type)
         y = None
         if self.raw.config.num_classes and self.dataset.labels is not None:
-            y = torch.where(drop, self.raw.config.num_classes, self.dataset.labels[idx]).to(device)
+            y = to_device(torch.where(drop, self.raw.config.num_classes, self.dataset.labels[idx]), device)
         kw = {}
         if self.text is not None:  # one of the image's captions; dropped ones get the empty prompt ∅ (zeros)
             caption = self.text.ids[idx, shard(pick)]
-            kw["text"] = self.text_embeddings[caption.to(device)] * (~drop).to(device, torch.float32)[:, None]
+            keep = to_device((~drop).float(), device)[:, None]
+            kw["text"] = self.text_embeddings[to_device(caption, device)] * keep
         torch.manual_seed(self.cfg.seed * 1_000_003 + step)  # dropout layers
         if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
-        out = self.net(x_t, t.to(device), y=y, **kw)
+        out = self.net(x_t, to_device(t, device), y=y, **kw)
         return F.mse_loss(out.float(), goal)
 
     def export_files(self, weights: dict[str, torch.Tensor]) -> dict:
