@@ -282,7 +282,7 @@ CLI = [
                                                   "--out", o], ["nowhere", "apt-get install dataset-fashion-mnist"],
      None),
     ("sweep-cfg-w-inf", lambda f, o: ["sweep", "cfg", "fmnist-cfg", "--w", "0,inf", "--out", o],
-     ["expected finite numbers", "'0,inf'"], None),
+     ["--w must hold finite numbers", "'0,inf'"], None),
     ("sweep-cfg-w-negative", lambda f, o: ["sweep", "cfg", "fmnist-cfg", "--w", "0,-1", "--n", "10", "--out", o],
      ["must be >= 0"], None),
     ("zoo-path-name-unknown", lambda f, o: ["zoo", "path", "fmnist-gan"], ["no zoo model named 'fmnist-gan'",

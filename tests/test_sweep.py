@@ -122,7 +122,7 @@ def test_steps_sweep_compares_few_step_samplers_with_the_baseline(run_dir, tmp_p
 @pytest.mark.parametrize("extra, message", [
     (["--baseline", "euler:10"], "is not SAMPLER:STEPS"),
     (["--samplers", "ddim,foo"], "is not SAMPLER:STEPS"),
-    (["--nfe", "0,5"], "give integers >= 1"),
+    (["--nfe", "0,5"], "--nfe must hold integers >= 1"),
 ])
 def test_steps_sweep_bad_input_exits_2(run_dir, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as e:

@@ -25,6 +25,7 @@ class Fast:
     channels_last: bool = False
     compile: bool = False
     cuda_graphs: bool = False
+    compile_mode: str | None = None  # torch.compile's mode; None = reduce-overhead with cuda_graphs, else default
 
     @classmethod
     def auto(cls, device, precision: str = "auto", compile: bool = False, cuda_graphs: bool = False) -> "Fast":
@@ -38,11 +39,19 @@ class Fast:
     def validate(self, device) -> "Fast":
         """Refuse options the device cannot run, naming the fix."""
         check(self.precision in PRECISIONS[1:], f"precision {self.precision!r} is not one of {PRECISIONS}")
+        modes = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+        check(self.compile_mode in modes, f"compile mode {self.compile_mode!r} is not one of {modes[1:]}")
         check(not self.cuda_graphs or torch.device(device).type == "cuda",
               "--cuda-graphs needs a CUDA device; drop it, or run with --device cuda")
         check(self.precision != "fp16" or torch.device(device).type == "cuda",
               "--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
         return self
+
+    @property
+    def compiled_graphs(self) -> bool:
+        """Whether torch.compile captures CUDA graphs (its output buffer is then reused by the next call)."""
+        return self.compile and (self.compile_mode in ("reduce-overhead", "max-autotune")
+                                 or (self.cuda_graphs and self.compile_mode is None))
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -71,7 +80,7 @@ class FastForward:
         self.fast, self.net, self.device = fast, net, device
         self.call = net
         if fast.compile:
-            mode = "reduce-overhead" if fast.cuda_graphs else None  # compiled CUDA graphs replace ours
+            mode = fast.compile_mode or ("reduce-overhead" if fast.cuda_graphs else "default")  # graphs replace ours
             self.call = torch.compile(net, mode=mode, dynamic=False)
         self.graphs: dict[tuple, tuple] = {}
         self.pool = None
@@ -92,7 +101,7 @@ class FastForward:
     def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, **kw) -> torch.Tensor:
         if not self.graphed or torch.is_grad_enabled():
             out = self._run(x, t, y, kw)  # compiled CUDA graphs reuse their output buffer: multistep samplers keep it
-            return out.clone() if self.fast.compile and self.fast.cuda_graphs and not torch.is_grad_enabled() else out
+            return out.clone() if self.fast.compiled_graphs and not torch.is_grad_enabled() else out
         inputs = {"x": x, "t": t, **({"y": y} if y is not None else {}), **kw}
         key = tuple((k, tuple(v.shape), v.dtype) if torch.is_tensor(v) else (k, v) for k, v in inputs.items())
         if key not in self.graphs:

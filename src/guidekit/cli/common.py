@@ -154,6 +154,26 @@ def fast_of(args: argparse.Namespace, device: torch.device):
                      getattr(args, "cuda_graphs", False))
 
 
+def number_list(name: str, cast=float, example: str = "0,0.5,1", minimum: float | None = None):
+    """argparse type: one number or comma-separated numbers (ints with cast=int), finite, each >= minimum."""
+    kind = "integers" if cast is int else "numbers"
+
+    def parse(text: str) -> list:
+        try:
+            values = [cast(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} takes comma-separated {kind} like {example}, got {text!r}")
+        if not values:
+            raise argparse.ArgumentTypeError(f"{name}: give at least one value, like {example}")
+        if not all(math.isfinite(v) for v in values):
+            raise argparse.ArgumentTypeError(f"{name} must hold finite numbers like {example}, got {text!r}")
+        if minimum is not None and min(values) < minimum:
+            raise argparse.ArgumentTypeError(f"{name} must hold {kind} >= {minimum}, got {text!r}")
+        return values
+    parse.__name__ = name
+    return parse
+
+
 def add_run_args(p: argparse.ArgumentParser) -> None:
     """The "run" group of the training commands: --out, --resume, --max-minutes, --mixed-precision, --no-progress."""
     r = p.add_argument_group("run")
@@ -163,9 +183,24 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="stop (and save) after this wall time, even before --steps")
     r.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
                    help="auto = bf16 on a GPU, fp32 on the CPU")
-    r.add_argument("--compile", action="store_true",
-                   help="torch.compile the training forward (GPU; pays off after a few hundred steps)")
+    add_train_compile_args(r)
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_train_compile_args(p) -> None:
+    """--compile and --compile-mode of the training commands."""
+    from guidekit.training.base import COMPILE_MODES
+
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training forward (GPU; pays off after a few hundred steps)")
+    p.add_argument("--compile-mode", choices=COMPILE_MODES,
+                   help="torch.compile mode (implies --compile): reduce-overhead adds CUDA graphs, the fastest "
+                        "training step measured on an H100 (docs/results.md); max-autotune tunes kernels for minutes")
+
+
+def train_compile_mode(args) -> str | None:
+    """The torch.compile mode the training command asked for, or None for eager."""
+    return args.compile_mode or ("default" if args.compile else None)
 
 
 def add_sweep_args(p: argparse.ArgumentParser) -> None:

@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import time
 
 from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, check_memory,
                                  guidance_from_args, guidance_passes, load_fast_model, memory_guard, nonneg_int,
-                                 pick_device, positive_int, sampler_settings)
+                                 number_list, pick_device, positive_int, sampler_settings)
 from guidekit.errors import check
-
-
-def number_list(name: str):
-    """argparse type: one number or comma-separated numbers (one per ControlNet)."""
-    def parse(text: str) -> list[float]:
-        try:
-            values = [float(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number or comma-separated numbers like 1,0.5, "
-                                             f"got {text!r}")
-        if not values:
-            raise argparse.ArgumentTypeError(f"{name}: give at least one number")
-        if not all(math.isfinite(v) for v in values):
-            raise argparse.ArgumentTypeError(f"{name} must hold finite numbers, got {text!r}; e.g. 1")
-        return values
-    parse.__name__ = name
-    return parse
 
 
 def register(sub) -> None:
@@ -56,11 +37,11 @@ def register(sub) -> None:
                    help="class name, prefix or index, or 'null' (∅). Default: the source image's class with "
                         "--condition-from, null with --condition-image")
     add_guidance_args(p)
-    p.add_argument("--control-scale", type=number_list("--control-scale"), default=[1.0], metavar="S",
+    p.add_argument("--control-scale", type=number_list("--control-scale", example="1"), default=[1.0], metavar="S",
                    help="residual scale: one value, or comma-separated, one per ControlNet (0 = no control)")
-    p.add_argument("--control-start", type=number_list("--control-start"), default=[0.0], metavar="F",
+    p.add_argument("--control-start", type=number_list("--control-start", example="0"), default=[0.0], metavar="F",
                    help="trajectory fraction where control starts (0 = pure noise); one or one per ControlNet")
-    p.add_argument("--control-end", type=number_list("--control-end"), default=[1.0], metavar="F",
+    p.add_argument("--control-end", type=number_list("--control-end", example="1"), default=[1.0], metavar="F",
                    help="trajectory fraction where control ends (1 = clean image); one or one per ControlNet")
     p.add_argument("--hint-cond-only", action="store_true",
                    help="give the hint only to the conditional half of CFG (the ∅ half runs uncontrolled)")

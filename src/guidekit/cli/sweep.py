@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, load_fast_model, nonneg_int, pick_device,
-                                 positive_int, sampler_settings)
+from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, load_fast_model, nonneg_int, number_list,
+                                 pick_device, positive_int, sampler_settings)
 from guidekit.errors import check
 
 # Further sweep kinds live in their own modules, each with register_kind(kinds) adding one subparser.
@@ -20,21 +19,9 @@ OUTPUTS = ("OUT/results.csv, OUT/results.md, OUT/fid_vs_is.png, OUT/metrics_vs_w
            "Finished rows are kept: rerun the same command to resume.")
 
 
-def float_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0,0.5,1, got {text!r}")
-    if not values:
-        raise argparse.ArgumentTypeError("give at least one value")
-    if not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(f"expected finite numbers like 0,0.5,1, got {text!r}")
-    return values
-
-
 def _common(p: argparse.ArgumentParser, ws: str) -> None:
     p.add_argument("model", help="model or run folder (with class labels)")
-    p.add_argument("--w", type=float_list, default=float_list(ws), help="weights, comma-separated")
+    p.add_argument("--w", type=number_list("--w"), default=number_list("--w")(ws), help="weights, comma-separated")
     p.add_argument("--n", type=positive_int("--n"), default=10000, help="images per weight")
     p.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed (the same seeds for every w)")
     add_sweep_args(p)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, load_fast_model, nonneg_float, nonneg_int,
-                                 pick_device, positive_int, sampler_settings)
+                                 number_list, pick_device, positive_int, sampler_settings)
 from guidekit.errors import check
 
 SOURCE = ("For --n class-balanced test images of --dataset (a seeded choice) the ControlNet's own condition gives "
@@ -29,8 +29,6 @@ def _common(p, n: int = 1000) -> None:
 
 
 def register_kind(kinds) -> None:
-    from guidekit.cli.sweep import float_list
-
     c = kinds.add_parser("control", help="ControlNet control scale",
                          description="One row per control scale (0 = the base model without control). " + SOURCE +
                                      "Writes OUT/results.csv, OUT/results.md, OUT/adherence_vs_scale.png and "
@@ -39,7 +37,7 @@ def register_kind(kinds) -> None:
     c.add_argument("model", help="base model folder or run folder")
     c.add_argument("--controlnet", action="append", required=True, metavar="PATH",
                    help="ControlNet folder or train-controlnet run; repeat for several (each at the same scale)")
-    c.add_argument("--scale", type=float_list, default=float_list("0,0.25,0.5,1,1.5,2"),
+    c.add_argument("--scale", type=number_list("--scale"), default=[0.0, 0.25, 0.5, 1.0, 1.5, 2.0],
                    help="control scales, comma-separated")
     _common(c)
     c.set_defaults(run=run_scale)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, load_fast_model, nonneg_float, nonneg_int,
-                                 pick_device, positive_int, sampler_settings)
+                                 number_list, pick_device, positive_int, sampler_settings)
 from guidekit.cli.edit import add_stroke_args
-from guidekit.cli.sweep import float_list
 from guidekit.errors import check
 
 
@@ -21,7 +20,7 @@ def register_kind(kinds) -> None:
                                      "t0). Finished rows are kept: rerun the same command to resume.",
                          formatter_class=HelpFormatter)
     k.add_argument("model", help="model or run folder")
-    k.add_argument("--t0", type=float_list, default=float_list("0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1"),
+    k.add_argument("--t0", type=number_list("--t0"), default=[i / 10 for i in range(1, 11)],
                    help="noise levels in (0, 1], comma-separated")
     k.add_argument("--n", type=positive_int("--n"), default=1000, help="guides (and outputs) per t0")
     k.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed (the same seeds for every t0)")

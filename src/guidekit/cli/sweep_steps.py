@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, load_eval, load_fast_model, nonneg_float,
-                                 nonneg_int, pick_device, positive_int)
+                                 nonneg_int, number_list, pick_device, positive_int)
 from guidekit.diffusion.schedule import SPACINGS
 from guidekit.errors import check
 
@@ -22,17 +22,6 @@ def setting(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(e)) from e
 
 
-def int_list(text: str) -> list[int]:
-    """argparse type: comma-separated positive integers."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 10,15,20,50, got {text!r}")
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"give integers >= 1, got {text!r}")
-    return values
-
-
 def register_kind(kinds) -> None:
     k = kinds.add_parser("steps", help="quality vs model evaluations: few-step samplers vs DDPM-1000",
                          description="For each sampler in --samplers and each NFE in --nfe, and once for "
@@ -45,7 +34,8 @@ def register_kind(kinds) -> None:
                          formatter_class=HelpFormatter)
     k.add_argument("model", help="model or run folder (class-conditional)")
     k.add_argument("--samplers", default="ddim,dpmpp-2m", help="few-step samplers, comma-separated")
-    k.add_argument("--nfe", type=int_list, default=int_list("10,15,20,50"), help="model evaluations per image")
+    k.add_argument("--nfe", type=number_list("--nfe", int, "10,15,20,50", minimum=1), default=[10, 15, 20, 50],
+                   help="model evaluations per image")
     k.add_argument("--baseline", type=setting, default=("ddpm", 1000), metavar="SAMPLER:STEPS",
                    help="the row every other is compared with")
     k.add_argument("--w", type=nonneg_float("--w"), default=0.0, help="CFG weight (0 = the conditional model)")

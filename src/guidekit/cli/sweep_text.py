@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guidekit.cli.common import HelpFormatter, add_sweep_args, load_eval, load_fast_model, nonneg_int, pick_device
-from guidekit.cli.common import positive_int, sampler_settings
+from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, load_fast_model, nonneg_int, number_list,
+                                 pick_device, positive_int, sampler_settings)
 
 
 def register_kind(kinds) -> None:
-    from guidekit.cli.sweep import float_list
-
     p = kinds.add_parser("prompts", help="text prompts: class accuracy and attribute adherence over w",
                          description="For each w: sample the fixed evaluation prompts (per class: seen paraphrases, "
                                      "the held-out paraphrase, the held-out attribute combination) with --n // "
@@ -23,7 +21,8 @@ def register_kind(kinds) -> None:
                                      "cfg' on a text-conditioned model runs this sweep.",
                          formatter_class=HelpFormatter)
     p.add_argument("model", help="a text-conditioned model (guidekit train --captions)")
-    p.add_argument("--w", type=float_list, default=float_list("0,0.5,1,2,4"), help="weights, comma-separated")
+    p.add_argument("--w", type=number_list("--w"), default=[0.0, 0.5, 1.0, 2.0, 4.0],
+                   help="weights, comma-separated")
     p.add_argument("--n", type=positive_int("--n"), default=1200, help="images per weight (spread over the prompts)")
     p.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed (the same seeds for every w)")
     add_sweep_args(p)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from guidekit.cli.common import (HelpFormatter, add_run_args, defaults_of, nonneg_float, nonneg_int, positive_float,
-                                 positive_int)
+                                 positive_int, train_compile_mode)
 from guidekit.errors import check
 from guidekit.training.trainer import TrainConfig
 
@@ -113,8 +113,8 @@ def run(args) -> None:
     trainer = Trainer(unet_config, dataset, schedule, train_config, args.out, resume=args.resume,
                       mixed_precision=args.mixed_precision, text=text)
     max_seconds = args.max_minutes * 60 if args.max_minutes else None
-    if args.compile:
-        trainer.compile()
+    if train_compile_mode(args):
+        trainer.compile(train_compile_mode(args))
     out = trainer.fit(max_seconds=max_seconds, progress=not args.no_progress)
     print(f"trained to step {trainer.step}: model at {out}, log at {trainer.out / 'log.csv'}")
 

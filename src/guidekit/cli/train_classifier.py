@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guidekit.cli.common import HelpFormatter, defaults_of, nonneg_float, nonneg_int, positive_float, positive_int
+from guidekit.cli.common import (HelpFormatter, add_train_compile_args, defaults_of, nonneg_float, nonneg_int,
+                                 positive_float, positive_int, train_compile_mode)
 from guidekit.errors import check
 from guidekit.training.classifier_trainer import ClassifierTrainConfig
 
@@ -39,8 +40,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--max-minutes", type=positive_float("--max-minutes"), help="stop (and save) after this wall time")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the training forward (GPU; pays off after a few hundred steps)")
+    add_train_compile_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -76,8 +76,8 @@ def run(args) -> None:
         train_config = ClassifierTrainConfig(**dict(DEFAULTS, **overrides))
     trainer = ClassifierTrainer(config, train, schedule, train_config, args.out, resume=args.resume,
                                 eval_dataset=held_out)
-    if args.compile:
-        trainer.compile()
+    if train_compile_mode(args):
+        trainer.compile(train_compile_mode(args))
     out = trainer.fit(max_seconds=args.max_minutes * 60 if args.max_minutes else None,
                       progress=not args.no_progress)
     print(f"classifier at {out}; per-bucket accuracy in {Path(args.out) / 'log.csv'}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from guidekit.cli.common import (HelpFormatter, add_run_args, defaults_of, nonneg_float, nonneg_int, positive_float,
-                                 positive_int)
+                                 positive_int, train_compile_mode)
 from guidekit.errors import check
 from guidekit.training.controlnet_trainer import ControlNetTrainConfig
 
@@ -75,8 +75,8 @@ def run(args) -> None:
     data, hints = make_pairs(dataset, cond, pairs, seed=train_config.seed)
     trainer = ControlNetTrainer(base.net, base.schedule, data, hints, condition, train_config, args.out,
                                 resume=args.resume, mixed_precision=args.mixed_precision, hint_widths=widths)
-    if args.compile:
-        trainer.compile()
+    if train_compile_mode(args):
+        trainer.compile(train_compile_mode(args))
     out = trainer.fit(max_seconds=args.max_minutes * 60 if args.max_minutes else None,
                       progress=not args.no_progress)
     print(f"trained to step {trainer.step}: ControlNet at {out}, log at {trainer.out / 'log.csv'}")
