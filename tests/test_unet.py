@@ -230,3 +230,24 @@ def test_bad_config_keys_raise():
     with pytest.raises(GuidekitError, match="widht"):
         UNetConfig.preset("tiny", widht=3)
     assert set(PRESETS) == {"tiny", "small", "base"}
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_cat_channels_is_cat_with_dense_gradients(fmt):
+    """The decoder's concatenation: the same values and gradients as torch.cat, but each input's gradient is dense in
+    the gradient's layout (torch.cat's are channel slices, which every convolution backward would copy)."""
+    from guidekit.models.layers import cat_channels
+    torch.set_grad_enabled(True)  # inside the module's no_grad fixture
+    torch.manual_seed(0)
+    a, b = (torch.randn(2, c, 4, 4).contiguous(memory_format=fmt).requires_grad_() for c in (3, 5))
+    w = torch.randn(2, 8, 4, 4).contiguous(memory_format=fmt)
+    out = cat_channels(a, b)
+    assert torch.equal(out, torch.cat([a, b], 1))
+    (out * w).sum().backward()
+    mine = a.grad, b.grad
+    a.grad = b.grad = None
+    (torch.cat([a, b], 1) * w).sum().backward()
+    for g, ref in zip(mine, (a.grad, b.grad)):
+        assert torch.equal(g, ref) and g.is_contiguous(memory_format=fmt)
+    with torch.no_grad():
+        assert torch.equal(cat_channels(a, b), torch.cat([a, b], 1))

@@ -16,6 +16,27 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return F.pad(emb, (0, dim % 2))  # odd dim: one zero column
 
 
+class _CatChannels(torch.autograd.Function):
+    """torch.cat(dim=1) whose backward gives each input a dense gradient. The plain backward hands out channel
+    slices of one gradient: strided in NHWC, so every convolution backward that reads one copies it first."""
+
+    @staticmethod
+    def forward(ctx, *xs: torch.Tensor) -> torch.Tensor:
+        ctx.sizes = [x.shape[1] for x in xs]
+        return torch.cat(xs, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        nhwc = grad.dim() == 4 and grad.is_contiguous(memory_format=torch.channels_last) and not grad.is_contiguous()
+        fmt = torch.channels_last if nhwc else torch.contiguous_format
+        return tuple(g.contiguous(memory_format=fmt) for g in grad.split(ctx.sizes, dim=1))
+
+
+def cat_channels(*xs: torch.Tensor) -> torch.Tensor:
+    """torch.cat(xs, dim=1); under autograd each input's gradient comes back dense (see _CatChannels)."""
+    return _CatChannels.apply(*xs) if torch.is_grad_enabled() else torch.cat(xs, dim=1)
+
+
 def zero_(module: nn.Module) -> nn.Module:
     """Zero all parameters of module in place and return it."""
     for p in module.parameters():

@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 
 from guidekit.errors import check, check_config_keys
-from guidekit.models.layers import Downsample, ResBlock, SelfAttention, Upsample, timestep_embedding, zero_
+from guidekit.models.layers import (Downsample, ResBlock, SelfAttention, Upsample, cat_channels, timestep_embedding,
+                                    zero_)
 
 PREDICTION_TYPES = ("eps", "v", "x0")
 
@@ -237,7 +238,7 @@ class UNet(nn.Module):
         skips = list(skips)
         for level in self.up:
             for block, attn in zip(level.blocks, level.attns):
-                h = attn(block(torch.cat([h, skips.pop()], dim=1), emb))
+                h = attn(block(cat_channels(h, skips.pop()), emb))
             if level.resample is not None:
                 h = level.resample(h)
         return self.out(h)
