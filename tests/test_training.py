@@ -60,6 +60,33 @@ def test_resume_equals_uninterrupted_run(samples, tmp_path):
     assert {"2", "4", "6"} <= la.keys() & lb.keys() and all(la[k] == lb[k] for k in la.keys() & lb.keys())
 
 
+def test_resume_falls_back_past_an_unreadable_newest_checkpoint(samples, tmp_path, capsys):
+    """A bit-rotted newest checkpoint is moved aside (corrupt-step-N) and the run resumes from the one before; the
+    result still equals an uninterrupted run. With no older checkpoint the error stands."""
+    ds = samples.subset(torch.arange(40))
+    make = lambda steps, out, resume=False: Trainer(  # noqa: E731
+        micro_config(ds), ds, NoiseSchedule.linear(), TrainConfig(steps=steps, batch_size=8, save_every=2,
+                                                                   log_every=2, keep=3), out, resume=resume)
+    straight = make(6, tmp_path / "a")
+    straight.fit(progress=False)
+    make(4, tmp_path / "b").fit(progress=False)
+    ckpts = tmp_path / "b" / "checkpoints"
+    (ckpts / "step-00000004" / "optimizer.safetensors").write_bytes(b"\x00" * 64)  # rotted header
+    resumed = make(6, tmp_path / "b", resume=True)
+    assert resumed.step == 2
+    err = capsys.readouterr().err
+    assert "optimizer.safetensors" in err and "moved step-00000004 to corrupt-step-00000004" in err
+    assert (ckpts / "corrupt-step-00000004").is_dir() and not (ckpts / "step-00000004").exists()
+    resumed.fit(progress=False)
+    for k, v in straight.raw.state_dict().items():
+        assert torch.equal(v, resumed.raw.state_dict()[k]), k
+    only = tmp_path / "c"
+    make(2, only).fit(progress=False)
+    (only / "checkpoints" / "step-00000002" / "model.safetensors").write_bytes(b"junk")
+    with pytest.raises(GuidekitError, match="model.safetensors.*corrupt"):
+        make(4, only, resume=True)
+
+
 def test_new_run_refuses_existing_checkpoints(samples, tmp_path):
     ds = samples.subset(torch.arange(16))
     cfg = TrainConfig(steps=2, batch_size=8, save_every=1)

@@ -30,11 +30,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from guidekit.errors import check
+from guidekit.errors import GuidekitError, check
 from guidekit.io import atomic_folder, write_csv
 from guidekit.training.checkpoint import load_weights, read_json, read_tensors, write_folder
 from guidekit.training.ema import EMA
-from guidekit.training.runs import newest_checkpoint, prune, recover_run, refuse_existing, warmup_lr
+from guidekit.training.runs import (complete_checkpoints, newest_checkpoint, prune, recover_run, refuse_existing,
+                                    warmup_lr)
 from guidekit.training.state import flatten_optimizer, unflatten_optimizer
 
 LOG_FIELDS = ["step", "loss", "lr", "grad_norm", "img_per_s", "elapsed_s"]
@@ -378,20 +379,39 @@ class BaseTrainer:
         if self.acc.is_main_process:
             recover_run(self.out)
         self.acc.wait_for_everyone()
-        ckpt = newest_checkpoint(self.out)
-        state = read_json(ckpt / "state.json")
-        self.check_resume(ckpt, read_json(ckpt / "config.json"), state)
-        raw_file = ckpt / ("raw.safetensors" if self.ema is not None else "model.safetensors")
-        load_weights(self.trained, read_tensors(raw_file), raw_file)
+        newest_checkpoint(self.out)  # refuses a run folder without any
+        for ckpt in reversed(complete_checkpoints(self.out)):
+            try:
+                state, config, raw, ema, opt = self._read_checkpoint(ckpt)
+                break
+            except GuidekitError as e:  # an unreadable file: fall back to the checkpoint before, if there is one
+                if not complete_checkpoints(self.out)[:-1]:
+                    raise
+                self.acc.wait_for_everyone()  # every process read it (and failed) before it moves
+                aside = ckpt.with_name("corrupt-" + ckpt.name)
+                if self.acc.is_main_process:
+                    print(f"--resume: {e}\n--resume: moved {ckpt.name} to {aside.name}; resuming from the "
+                          f"checkpoint before it", file=sys.stderr, flush=True)
+                    ckpt.rename(aside)
+                self.acc.wait_for_everyone()
+        self.check_resume(ckpt, config, state)
+        load_weights(self.trained, raw, ckpt / ("raw.safetensors" if self.ema is not None else "model.safetensors"))
         if self.ema is not None:
-            self.ema.load_state_dict(read_tensors(ckpt / "model.safetensors"))
-        unflatten_optimizer(self.opt, read_tensors(ckpt / "optimizer.safetensors"), state["param_groups"])
+            self.ema.load_state_dict(ema)
+        unflatten_optimizer(self.opt, opt, state["param_groups"])
         self.step = self._saved_step = int(state["step"])
         self.load_extra_state(state)
         if self.acc.is_main_process:
             self._sync_export(ckpt, state.get("export"))
             self._trim_log()
         self.acc.wait_for_everyone()
+
+    def _read_checkpoint(self, ckpt: Path) -> tuple:
+        """(state, config, trained weights, EMA weights or None, optimizer tensors) of ckpt, read but not applied."""
+        raw_file = ckpt / ("raw.safetensors" if self.ema is not None else "model.safetensors")
+        return (read_json(ckpt / "state.json"), read_json(ckpt / "config.json"), read_tensors(raw_file),
+                read_tensors(ckpt / "model.safetensors") if self.ema is not None else None,
+                read_tensors(ckpt / "optimizer.safetensors"))
 
     def _sync_export(self, ckpt: Path, names: list[str] | None) -> None:
         """Make the export folder equal the checkpoint's export files (a kill may land between the two writes)."""
