@@ -43,8 +43,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-steps", type=int, default=5, help="optimizer steps per timed training call")
     p.add_argument("--rows", default="all", choices=["all", "train"],
                    help="train: only the training rows (diffusers eager vs guidekit's variants)")
-    p.add_argument("--profile", action="store_true", help="print (and save) a kernel profile of the compiled "
-                   "training step (CUDA)")
+    p.add_argument("--train-variants", default="compile,compile-nchw,reduce-overhead,graphed,graphed-compile",
+                   help="comma-separated training rows of --fast: compile, compile-nchw, reduce-overhead, "
+                   "max-autotune (no CUDA graphs; tunes for minutes), graphed, graphed-compile (CUDA-only rows are "
+                   "skipped on the CPU)")
+    p.add_argument("--profile", action="store_true", help="print (and save) kernel profiles of the compiled "
+                   "training step (CUDA), with the callers and input shapes of its copy kernels")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     return p.parse_args(argv)
 
@@ -303,56 +307,65 @@ def fast_rows(a, bench, own, xty, guidekit_sample, train_step_fn, diffusers_sec,
     train_rows(a, bench, own, train_step_fn, d_tr, row, out, precision)
 
 
+TRAIN_VARIANTS = ("compile", "compile-nchw", "reduce-overhead", "max-autotune", "graphed", "graphed-compile")
+
+
 def train_rows(a, bench, own, train_step_fn, d_tr, row, out, precision) -> None:
-    """Training-step variants of guidekit's UNet: torch.compile (NHWC and NCHW, default and reduce-overhead modes)
-    and the whole step as one CUDA graph (guidekit.training.graphed), each against diffusers' eager step."""
+    """Training-step variants of guidekit's UNet (--train-variants): torch.compile through guidekit.fast.Fast (NHWC
+    and NCHW; reduce-overhead = with CUDA graphs; max-autotune-no-cudagraphs = Inductor's tuned convolution and
+    matmul templates) and the whole step as one CUDA graph (guidekit.training.graphed), each against diffusers'
+    eager step."""
     import copy
 
     from guidekit.fast import Fast
 
     def compiled(channels_last: bool, mode: str | None):
         def fn():
-            net = Fast(precision=precision, channels_last=channels_last).prepare(copy.deepcopy(own))
-            call = torch.compile(net, mode=mode)
-            cl = (lambda v: v.contiguous(memory_format=torch.channels_last)) if channels_last else (lambda v: v)
-            f_tr, f_mem = bench.time(train_step_fn(net, lambda x_, t_, y_: call(cl(x_), t_, y_)))
+            fast = Fast(precision=precision, channels_last=channels_last, compile=True,
+                        cuda_graphs=mode == "reduce-overhead", compile_mode=mode)
+            net = fast.wrap(copy.deepcopy(own), bench.device)
+            f_tr, f_mem = bench.time(train_step_fn(net.net, net))
             tag = ", ".join(["torch.compile" + (f" {mode}" if mode else ""), "NHWC" if channels_last else "NCHW"])
             row(f"train step, guidekit fast ({tag})", d_tr, f_tr, float("nan"), f_mem, a.batch * a.train_steps)
-            if mode is None and channels_last and bench.cuda and a.profile:
-                out["train_profile"] = profile(train_step_fn(net, lambda x_, t_, y_: call(cl(x_), t_, y_)), bench)
+            if a.profile and channels_last == bench.cuda and mode in (None, "reduce-overhead"):
+                out.setdefault("train_profile", {})[mode or "default"] = profile(train_step_fn(net.net, net), bench)
         return fn
 
     def graphed(compile_: bool):
         def fn():
-            net = Fast(precision=precision, channels_last=compile_).prepare(copy.deepcopy(own))
-            f_tr, f_mem = bench.time(graphed_step_fn(a, bench, net, compile_, precision))
+            fast = Fast(precision=precision, channels_last=compile_, compile=compile_)
+            net = fast.wrap(copy.deepcopy(own), bench.device)
+            f_tr, f_mem = bench.time(graphed_step_fn(a, bench, net, precision))
             tag = "one CUDA graph per step" + (", torch.compile, NHWC" if compile_ else ", eager, NCHW")
             row(f"train step, guidekit fast ({tag})", d_tr, f_tr, float("nan"), f_mem, a.batch * a.train_steps)
         return fn
 
-    variants = [("compile NHWC", compiled(bench.cuda, None))]
-    if bench.cuda:
-        variants += [("compile NCHW", compiled(False, None)), ("compile reduce-overhead", compiled(True, "reduce-overhead")),
-                     ("graphed eager", graphed(False)), ("graphed compile", graphed(True))]
-    for name, fn in variants:
-        attempt(out, f"train {name}", fn)
+    variants = {"compile": compiled(bench.cuda, None), "compile-nchw": compiled(False, None),
+                "reduce-overhead": compiled(True, "reduce-overhead"),
+                "max-autotune": compiled(bench.cuda, "max-autotune-no-cudagraphs"),
+                "graphed": graphed(False), "graphed-compile": graphed(True)}
+    cuda_only = {"compile-nchw", "reduce-overhead", "graphed", "graphed-compile"}
+    for name in a.train_variants.split(","):
+        if name not in variants:
+            raise SystemExit(f"--train-variants: {name!r} is not one of {', '.join(TRAIN_VARIANTS)}")
+        if bench.cuda or name not in cuda_only:
+            attempt(out, f"train {name}", variants[name])
 
 
-def graphed_step_fn(a, bench, net, compile_: bool, precision: str):
-    """a.train_steps replays of guidekit.training.graphed.GraphedTrainStep on the train-step loss of the plain loop."""
+def graphed_step_fn(a, bench, net, precision: str):
+    """a.train_steps replays of guidekit.training.graphed.GraphedTrainStep on the train-step loss of the plain loop;
+    net: a guidekit.fast.FastForward (its channels_last and torch.compile apply inside the graph)."""
     from guidekit.training.graphed import GraphedTrainStep
 
     B, device = a.batch, bench.device
     net.train()
-    call = torch.compile(net) if compile_ else net
     ab = bench.alphas_cumprod
-    cl = (lambda v: v.contiguous(memory_format=torch.channels_last)) if compile_ else (lambda v: v)
 
     def loss_fn(x0, y_):
         tt = torch.randint(0, 1000, (B,), device=device)
         eps = torch.randn_like(x0)
         a_t = ab[tt].view(-1, 1, 1, 1)
-        return F.mse_loss(call(cl(a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps), tt, y_).float(), eps)
+        return F.mse_loss(net(a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps, tt, y_).float(), eps)
 
     step = GraphedTrainStep(loss_fn, list(net.parameters()), lr=1e-4,
                             dtype=torch.bfloat16 if precision == "bf16" else None)
@@ -368,21 +381,34 @@ def graphed_step_fn(a, bench, net, compile_: bool, precision: str):
 
 
 def profile(fn, bench) -> str:
-    """The top CUDA kernels of a few calls of fn (torch.profiler), as text: where a training step's time goes."""
+    """The top CUDA kernels of a few calls of fn (torch.profiler), as text: where a training step's time goes; then
+    the copy ops (aten::copy_/_to_copy/clone/contiguous) by input shape and by Python caller, to name their source."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as prof
 
     with bench.autocast():
         fn()
-        with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if bench.cuda else [])
+        with prof(activities=activities, record_shapes=True, with_stack=True) as p:
             fn()
             bench.sync()
-    try:
-        table = p.key_averages().table(sort_by="self_device_time_total", row_limit=30)
-    except Exception:  # noqa: BLE001 - older torch names it after CUDA
-        table = p.key_averages().table(sort_by="self_cuda_time_total", row_limit=30)
-    print(table, flush=True)
-    return table
+    key = "self_cpu_time_total" if not bench.cuda else (
+        "self_device_time_total" if hasattr(p.key_averages()[0], "self_device_time_total") else "self_cuda_time_total")
+    parts = [p.key_averages().table(sort_by=key, row_limit=30)]
+    copies = ("aten::copy_", "aten::_to_copy", "aten::clone", "aten::contiguous")
+    for title, grouped in (("copy ops by input shape", p.key_averages(group_by_input_shape=True)),
+                           ("copy ops by caller (5 frames)", p.key_averages(group_by_stack_n=5))):
+        rows = sorted((e for e in grouped if e.key in copies), key=lambda e: -getattr(e, key))[:25]
+        lines = [f"## {title}"]
+        for e in rows:
+            where = e.input_shapes if "shape" in title else " <- ".join(e.stack[:5])
+            if not where:
+                continue
+            lines.append(f"{e.key:18s} calls {e.count:5d}  self {getattr(e, key) / 1e3:9.2f} ms  {where}")
+        parts.append("\n".join(lines))
+    text = "\n\n".join(parts)
+    print(text, flush=True)
+    return text
 
 
 def describe(fast) -> str:
@@ -417,8 +443,8 @@ def markdown(r: dict) -> str:
                      f"{r['max_abs_diff_fp32']:.2e} (max abs sample {r['max_abs_sample_fp32']:.3g}) | | |")
     for e in r.get("errors", []):
         lines.append(f"FAILED row {e['row']}: {e['error']}")
-    if "train_profile" in r:
-        lines += ["", "kernel profile of the compiled training step:", "```", r["train_profile"], "```"]
+    for mode, text in r.get("train_profile", {}).items():
+        lines += ["", f"kernel profile of the compiled training step ({mode}):", "```", text, "```"]
     if 1000 % r["steps"] and "forward_tflops" in r:
         lines.append(f"note: 1000 is not a multiple of steps={r['steps']}, so diffusers' DDIM steps from t to "
                      f"t - 1000 // steps rather than to its next trailing timestep; expect a real difference above")
