@@ -20,6 +20,7 @@ import re
 import sys
 import tempfile
 from collections import Counter
+from pathlib import Path
 
 SHAPE = r"\(([^)]*)\), \(([^)]*)\)"
 DEFINES = [re.compile(r"assert_size_stride\((\w+), " + SHAPE), re.compile(r"(\w+) = empty_strided_\w+\(" + SHAPE),
@@ -102,7 +103,7 @@ def compile_step(device: str, batch: int, preset: str, dtype: str, out_dir: str)
     with torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bf16"):
         out = call(x, t, y=y)
     F.mse_loss(out.float(), torch.randn_like(x)).backward()
-    return sorted(p for p in glob.glob(os.path.join(out_dir, "*", "*.py")) if "def call(" in open(p).read())
+    return sorted(p for p in glob.glob(os.path.join(out_dir, "*", "*.py")) if "def call(" in Path(p).read_text())
 
 
 def main(argv=None) -> int:

@@ -119,9 +119,9 @@ class BaseTrainer:
         opt = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=config.lr,
                                 weight_decay=config.weight_decay, fused=cuda or self.sync_free)
         if self.sync_free:  # 1 on a step whose loss or gradient norm is not finite: fused AdamW then skips it
-            opt.found_inf = self._found_inf = torch.zeros((), device=self.acc.device)
+            self._adamw, self._found_inf = opt, torch.zeros((), device=self.acc.device)
             self._bad_run = torch.zeros((), dtype=torch.int32, device=self.acc.device)  # non-finite steps in a row
-            self._bad_peak = torch.zeros_like(self._bad_run)  # the longest such run since the last check
+            self._bad_peak = torch.zeros_like(self._bad_run)  # the longest such run so far
         self.net, self.opt = self.acc.prepare(net, opt)
         self.step, self._signal, self._saved_step = 0, None, None
         if resume:
@@ -276,6 +276,8 @@ class BaseTrainer:
         norm = self.acc.clip_grad_norm_(params, self.cfg.grad_clip if self.cfg.grad_clip else math.inf)
         bad = ~(torch.isfinite(loss.detach()) & torch.isfinite(norm))
         self._found_inf.copy_(bad)
+        # set every step: an fp16 GradScaler puts its own found_inf (inf/NaN gradients) there and deletes it after
+        self._adamw.found_inf = self._found_inf
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         if self.ema is not None:

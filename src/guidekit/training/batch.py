@@ -21,9 +21,11 @@ def draw_noise(shape: tuple, g: torch.Generator, seed: int, step: int, device: t
 
 
 def to_device(v: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """v on device; a CPU→GPU copy goes through pinned memory without blocking (a plain .to() waits for the GPU)."""
-    if device.type == "cpu" or v.device == device:
+    """v on device; a CPU→CUDA copy goes through pinned memory without blocking (a plain .to() waits for the GPU)."""
+    if v.device == device:
         return v
+    if device.type != "cuda" or v.device.type != "cpu":
+        return v.to(device)
     return v.pin_memory().to(device, non_blocking=True)
 
 
