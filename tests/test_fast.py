@@ -185,17 +185,25 @@ def test_a_trainer_refuses_an_unknown_compile_mode(tmp_path):
 
 @cuda
 def test_sync_free_training_with_cuda_graphs_matches_eager_on_gpu(tmp_path):
-    """The GPU trainer (no per-step host sync) under --compile-mode reduce-overhead, bf16, reaches the eager fp32
-    run's weights to bf16 tolerance."""
+    """The GPU trainer (no per-step host sync) under --compile-mode reduce-overhead in bf16 moves the weights the way
+    the eager fp32 run does: same seeds, six AdamW steps, exported raw weights (--ema-decay 0)."""
     from safetensors.torch import load_file
-    base = ["train", "--dataset", "samples", "--preset", "tiny", "--steps", "6", "--batch-size", "8", "--no-progress"]
+
+    from guidekit.data import load_dataset
+    from guidekit.models import UNet, UNetConfig
+    base = ["train", "--dataset", "samples", "--preset", "tiny", "--steps", "6", "--batch-size", "8", "--lr", "1e-3",
+            "--warmup", "0", "--ema-decay", "0", "--no-progress"]
     assert main(base + ["--out", str(tmp_path / "eager"), "--mixed-precision", "no"]) == 0
     assert main(base + ["--out", str(tmp_path / "graphs"), "--compile-mode", "reduce-overhead"]) == 0
+    torch.manual_seed(0)  # the trainer's initialization (seed 0)
+    init = UNet(UNetConfig.preset("tiny", num_classes=load_dataset("samples").num_classes)).state_dict()
     a = load_file(tmp_path / "eager" / "model" / "model.safetensors")
     b = load_file(tmp_path / "graphs" / "model" / "model.safetensors")
-    for k in a:
-        assert torch.isfinite(b[k]).all(), k
-        torch.testing.assert_close(b[k], a[k], atol=2e-2, rtol=2e-2, msg=k)
+    da = torch.cat([(a[k].float() - init[k]).flatten() for k in init])
+    db = torch.cat([(b[k].float() - init[k]).flatten() for k in init])
+    assert torch.isfinite(db).all() and da.norm() > 0
+    assert torch.nn.functional.cosine_similarity(da, db, dim=0) > 0.9
+    assert abs(db.norm() / da.norm() - 1) < 0.1
 
 
 def test_graphed_train_step_refuses_a_cpu_model():
