@@ -23,7 +23,7 @@ if [ "$MODE" = tiny ]; then
   TR="--preset tiny --batch-size 8 --steps 4 --log-every 2"; LAY="--batch 2 --preset tiny"; NS=20; BASE=ddpm:4; NFE=3
   REF=(--reference samples)
 else
-  DEV=cuda; VS="--batch 256 --train-steps 5 --train-variants reduce-overhead,compile,graphed-compile"
+  DEV=cuda; VS="--batch 256 --train-steps 5 --train-variants reduce-overhead,diffusers-autotuned,compile,graphed-compile"
   TR="--preset base --batch-size 256 --steps 150 --log-every 25"; LAY="--batch 256"; NS=2000; BASE=dpmpp-2m-sde:15
   NFE=15; REF=()
 fi

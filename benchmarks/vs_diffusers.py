@@ -45,7 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="train: only the training rows (diffusers eager vs guidekit's variants)")
     p.add_argument("--train-variants", default="compile,compile-nchw,reduce-overhead,graphed,graphed-compile",
                    help="comma-separated training rows of --fast: compile, compile-nchw, reduce-overhead, "
-                   "max-autotune (no CUDA graphs; tunes for minutes), graphed, graphed-compile (CUDA-only rows are "
+                   "max-autotune (no CUDA graphs; tunes for minutes), graphed, graphed-compile, diffusers-autotuned "
+                   "(diffusers' eager step with cuDNN autotuning, as guidekit's rows have; CUDA-only rows are "
                    "skipped on the CPU)")
     p.add_argument("--profile", action="store_true", help="print (and save) kernel profiles of the compiled "
                    "training step (CUDA), with the callers and input shapes of its copy kernels")
@@ -249,9 +250,9 @@ def run(a: argparse.Namespace) -> dict:
     g_tr, g_mem = bench.time(train_step_fn(own, own))
     row("train step (fwd+bwd+AdamW)", d_tr, g_tr, d_mem, g_mem, B * a.train_steps)
     if a.fast and a.rows == "all":
-        fast_rows(a, bench, own, xty, guidekit_sample, train_step_fn, (d_fwd, d_smp, d_tr), row, out, g_flops)
+        fast_rows(a, bench, (ref, own), xty, guidekit_sample, train_step_fn, (d_fwd, d_smp, d_tr), row, out, g_flops)
     elif a.fast:
-        train_rows(a, bench, own, train_step_fn, d_tr, row, out, "bf16" if a.dtype == "bf16" else "fp32")
+        train_rows(a, bench, (ref, own), train_step_fn, d_tr, row, out, "bf16" if a.dtype == "bf16" else "fp32")
     return out
 
 
@@ -272,7 +273,7 @@ def attempt(out: dict, name: str, fn) -> None:
         print(f"FAILED: {name}: {type(e).__name__}: {e}", flush=True)
 
 
-def fast_rows(a, bench, own, xty, guidekit_sample, train_step_fn, diffusers_sec, row, out, flops) -> None:
+def fast_rows(a, bench, nets, xty, guidekit_sample, train_step_fn, diffusers_sec, row, out, flops) -> None:
     """guidekit's fast path (guidekit.fast) on copies of its UNet: forward, CFG sampling, training step; on a GPU
     both our own CUDA-graph capture (eager kernels) and torch.compile (with its CUDA graphs)."""
     import copy
@@ -280,6 +281,7 @@ def fast_rows(a, bench, own, xty, guidekit_sample, train_step_fn, diffusers_sec,
     from guidekit.fast import Fast
 
     precision = "bf16" if a.dtype == "bf16" else "fp32"
+    own = nets[1]
     d_fwd, d_smp, d_tr = diffusers_sec
     (x, t, y) = xty
     variants = [Fast(precision=precision, channels_last=bench.cuda, compile=True, cuda_graphs=bench.cuda)]
@@ -304,47 +306,59 @@ def fast_rows(a, bench, own, xty, guidekit_sample, train_step_fn, diffusers_sec,
         attempt(out, f"forward {tag}", forward)
         attempt(out, f"sample {tag}", sample)
 
-    train_rows(a, bench, own, train_step_fn, d_tr, row, out, precision)
+    train_rows(a, bench, nets, train_step_fn, d_tr, row, out, precision)
 
 
-TRAIN_VARIANTS = ("compile", "compile-nchw", "reduce-overhead", "max-autotune", "graphed", "graphed-compile")
+TRAIN_VARIANTS = ("compile", "compile-nchw", "reduce-overhead", "max-autotune", "graphed", "graphed-compile",
+                  "diffusers-autotuned")
 
 
-def train_rows(a, bench, own, train_step_fn, d_tr, row, out, precision) -> None:
+def train_rows(a, bench, nets, train_step_fn, d_tr, row, out, precision) -> None:
     """Training-step variants of guidekit's UNet (--train-variants): torch.compile through guidekit.fast.Fast (NHWC
     and NCHW; reduce-overhead = with CUDA graphs; max-autotune-no-cudagraphs = Inductor's tuned convolution and
     matmul templates) and the whole step as one CUDA graph (guidekit.training.graphed), each against diffusers'
-    eager step."""
+    eager step. guidekit's rows autotune cuDNN (guidekit.fast's default, forward and backward);
+    diffusers-autotuned times diffusers' eager step with the same autotuning, for reference."""
     import copy
 
-    from guidekit.fast import Fast
+    from guidekit.fast import Fast, cudnn_benchmark
+
+    ref, own = nets
 
     def compiled(channels_last: bool, mode: str | None):
         def fn():
             fast = Fast(precision=precision, channels_last=channels_last, compile=True,
                         cuda_graphs=mode == "reduce-overhead", compile_mode=mode)
             net = fast.wrap(copy.deepcopy(own), bench.device)
-            f_tr, f_mem = bench.time(train_step_fn(net.net, net))
             tag = ", ".join(["torch.compile" + (f" {mode}" if mode else ""), "NHWC" if channels_last else "NCHW"])
-            row(f"train step, guidekit fast ({tag})", d_tr, f_tr, float("nan"), f_mem, a.batch * a.train_steps)
-            if a.profile and channels_last == bench.cuda and mode in (None, "reduce-overhead"):
-                out.setdefault("train_profile", {})[mode or "default"] = profile(train_step_fn(net.net, net), bench)
+            with cudnn_benchmark(bench.cuda):
+                f_tr, f_mem = bench.time(train_step_fn(net.net, net))
+                row(f"train step, guidekit fast ({tag})", d_tr, f_tr, float("nan"), f_mem, a.batch * a.train_steps)
+                if a.profile and channels_last == bench.cuda and mode in (None, "reduce-overhead"):
+                    out.setdefault("train_profile", {})[mode or "default"] = profile(train_step_fn(net.net, net), bench)
         return fn
 
     def graphed(compile_: bool):
         def fn():
             fast = Fast(precision=precision, channels_last=compile_, compile=compile_)
             net = fast.wrap(copy.deepcopy(own), bench.device)
-            f_tr, f_mem = bench.time(graphed_step_fn(a, bench, net, precision))
+            with cudnn_benchmark(bench.cuda):
+                f_tr, f_mem = bench.time(graphed_step_fn(a, bench, net, precision))
             tag = "one CUDA graph per step" + (", torch.compile, NHWC" if compile_ else ", eager, NCHW")
             row(f"train step, guidekit fast ({tag})", d_tr, f_tr, float("nan"), f_mem, a.batch * a.train_steps)
         return fn
 
+    def diffusers_autotuned():
+        with cudnn_benchmark(True):
+            f_tr, f_mem = bench.time(train_step_fn(ref, lambda x_, t_, y_: ref(x_, t_, class_labels=y_).sample))
+        row("train step, diffusers eager with cuDNN autotuning (reference)", d_tr, f_tr, float("nan"), f_mem,
+            a.batch * a.train_steps)
+
     variants = {"compile": compiled(bench.cuda, None), "compile-nchw": compiled(False, None),
                 "reduce-overhead": compiled(True, "reduce-overhead"),
                 "max-autotune": compiled(bench.cuda, "max-autotune-no-cudagraphs"),
-                "graphed": graphed(False), "graphed-compile": graphed(True)}
-    cuda_only = {"compile-nchw", "reduce-overhead", "graphed", "graphed-compile"}
+                "graphed": graphed(False), "graphed-compile": graphed(True), "diffusers-autotuned": diffusers_autotuned}
+    cuda_only = {"compile-nchw", "reduce-overhead", "graphed", "graphed-compile", "diffusers-autotuned"}
     for name in a.train_variants.split(","):
         if name not in variants:
             raise SystemExit(f"--train-variants: {name!r} is not one of {', '.join(TRAIN_VARIANTS)}")

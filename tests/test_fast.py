@@ -206,6 +206,31 @@ def test_sync_free_training_with_cuda_graphs_matches_eager_on_gpu(tmp_path):
     assert abs(db.norm() / da.norm() - 1) < 0.1
 
 
+def test_cudnn_benchmark_is_set_inside_and_restored_after(monkeypatch):
+    from guidekit.fast import cudnn_benchmark
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    with cudnn_benchmark(True):
+        assert torch.backends.cudnn.benchmark
+    assert not torch.backends.cudnn.benchmark
+    with pytest.raises(RuntimeError), cudnn_benchmark(True):
+        raise RuntimeError("a failing call")
+    assert not torch.backends.cudnn.benchmark  # restored on errors too
+
+
+@cuda
+def test_fast_forward_autotunes_cudnn_only_during_its_call(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    seen = []
+    net = tiny_net().cuda()
+    real = net.forward
+    monkeypatch.setattr(net, "forward", lambda *a, **k: seen.append(torch.backends.cudnn.benchmark) or real(*a, **k))
+    x, t, y = inputs(2, "cuda")
+    with torch.no_grad():
+        Fast(precision="bf16").wrap(net, "cuda")(x, t, y=y)
+        Fast(precision="bf16", cudnn_benchmark=False).wrap(net, "cuda")(x, t, y=y)
+    assert seen == [True, False] and not torch.backends.cudnn.benchmark
+
+
 def test_graphed_train_step_refuses_a_cpu_model():
     from guidekit.training.graphed import GraphedTrainStep
     net = tiny_net()

@@ -1,4 +1,5 @@
-"""GPU fast path of the network call: bf16 autocast, channels_last, torch.compile and CUDA-graph replay.
+"""GPU fast path of the network call: bf16 autocast, channels_last, cuDNN autotuning, torch.compile and CUDA-graph
+replay.
 
 `Fast` names the options; `Fast.wrap(net, device)` returns a callable with net's signature that runs it that way.
 Every option is a pure speed choice: outputs match fp32 eager to bf16 tolerance (tests/test_fast.py).
@@ -26,6 +27,7 @@ class Fast:
     compile: bool = False
     cuda_graphs: bool = False
     compile_mode: str | None = None  # torch.compile's mode; None = reduce-overhead with cuda_graphs, else default
+    cudnn_benchmark: bool = True  # on CUDA: cuDNN times its convolution algorithms once per shape, keeps the fastest
 
     @classmethod
     def auto(cls, device, precision: str = "auto", compile: bool = False, cuda_graphs: bool = False) -> "Fast":
@@ -73,6 +75,18 @@ class Fast:
         return FastForward(self, self.prepare(net), torch.device(device))
 
 
+@contextlib.contextmanager
+def cudnn_benchmark(on: bool):
+    """torch.backends.cudnn.benchmark = on inside the block (cuDNN autotunes each new convolution shape once and
+    keeps the fastest algorithm: fixed-shape sampling and training pay once), the previous value after it."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = on
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
 class FastForward:
     """net under Fast's options; with cuda_graphs, one captured graph per input signature, replayed."""
 
@@ -95,7 +109,7 @@ class FastForward:
     def _run(self, x, t, y, kw):
         if self.fast.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with self.fast.autocast(self.device):
+        with self.fast.autocast(self.device), cudnn_benchmark(self.fast.cudnn_benchmark and self.device.type == "cuda"):
             return self.call(x, t, y=y, **kw)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, **kw) -> torch.Tensor:

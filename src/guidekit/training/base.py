@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from guidekit.errors import GuidekitError, check
+from guidekit.fast import cudnn_benchmark
 from guidekit.io import atomic_folder, write_csv
 from guidekit.training.checkpoint import load_weights, read_json, read_tensors, write_folder
 from guidekit.training.ema import EMA
@@ -210,8 +211,9 @@ class BaseTrainer:
         raises it at once, without saving. The previous signal handlers are restored on return."""
         bar = tqdm(total=self.cfg.steps, initial=self.step, desc=self.desc,
                    disable=not (progress and self.acc.is_main_process))
-        with self._stop_on_signals(), bar:  # the bar is closed before an interruption's message is printed
-            return self._fit(bar, max_seconds)
+        # cuDNN autotunes each convolution shape on the first step (forward and backward) and keeps the fastest
+        with self._stop_on_signals(), bar, cudnn_benchmark(self.acc.device.type == "cuda"):
+            return self._fit(bar, max_seconds)  # (the bar is closed before an interruption's message is printed)
 
     def _fit(self, bar, max_seconds: float | None) -> Path:
         """The training loop of fit."""
