@@ -88,6 +88,13 @@ def test_attributes_on_synthetic_images():
     imgs = torch.cat([square(0.8), square(-0.6)])  # brightness 0.9 and 0.2
     got = A.adherence(imgs, [{"brightness": "high"}, {"brightness": "high"}], [None, None], th2)
     assert got["brightness"] == 0.5 and got["size"] is None and got["all"] == 0.5
+    # measured once and sliced (the prompt sweep's way) = measured per subset
+    wanted = [{"brightness": "high"}, {"size": "low"}, {"texture": "high", "size": "high"}, {}, {"brightness": "low"}]
+    whole = A.measure(x)
+    for sel in ([0, 2], [1, 3, 4], slice(1, 4)):
+        part = {k: v[sel] for k, v in whole.items()}
+        w = wanted[sel] if isinstance(sel, slice) else [wanted[i] for i in sel]
+        assert A.adherence_of(part, w, [None] * len(w), th2) == A.adherence(x[sel], w, [None] * len(w), th2)
 
 
 # ---- the network and guidance ----

@@ -13,7 +13,7 @@ from guidekit.experiments.sweep import check_spec, sweep_rows
 from guidekit.images import grid, labelled, save_png
 from guidekit.metrics.evaluate import evaluate
 from guidekit.metrics.reference import extract
-from guidekit.text.attributes import ATTRIBUTES, Thresholds, adherence
+from guidekit.text.attributes import ATTRIBUTES, Thresholds, adherence_of, measure
 from guidekit.text.captions import GROUPS, eval_prompts
 from guidekit.training.checkpoint import LoadedModel
 
@@ -40,16 +40,18 @@ def score_prompts(images: torch.Tensor, prompts: list[dict], per: int, threshold
     row = evaluate(images, classes, evaluator, ref, seed=seed) if len(images) >= 10 else {"n": len(images)}
     _, probs = extract(evaluator, images)
     hit = probs.argmax(1) == classes
+    values = measure(images)  # once: the groups and prompts below are slices of it
+    part = lambda idx: {k: v[idx] for k, v in values.items()}  # noqa: E731
     for g in GROUPS:
         sel = [i for i, gg in enumerate(groups) if gg == g]
         row[f"acc_{GROUP_KEYS[g]}"] = float(hit[sel].float().mean())
-        row[f"attr_{GROUP_KEYS[g]}"] = adherence(images[sel], [wanted[i] for i in sel],
-                                                 [int(classes[i]) for i in sel], thresholds)["all"]
-    every = adherence(images, wanted, classes.tolist(), thresholds)
+        row[f"attr_{GROUP_KEYS[g]}"] = adherence_of(part(sel), [wanted[i] for i in sel],
+                                                    [int(classes[i]) for i in sel], thresholds)["all"]
+    every = adherence_of(values, wanted, classes.tolist(), thresholds)
     row.update({f"attr_{a}": every[a] for a in ATTRIBUTES})
     row["per_prompt"] = [{"accuracy": float(hit[i * per:(i + 1) * per].float().mean()),
-                          "adherence": adherence(images[i * per:(i + 1) * per], [p["attrs"]] * per,
-                                                 [p["class"]] * per, thresholds)["all"]}
+                          "adherence": adherence_of(part(slice(i * per, (i + 1) * per)), [p["attrs"]] * per,
+                                                    [p["class"]] * per, thresholds)["all"]}
                          for i, p in enumerate(prompts)]
     return row
 

@@ -109,7 +109,12 @@ def adherence(x: torch.Tensor, wanted: list[dict[str, str]], classes: list[int |
               thresholds: Thresholds) -> dict[str, float | None]:
     """Fraction of images whose re-measured attribute lies on the requested side of its class median, per attribute
     and over all requested attributes ('all'); None where no prompt asked for the attribute."""
-    values = measure(x)
+    return adherence_of(measure(x), wanted, classes, thresholds)
+
+
+def adherence_of(values: dict[str, torch.Tensor], wanted: list[dict[str, str]], classes: list[int | None],
+                 thresholds: Thresholds) -> dict[str, float | None]:
+    """adherence from attributes already measured (measure(x)), e.g. sliced from one measurement of a larger set."""
     hits = {k: [] for k in ATTRIBUTES}
     for k in ATTRIBUTES:
         for i, w in enumerate(wanted):
