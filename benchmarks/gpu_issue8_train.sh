@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Issue 8's open GPU rows in one call of under 10 minutes on one H100 (after benchmarks/gpu_issue8.sh measured the
-# rest): (1) training-step variants vs diffusers eager, alone on the GPU, with kernel profiles naming the copy ops;
-# (2) guidekit's real trainer, eager and --compile-mode reduce-overhead; (3) the layouts of every compiled
-# convolution (benchmarks/conv_layouts.py); (4) the logsnr few-step row beside the earlier H100 DDPM-1000 baseline;
-# (5) the GPU tests. Usage: bash benchmarks/gpu_issue8_train.sh OUT [tiny]   (tiny: a CPU dry run of the same
-# commands, a few minutes). Needs diffusers importable (on a bare GPU machine: WHEELS=folder of carried wheels) and
-# the Fashion-MNIST test split as gzipped IDX in $FMNIST (the trainer reads it as its train split).
+# Issue 8's open GPU rows on one H100, in two calls of under 10 minutes each (the machine stays warm between them):
+#   call 1, PHASES="train trainer":  (1) training-step variants vs diffusers eager, alone on the GPU, with kernel
+#     profiles naming the copy ops (and diffusers' step with cuDNN autotuning for reference); (2) guidekit's real
+#     trainer, eager and --compile-mode reduce-overhead.
+#   call 2, PHASES="forward layouts quality":  (3) forward rows at batch 2,000 with achieved TFLOP/s against the
+#     matmul peak; (4) the layouts of every compiled convolution (benchmarks/conv_layouts.py); (5) the logsnr
+#     few-step row beside the earlier H100 DDPM-1000 baseline, and the GPU tests.
+# Usage: PHASES="..." bash benchmarks/gpu_issue8_train.sh OUT [tiny]   (tiny: a CPU dry run of the same commands,
+# about 10 minutes for all phases). Needs diffusers importable (on a bare GPU machine: WHEELS=folder of carried
+# wheels) and the Fashion-MNIST test split as gzipped IDX in $FMNIST (the trainer reads it as its train split).
 set -u
 OUT=${1:?usage: gpu_issue8_train.sh OUT [tiny]}; MODE=${2:-full}; T0=$(date +%s); BUDGET=${BUDGET:-570}
+PHASES=${PHASES:-train trainer forward layouts quality}
 left() { echo $(( T0 + BUDGET - $(date +%s) )); }
 log() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
+want() { [[ " $PHASES " == *" $1 "* ]]; }
 W=$(mktemp -d); R=$W/runs; mkdir -p "$OUT" $R $W/data $W/cache
 FMNIST=${FMNIST:-/usr/share/datasets/fashion-mnist}
 for f in images-idx3 labels-idx1; do  # the split the trainer reads as train-*, and the evaluator's test-*
@@ -20,39 +25,49 @@ export PYTHONUNBUFFERED=1 GUIDEKIT_DATA=$W/data GUIDEKIT_CACHE=$W/cache
 GK="python3 -m guidekit.cli"
 if [ "$MODE" = tiny ]; then
   DEV=cpu; VS="--small --batch 4 --steps 2 --repeats 1 --warmup 1 --train-steps 1 --train-variants compile"
-  TR="--preset tiny --batch-size 8 --steps 4 --log-every 2"; LAY="--batch 2 --preset tiny"; NS=20; BASE=ddpm:4; NFE=3
-  REF=(--reference samples)
+  FW="--small --batch 2 --forward-batch 2 --repeats 1"; TR="--preset tiny --batch-size 8 --steps 4 --log-every 2"
+  LAY="--batch 2 --preset tiny"; NS=20; BASE=ddpm:4; NFE=3; REF=(--reference samples)
 else
   DEV=cuda; VS="--batch 256 --train-steps 5 --train-variants reduce-overhead,diffusers-autotuned,compile,graphed-compile"
-  TR="--preset base --batch-size 256 --steps 150 --log-every 25"; LAY="--batch 256"; NS=2000; BASE=dpmpp-2m-sde:15
-  NFE=15; REF=()
+  FW="--batch 256 --forward-batch 2000"; TR="--preset base --batch-size 256 --steps 150 --log-every 25"
+  LAY="--batch 256"; NS=2000; BASE=dpmpp-2m-sde:15; NFE=15; REF=()
 fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
   python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"; date -u; } \
   > $R/machine.txt 2>&1; cat $R/machine.txt
-log "1: training-step variants vs diffusers ($(left)s left)"
-timeout 270 python3 benchmarks/vs_diffusers.py $VS --dtype bf16 --fast --rows train --profile --device $DEV \
-  --json $R/vs_train.json > $R/vs_train.md 2>&1; log "rc=$?"; grep -E "^measured|FAILED" $R/vs_train.md
-log "2: guidekit train, eager and reduce-overhead ($(left)s left)"
-for c in eager reduce-overhead; do
-  F=(); X=50; [ $c != eager ] && F=(--compile-mode $c) && X=110
-  timeout $X $GK train --dataset fashion-mnist --split test $TR --save-every 100000 "${F[@]}" --no-progress \
-    --out $R/train-$c > $R/train-$c.log 2>&1; log "train $c rc=$?"; tail -2 $R/train-$c/log.csv
-done
-log "3: convolution layouts of the compiled step, if there is time ($(left)s left)"
-if [ "$(left)" -gt 170 ]; then
-  timeout $(( $(left) - 110 )) python3 benchmarks/conv_layouts.py --device $DEV $LAY --keep $W/code \
-    > $R/conv_layouts.txt 2>&1; log "rc=$?"; tail -3 $R/conv_layouts.txt
+if want train; then
+  log "1: training-step variants vs diffusers ($(left)s left)"
+  timeout 270 python3 benchmarks/vs_diffusers.py $VS --dtype bf16 --fast --rows train --profile --device $DEV \
+    --json $R/vs_train.json > $R/vs_train.md 2>&1; log "rc=$?"; grep -E "^measured|FAILED" $R/vs_train.md
 fi
-log "4+5: logsnr few-step row and the GPU tests ($(left)s left)"
-( timeout $(( $(left) - 30 )) $GK sweep steps fmnist-cfg --w 0 --n $NS --nfe $NFE --spacing logsnr --baseline $BASE \
-    --samplers dpmpp-2m-sde --batch-size 1000 --device $DEV "${REF[@]}" --no-progress --out $R/steps-logsnr \
-    > $R/steps-logsnr.log 2>&1; echo "rc=$?" >> $R/steps-logsnr.log ) &
-( timeout $(( $(left) - 20 )) python3 -m pytest -q -p no:cacheprovider tests/test_fast.py -k "gpu or sync_free" \
-    > $R/gpu-tests.log 2>&1
-  echo "rc=$?" >> $R/gpu-tests.log ) &
-wait
-for f in steps-logsnr.log gpu-tests.log; do echo "== $f"; tail -3 $R/$f; done
+if want trainer; then
+  log "2: guidekit train, eager and reduce-overhead ($(left)s left)"
+  for c in eager reduce-overhead; do
+    F=(); X=60; [ $c != eager ] && F=(--compile-mode $c) && X=150
+    timeout $X $GK train --dataset fashion-mnist --split test $TR --save-every 100000 "${F[@]}" --no-progress \
+      --out $R/train-$c > $R/train-$c.log 2>&1; log "train $c rc=$?"; tail -2 $R/train-$c/log.csv
+  done
+fi
+if want forward; then
+  log "3: forward rows ($(left)s left)"
+  timeout 150 python3 benchmarks/vs_diffusers.py $FW --dtype bf16 --fast --rows forward --device $DEV \
+    --json $R/vs_forward.json > $R/vs_forward.md 2>&1; log "rc=$?"; grep -E "^measured|FAILED|TFLOP" $R/vs_forward.md
+fi
+if want layouts && [ "$(left)" -gt 250 ]; then
+  log "4: convolution layouts of the compiled step ($(left)s left)"
+  timeout 120 python3 benchmarks/conv_layouts.py --device $DEV $LAY --keep $W/code > $R/conv_layouts.txt 2>&1
+  log "rc=$?"; tail -3 $R/conv_layouts.txt
+fi
+if want quality; then
+  log "5: logsnr few-step row and the GPU tests ($(left)s left)"
+  ( timeout $(( $(left) - 30 )) $GK sweep steps fmnist-cfg --w 0 --n $NS --nfe $NFE --spacing logsnr \
+      --baseline $BASE --samplers dpmpp-2m-sde --batch-size 1000 --device $DEV "${REF[@]}" --no-progress \
+      --out $R/steps-logsnr > $R/steps-logsnr.log 2>&1; echo "rc=$?" >> $R/steps-logsnr.log ) &
+  ( timeout $(( $(left) - 20 )) python3 -m pytest -q -p no:cacheprovider tests/test_fast.py -k "gpu or sync_free" \
+      > $R/gpu-tests.log 2>&1; echo "rc=$?" >> $R/gpu-tests.log ) &
+  wait
+  for f in steps-logsnr.log gpu-tests.log; do echo "== $f"; tail -3 $R/$f; done
+fi
 rm -rf $R/train-*/checkpoints $R/train-*/model; find $R -type d -name samples -prune -exec rm -rf {} +
-tar czf $W/code.tgz -C $W code 2>/dev/null; cp $W/code.tgz "$OUT/" 2>/dev/null
-tar czf "$OUT/runs.tgz" -C $R . && ls -la "$OUT"; log "packed ($(left)s left)"
+[ -d $W/code ] && tar czf "$OUT/code.tgz" -C $W code
+tar czf "$OUT/runs-$(date +%s).tgz" -C $R . && ls -la "$OUT"; log "packed ($(left)s left)"

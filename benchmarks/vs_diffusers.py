@@ -41,8 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fast", action="store_true", help="add rows for guidekit's fast path on its own UNet "
                    "(guidekit.fast: torch.compile; channels_last and CUDA graphs on a GPU) vs diffusers eager")
     p.add_argument("--train-steps", type=int, default=5, help="optimizer steps per timed training call")
-    p.add_argument("--rows", default="all", choices=["all", "train"],
-                   help="train: only the training rows (diffusers eager vs guidekit's variants)")
+    p.add_argument("--rows", default="all", choices=["all", "train", "forward"],
+                   help="train: only the training rows (diffusers eager vs guidekit's variants); forward: only the "
+                   "forward rows, with achieved TFLOP/s against the matmul peak")
     p.add_argument("--train-variants", default="compile,compile-nchw,reduce-overhead,graphed,graphed-compile",
                    help="comma-separated training rows of --fast: compile, compile-nchw, reduce-overhead, "
                    "max-autotune (no CUDA graphs; tunes for minutes), graphed, graphed-compile, diffusers-autotuned "
@@ -180,7 +181,7 @@ def run(a: argparse.Namespace) -> dict:
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                               clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
     d_fwd = d_smp = g_flops = guidekit_sample = xty = y = None
-    if a.rows == "all":
+    if a.rows in ("all", "forward"):
         # (1) forward, no grad
         g = torch.Generator().manual_seed(1)
         x = torch.randn(FB, 1, 32, 32, generator=g).to(device)
@@ -196,7 +197,9 @@ def run(a: argparse.Namespace) -> dict:
         out["forward_tflops"] = {"diffusers": d_flops / d_fwd / 1e12, "guidekit_unet": g_flops / g_fwd / 1e12,
                                  "matmul_peak": peak, "gflop_per_forward": {"diffusers": d_flops / 1e9,
                                                                             "guidekit_unet": g_flops / 1e9}}
+        xty = (x, t, y)
 
+    if a.rows == "all":
         # (2) CFG DDIM sampling
         schedule = NoiseSchedule.linear(1000)
         seeds = list(range(B))
@@ -223,7 +226,11 @@ def run(a: argparse.Namespace) -> dict:
                 mine, theirs = guidekit_sample(wrapped), reference_sample()
         out["max_abs_diff_fp32"] = (mine - theirs).abs().max().item()
         out["max_abs_sample_fp32"] = theirs.abs().max().item()  # random weights: x̂0 is large, so also give the scale
-        xty = (x, t, y)
+
+    if a.rows == "forward":
+        if a.fast:
+            fast_rows(a, bench, (ref, own), xty, None, None, (d_fwd, None, None), row, out, g_flops)
+        return out
 
     # (3) training step: the same plain loop for both models
     ab = bench.alphas_cumprod = torch.as_tensor(scheduler.alphas_cumprod, device=device)
@@ -304,9 +311,11 @@ def fast_rows(a, bench, nets, xty, guidekit_sample, train_step_fn, diffusers_sec
             row(f"CFG DDIM-{a.steps}: guidekit fast {tag}", d_smp, f_smp, float("nan"), f_mem, a.batch)
 
         attempt(out, f"forward {tag}", forward)
-        attempt(out, f"sample {tag}", sample)
+        if guidekit_sample is not None:
+            attempt(out, f"sample {tag}", sample)
 
-    train_rows(a, bench, nets, train_step_fn, d_tr, row, out, precision)
+    if train_step_fn is not None:
+        train_rows(a, bench, nets, train_step_fn, d_tr, row, out, precision)
 
 
 TRAIN_VARIANTS = ("compile", "compile-nchw", "reduce-overhead", "max-autotune", "graphed", "graphed-compile",
@@ -443,7 +452,7 @@ def markdown(r: dict) -> str:
     for x in r["rows"]:
         lines.append(f"| {x['row']} | {x['diffusers_img_s']:.1f} | {x['guidekit_img_s']:.1f} | {x['ratio']:.2f} | "
                      f"{x['diffusers_peak_mib']:.0f} / {x['guidekit_peak_mib']:.0f} |".replace("nan / ", "— / "))
-    if "forward_tflops" in r:  # --rows all
+    if "forward_tflops" in r:  # --rows all / forward
         f = r["forward_tflops"]
         lines.append(f"| forward TFLOP/s (GFLOP per forward) | {f['diffusers']:.3g} "
                      f"({f['gflop_per_forward']['diffusers']:.2f}) | {f['guidekit_unet']:.3g} "
@@ -453,13 +462,14 @@ def markdown(r: dict) -> str:
         for key in [k for k in f if k.startswith("guidekit_fast")]:
             lines.append(f"| forward TFLOP/s, {key.replace('_', ' ')} (fraction of matmul peak) | | {f[key]:.3g} "
                          f"({f[key] / f['matmul_peak']:.1%}) | {f[key] / f['diffusers']:.2f} | |")
+    if "max_abs_diff_fp32" in r:  # --rows all
         lines.append(f"| correctness: max abs diff, guidekit on the diffusers net vs diffusers loop (fp32) | | "
                      f"{r['max_abs_diff_fp32']:.2e} (max abs sample {r['max_abs_sample_fp32']:.3g}) | | |")
     for e in r.get("errors", []):
         lines.append(f"FAILED row {e['row']}: {e['error']}")
     for mode, text in r.get("train_profile", {}).items():
         lines += ["", f"kernel profile of the compiled training step ({mode}):", "```", text, "```"]
-    if 1000 % r["steps"] and "forward_tflops" in r:
+    if 1000 % r["steps"] and "max_abs_diff_fp32" in r:
         lines.append(f"note: 1000 is not a multiple of steps={r['steps']}, so diffusers' DDIM steps from t to "
                      f"t - 1000 // steps rather than to its next trailing timestep; expect a real difference above")
     return "\n".join(lines)
