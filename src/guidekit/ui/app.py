@@ -25,7 +25,7 @@ from guidekit.ui.inputs import MAX_BYTES, MAX_SIDE, mask_from_paint, read_upload
 
 CANVAS = 256  # side of the canvas, in pixels (the model's 32x32 upscaled x8)
 RESULT = 512  # about the longer side of a displayed result, in pixels
-KEEP_FILES = 64  # full-resolution PNGs kept for download
+KEEP_FILES = 192  # PNGs kept (3 per request: the result, the model input and the full-resolution download)
 METHODS = [("sample (classifier-free guidance)", "sample"), ("classifier guidance", "classifier"),
            ("ControlNet (sketch / canny)", "controlnet"), ("SDEdit (drawing → image)", "sdedit"),
            ("RePaint (inpainting)", "repaint")]
@@ -77,7 +77,7 @@ def canvas_arrays(value) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarr
 
 
 class Outputs:
-    """Writes full-resolution PNGs into a private temp folder, keeping the newest KEEP_FILES."""
+    """Writes the PNGs a request returns into a private temp folder, keeping the newest KEEP_FILES."""
 
     def __init__(self):
         self.folder = Path(tempfile.mkdtemp(prefix="guidekit-ui-"))
@@ -111,7 +111,11 @@ def build_app(device="cpu", max_queue: int = 16, concurrency: int = 1) -> gr.Blo
             raise gr.Error(str(e)) from None
         full = tile(result.images)
         used = next(iter(result.inputs.values()), None)
-        return display(full), None if used is None else display(used, CANVAS), outputs.png(full), result.info
+        # every image as a uniquely named file: Gradio caches a returned array under its content hash and rewrites
+        # that file on every request, so two concurrent requests with the same picture (the same SDEdit guide)
+        # could truncate the file while the other's download reads it; files are copied atomically instead
+        return (outputs.png(display(full)), None if used is None else outputs.png(display(used, CANVAS)),
+                outputs.png(full), result.info)
 
     def upload(file, model):
         try:
