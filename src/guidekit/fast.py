@@ -16,6 +16,7 @@ import torch
 from guidekit.errors import check
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,8 @@ class Fast:
     def validate(self, device) -> "Fast":
         """Refuse options the device cannot run, naming the fix."""
         check(self.precision in PRECISIONS[1:], f"precision {self.precision!r} is not one of {PRECISIONS}")
-        modes = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-        check(self.compile_mode in modes, f"compile mode {self.compile_mode!r} is not one of {modes[1:]}")
+        check(self.compile_mode is None or self.compile_mode in COMPILE_MODES,
+              f"compile mode {self.compile_mode!r} is not one of {COMPILE_MODES}")
         check(not self.cuda_graphs or torch.device(device).type == "cuda",
               "--cuda-graphs needs a CUDA device; drop it, or run with --device cuda")
         check(self.precision != "fp16" or torch.device(device).type == "cuda",

@@ -189,7 +189,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 
 def add_train_compile_args(p) -> None:
     """--compile and --compile-mode of the training commands."""
-    from guidekit.training.base import COMPILE_MODES
+    from guidekit.fast import COMPILE_MODES
 
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the training forward (GPU; pays off after a few hundred steps)")

@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from guidekit.errors import GuidekitError, check
-from guidekit.fast import cudnn_benchmark
+from guidekit.fast import COMPILE_MODES, cudnn_benchmark
 from guidekit.io import atomic_folder, write_csv
 from guidekit.training.checkpoint import load_weights, read_json, read_tensors, write_folder
 from guidekit.training.ema import EMA
@@ -40,7 +40,6 @@ from guidekit.training.runs import (complete_checkpoints, newest_checkpoint, pru
 from guidekit.training.state import flatten_optimizer, unflatten_optimizer
 
 LOG_FIELDS = ["step", "loss", "lr", "grad_norm", "img_per_s", "elapsed_s"]
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
