@@ -383,12 +383,13 @@ class BaseTrainer:
             recover_run(self.out)
         self.acc.wait_for_everyone()
         newest_checkpoint(self.out)  # refuses a run folder without any
-        for ckpt in reversed(complete_checkpoints(self.out)):
+        ckpts = complete_checkpoints(self.out)
+        for ckpt in reversed(ckpts):
             try:
                 state, config, raw, ema, opt = self._read_checkpoint(ckpt)
                 break
             except GuidekitError as e:  # an unreadable file: fall back to the checkpoint before, if there is one
-                if not complete_checkpoints(self.out)[:-1]:
+                if ckpt == ckpts[0]:
                     raise
                 self.acc.wait_for_everyone()  # every process read it (and failed) before it moves
                 aside = ckpt.with_name("corrupt-" + ckpt.name)
