@@ -37,11 +37,16 @@ def test_tiny_model_overfits_one_batch(samples, tmp_path):
     assert last < 0.5 * first, (first, last)
 
 
+def resumable(ds, save_every: int, keep: int):
+    """make(steps, out, resume=False): a micro trainer on ds with batch 8, logging every 2 steps."""
+    return lambda steps, out, resume=False: Trainer(
+        micro_config(ds), ds, NoiseSchedule.linear(), TrainConfig(steps=steps, batch_size=8, save_every=save_every,
+                                                                   log_every=2, keep=keep), out, resume=resume)
+
+
 def test_resume_equals_uninterrupted_run(samples, tmp_path):
     ds = samples.subset(torch.arange(40))
-    make = lambda steps, out, resume=False: Trainer(  # noqa: E731
-        micro_config(ds), ds, NoiseSchedule.linear(), TrainConfig(steps=steps, batch_size=8, save_every=3,
-                                                                   log_every=2, keep=5), out, resume=resume)
+    make = resumable(ds, save_every=3, keep=5)
     straight = make(6, tmp_path / "a")
     straight.fit(progress=False)
     part = make(3, tmp_path / "b")
@@ -64,9 +69,7 @@ def test_resume_falls_back_past_an_unreadable_newest_checkpoint(samples, tmp_pat
     """A bit-rotted newest checkpoint is moved aside (corrupt-step-N) and the run resumes from the one before; the
     result still equals an uninterrupted run. With no older checkpoint the error stands."""
     ds = samples.subset(torch.arange(40))
-    make = lambda steps, out, resume=False: Trainer(  # noqa: E731
-        micro_config(ds), ds, NoiseSchedule.linear(), TrainConfig(steps=steps, batch_size=8, save_every=2,
-                                                                   log_every=2, keep=3), out, resume=resume)
+    make = resumable(ds, save_every=2, keep=3)
     straight = make(6, tmp_path / "a")
     straight.fit(progress=False)
     make(4, tmp_path / "b").fit(progress=False)
