@@ -318,10 +318,6 @@ def fast_rows(a, bench, nets, xty, guidekit_sample, train_step_fn, diffusers_sec
         train_rows(a, bench, nets, train_step_fn, d_tr, row, out, precision)
 
 
-TRAIN_VARIANTS = ("compile", "compile-nchw", "reduce-overhead", "max-autotune", "graphed", "graphed-compile",
-                  "diffusers-autotuned")
-
-
 def train_rows(a, bench, nets, train_step_fn, d_tr, row, out, precision) -> None:
     """Training-step variants of guidekit's UNet (--train-variants): torch.compile through guidekit.fast.Fast (NHWC
     and NCHW; reduce-overhead = with CUDA graphs; max-autotune-no-cudagraphs = Inductor's tuned convolution and
@@ -370,7 +366,7 @@ def train_rows(a, bench, nets, train_step_fn, d_tr, row, out, precision) -> None
     cuda_only = {"compile-nchw", "reduce-overhead", "graphed", "graphed-compile", "diffusers-autotuned"}
     for name in a.train_variants.split(","):
         if name not in variants:
-            raise SystemExit(f"--train-variants: {name!r} is not one of {', '.join(TRAIN_VARIANTS)}")
+            raise SystemExit(f"--train-variants: {name!r} is not one of {', '.join(variants)}")
         if bench.cuda or name not in cuda_only:
             attempt(out, f"train {name}", variants[name])
 
