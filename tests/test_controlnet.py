@@ -129,16 +129,53 @@ def test_sampling_with_ddim_and_cfg_end_to_end():
     assert torch.isfinite(generate(cfg, cond=cond, **kw)).all()
 
 
+def test_a_text_base_and_every_copy_see_the_prompt():
+    base = make_base(num_classes=0, text_dim=8)
+    x, t, _, h = inputs()
+    e = torch.randn(4, 8, generator=torch.Generator().manual_seed(4))
+    zero = ControlledUNet(base, ControlNet.from_unet(base))
+    assert torch.equal(zero(x, t, hint=h, text=e), base(x, t, text=e))  # zero convolutions: the base, prompt and all
+    assert torch.equal(zero(x, t, text=e), base(x, t, text=e)) and torch.equal(zero(x, t, hint=h), base(x, t))
+    cn = perturbed(ControlNet.from_unet(base))
+    down, mid = cn(x, t, None, h, e)
+    assert not torch.allclose(mid, cn(x, t, None, h)[1])  # the copy's embedding takes the prompt
+    assert torch.equal(cn(x, t, None, h, torch.zeros(4, 8))[1], cn(x, t, None, h)[1])  # None = ∅ = zeros
+    want = base(x, t, None, down, mid, text=e)
+    assert torch.allclose(ControlledUNet(base, cn)(x, t, hint=h, text=e), want, atol=1e-6)
+    windowed = ControlledUNet(base, cn, control_start=0.5)(x, t, hint=h, text=e)  # rows 2, 3 only, their prompts
+    assert torch.equal(windowed[:2], base(x, t, text=e)[:2]) and torch.allclose(windowed[2:], want[2:], atol=1e-6)
+    with pytest.raises(GuidekitError, match=r"text must be a float tensor of shape \(4, 8\)"):
+        ControlledUNet(base, cn)(x, t, hint=h, text=e[:2])
+    label_base = make_base()
+    with pytest.raises(GuidekitError, match="takes no text prompt"):
+        ControlledUNet(label_base, ControlNet.from_unet(label_base))(x, t, hint=h, text=e)
+
+
+def test_cfg_with_a_prompt_a_negative_prompt_and_a_hint_in_one_call():
+    base, schedule = make_base(num_classes=0, text_dim=8), NoiseSchedule.linear(T)
+    net = ControlledUNet(base, perturbed(ControlNet.from_unet(base)))
+    x, t, _, h = inputs(2)
+    g = torch.Generator().manual_seed(5)
+    e, neg = torch.randn(2, 8, generator=g), torch.randn(2, 8, generator=g)
+    cond = {"y": torch.full((2,), NULL), "text": e, "text_negative": neg, "hint": h}
+    got = ClassifierFreeGuidance(ModelDenoiser(net, schedule, "eps", 0), 2.0)(x, t, cond)
+    assert torch.allclose(got, 3 * net(x, t, hint=h, text=e) - 2 * net(x, t, hint=h, text=neg), atol=1e-5)
+    kw = dict(schedule=schedule, shape=(1, 32, 32), seeds=[0, 1], steps=3)
+    cfg = ClassifierFreeGuidance(ModelDenoiser(net, schedule, "eps", 0), 2.0)
+    both = generate(cfg, cond=cond, **kw)
+    assert torch.isfinite(both).all() and not torch.allclose(both, generate(cfg, cond={**cond, "text": neg}, **kw))
+
+
 @pytest.fixture(scope="module")
 def pairs():
     ds = load_dataset("samples").subset(torch.arange(24))
     return make_pairs(ds, threshold, 16, seed=0)
 
 
-def trainer(base, pairs, out, steps, resume=False, **kw):
+def trainer(base, pairs, out, steps, resume=False, text=None, **kw):
     cfg = ControlNetTrainConfig(**dict(dict(steps=steps, batch_size=4, lr=2e-3, warmup=0, save_every=3, log_every=2,
                                             keep=5, ema_decay=0.9), **kw))
-    return ControlNetTrainer(base, NoiseSchedule.linear(T), *pairs, "threshold", cfg, out, resume=resume)
+    return ControlNetTrainer(base, NoiseSchedule.linear(T), *pairs, "threshold", cfg, out, resume=resume, text=text)
 
 
 def test_training_changes_controlnet_not_base(pairs, tmp_path):
@@ -156,6 +193,27 @@ def test_training_changes_controlnet_not_base(pairs, tmp_path):
         run.raw.base.conv_in.weight.add_(1.0)
     with pytest.raises(RuntimeError, match="base model's weights changed"):
         run.save()
+
+
+def test_training_on_a_text_base_feeds_captions_to_base_and_copy(pairs, tmp_path):
+    from guidekit.text.table import CaptionTable
+
+    base = make_base(num_classes=0, text_dim=8)
+    g = torch.Generator().manual_seed(6)
+    table = CaptionTable(torch.randint(3, (16, 2), generator=g), torch.randn(3, 8, generator=g), ["a", "b", "c"],
+                         {"encoder": "test"})
+    run = trainer(base, pairs, tmp_path / "t", 3, p_uncond=0.5, text=table)
+    with_text = run.loss_on(0)
+    assert not torch.equal(with_text, trainer(base, pairs, tmp_path / "n", 3, p_uncond=0.5).loss_on(0))
+    out = run.fit(progress=False)
+    copy, frozen = run.trained.copy.text_embed.weight, base.text_embed.weight
+    assert not torch.allclose(copy, frozen)  # the copy learned from the prompts; the base did not move
+    assert torch.equal(run.raw.base.text_embed.weight, frozen)
+    assert json.loads((out / "config.json").read_text())["text"] == {"encoder": "test"}
+    with pytest.raises(GuidekitError, match="need a text-conditioned base"):
+        trainer(make_base(num_classes=10), pairs, tmp_path / "x", 3, text=table)
+    with pytest.raises(GuidekitError, match="does not match the 16 pairs"):
+        trainer(base, pairs, tmp_path / "y", 3, text=CaptionTable(table.ids[:4], table.embeddings, [], {}))
 
 
 def test_resume_equals_uninterrupted_run(pairs, tmp_path):

@@ -293,6 +293,9 @@ CLI = [
      ["--negative-prompt needs --prompt"], None),
     ("train-captions-unconditional", lambda f, o: TR + ["--captions", "--unconditional", "--out", o],
      ["--captions and --unconditional exclude each other"], None),
+    ("control-prompt-on-class-model", lambda f, o: CTL + ["--condition-image", str(f.gray), "--prompt", "a bag",
+                                                          "--out", o],
+     ["--prompt: fmnist-cfg takes no text prompt", "guidekit train --captions"], None),
 ]
 
 
@@ -496,6 +499,10 @@ def _api():
          ["control_scale must be finite and >= 0", "-1.0"]),
         ("control-window-reversed", lambda f, M: _controlled(M, control_start=0.8, control_end=0.2),
          ["control_start <= control_end", "start=0.8"]),
+        ("controlnet-text-on-class-base", lambda f, M: _controlled(M)(torch.zeros(1, *IMAGE), torch.tensor([5.0]),
+                                                                     hint=torch.zeros(1, *IMAGE),
+                                                                     text=torch.zeros(1, 384)),
+         ["takes no text prompt", "guidekit train --captions"]),
         ("condition-image-not-an-image", lambda f, M: load_condition_image(f.text),
          ["cannot read condition image", "not an image"]),
         ("condition-image-truncated", lambda f, M: load_condition_image(f.trunc), ["truncated.png", "truncated"]),

@@ -9,16 +9,18 @@ import time
 from guidekit.errors import check
 
 
-def check_prompt_args(args, model) -> bool:
-    """True when this is a prompt run; refuses prompts for label models, labels for text models, and the like."""
+def check_prompt_args(args, model, prompts: bool | None = None, classes: bool | None = None) -> bool:
+    """True when this is a prompt run; refuses prompts for label models, labels for text models, and the like.
+    prompts / classes: whether --prompt / --class were given (default: args.prompts / args.classes)."""
     texted = model.takes_text
-    prompts = args.prompts is not None
+    prompts = args.prompts is not None if prompts is None else prompts
+    classes = bool(args.classes) if classes is None else classes
     check(not prompts or texted, f"--prompt: {args.model} takes no text prompt (it was trained on class labels or "
                                  f"unconditionally); use --class, or a model trained with 'guidekit train --captions'")
     check(args.negative_prompt is None or prompts, "--negative-prompt needs --prompt (and a text-conditioned model)")
     if not texted:
         return False
-    check(not args.classes, f"--class: {args.model} is text-conditioned; describe the image with --prompt instead, "
+    check(not classes, f"--class: {args.model} is text-conditioned; describe the image with --prompt instead, "
                             f"e.g. --prompt \"a dark pair of trousers\"")
     check(prompts, f"{args.model} is text-conditioned: give --prompt \"...\" (repeatable; --prompt \"\" samples "
                    f"unconditionally)")

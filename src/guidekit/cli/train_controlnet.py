@@ -11,7 +11,8 @@ DEFAULTS = defaults_of(ControlNetTrainConfig, ("steps", "batch_size", "lr", "war
                                                "ema_decay", "grad_clip", "save_every", "log_every", "keep", "seed"))
 PAIRS = 6000
 HELP = {"steps": "optimizer steps", "batch_size": "global batch", "lr": "AdamW learning rate",
-        "warmup": "warm-up steps", "p_uncond": "probability of dropping the label to ∅ (CFG)",
+        "warmup": "warm-up steps", "p_uncond": "probability of dropping the label (on a text base: the caption) "
+                                               "to ∅ (CFG)",
         "p_drop_hint": "probability of replacing the hint by zeros", "ema_decay": "EMA decay of the export",
         "grad_clip": "max grad norm, 0 = off", "save_every": "checkpoint interval", "log_every": "log interval",
         "keep": "checkpoints kept", "seed": "seed of the pairs, init, data order and noise"}
@@ -73,10 +74,28 @@ def run(args) -> None:
                            channels=c.in_channels)
     cond = get_condition(condition)
     data, hints = make_pairs(dataset, cond, pairs, seed=train_config.seed)
+    text = pair_captions(base, data, train_config.seed) if base.takes_text else None
     trainer = ControlNetTrainer(base.net, base.schedule, data, hints, condition, train_config, args.out,
-                                resume=args.resume, mixed_precision=args.mixed_precision, hint_widths=widths)
+                                resume=args.resume, mixed_precision=args.mixed_precision, hint_widths=widths,
+                                text=text)
     if train_compile_mode(args):
         trainer.compile(train_compile_mode(args))
     out = trainer.fit(max_seconds=args.max_minutes * 60 if args.max_minutes else None,
                       progress=not args.no_progress)
     print(f"trained to step {trainer.step}: ControlNet at {out}, log at {trainer.out / 'log.csv'}")
+
+
+def pair_captions(base, pairs, seed: int):
+    """Captions of the pairs on a text base, measured with the base's own attribute thresholds (deterministic, so a
+    resumed run rebuilds the same table)."""
+    from guidekit.text.attributes import Thresholds
+    from guidekit.text.table import build_table
+
+    meta = base.text or {}
+    check("captions_per_image" in meta and "thresholds" in meta,
+          f"{base.path} is text-conditioned but its config.json has no caption settings (text.captions_per_image, "
+          f"text.thresholds); retrain it with 'guidekit train --captions'")
+    table = build_table(pairs, meta["captions_per_image"], seed, thresholds=Thresholds.from_dict(meta["thresholds"]))
+    print(f"captions: {len(table.captions)} unique over {len(pairs)} pairs × {meta['captions_per_image']}, "
+          f"embedded by the frozen {table.meta['encoder']}")
+    return table

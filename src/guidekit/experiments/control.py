@@ -68,18 +68,19 @@ def model_labels(model: LoadedModel, labels: torch.Tensor, base_null: bool = Fal
 def control_samples(model: LoadedModel, controlnets, hints: Sequence[torch.Tensor], labels: torch.Tensor,
                     seeds: list[int], scale, settings: SamplerSettings, device: torch.device | str = "cpu",
                     guidance: Guidance | None = None, start=0.0, end=1.0, hint_uncond: bool = True,
-                    progress: bool = False) -> torch.Tensor:
+                    progress: bool = False, cond: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Images (N, C, H, W) in [−1, 1] of the model steered by ControlNets (Zhang et al. 2023) with hints[k] each.
 
     scale, start, end: one value or one per ControlNet. All scales 0 is the base model itself (no ControlNet runs),
-    so it equals sample_guided with the same seeds exactly.
+    so it equals sample_guided with the same seeds exactly. cond: further conditions, N rows each (a text base's
+    {"text", "text_negative"} from prompt_cond), which the base and the ControlNets see together with the hint.
     """
-    guidance = guidance or Guidance()
+    guidance, cond = guidance or Guidance(), dict(cond or {})
     steered = controlled(model, controlnets, scale, start, end, hint_uncond)
     if all(s == 0 for s in steered.net.control_scale):
-        return sample_guided(model, labels, seeds, guidance, settings, device, progress)
+        return sample_guided(model, labels, seeds, guidance, settings, device, progress, cond=cond)
     hint = join_hints(hints, list(steered.net.controlnets), len(seeds))
-    return sample_guided(steered, labels, seeds, guidance, settings, device, progress, cond={"hint": hint})
+    return sample_guided(steered, labels, seeds, guidance, settings, device, progress, cond={**cond, "hint": hint})
 
 
 def extract_hints(condition: Condition, images: torch.Tensor, seed: int = 0, batch: int = 512) -> torch.Tensor:

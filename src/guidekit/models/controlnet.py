@@ -138,18 +138,30 @@ class ControlNet(nn.Module):
         """(channels, resolution at image_size) of every down residual, as the base's skip_shapes()."""
         return self.copy.skip_shapes()
 
-    def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None,
-                hint: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """(down_residuals, mid_residual) for the base, from x (B, C, H, W) and hint (B, hint_channels, H, W)."""
+    def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None, hint: torch.Tensor | None = None,
+                text: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(down_residuals, mid_residual) for the base, from x (B, C, H, W), hint (B, hint_channels, H, W) and, on a
+        text base, the prompt embeddings text (B, text_dim) that the copy sees as the base does (None = ∅)."""
         t, y = self.copy._check_inputs(x, t, y)
         c = self.config.hint_channels
         check(isinstance(hint, torch.Tensor) and hint.shape == (x.shape[0], c, *x.shape[2:]),
               f"hint must be a ({x.shape[0]}, {c}, {x.shape[2]}, {x.shape[3]}) tensor (one condition image per "
               f"row of x), got {_shape(hint)}")
-        emb = self.copy.embed(t, y)
+        emb = self.copy.embed(t, y, **text_kwargs(self.copy, text, x))
         h, skips = self.copy.encode(x, emb, self.hint_encoder(hint.to(x.dtype)))
         h = self.copy.middle(h, emb)
         return [z(s) for z, s in zip(self.zero_convs, skips)], self.mid_zero_conv(h)
+
+
+def text_kwargs(net: nn.Module, text, x) -> dict:
+    """{"text": text} checked against a text backbone and x's batch, or {} for text None (∅ on a text base)."""
+    if text is None:
+        return {}
+    check(getattr(net.config, "text_dim", 0) > 0, "this base model takes no text prompt (it was trained on class "
+                                                  "labels or unconditionally): drop --prompt, or use a base trained "
+                                                  "with 'guidekit train --captions'")
+    check(isinstance(x, torch.Tensor) and x.dim() == 4, f"x must be a (B, C, H, W) tensor, got {_shape(x)}")
+    return {"text": net._check_text(text, x.shape[0])}
 
 
 def trajectory_fraction(t: torch.Tensor, num_timesteps: int) -> torch.Tensor:
@@ -166,7 +178,7 @@ def _per_net(value, k: int, name: str) -> list[float]:
 
 
 class ControlledUNet(nn.Module):
-    """A frozen base (UNet or DiffusersUNet) steered by ControlNets (Zhang et al. 2023): net(x, t, y=None, hint=None).
+    """A frozen base (UNet or DiffusersUNet) steered by ControlNets (Zhang et al. 2023): net(x, t, y, hint, text).
 
     hint: one tensor for one ControlNet; for several, a list/tuple (None entries switch one off) or one tensor
     with their hint channels concatenated (what guidekit's cond dicts, CFG and generate() can batch). Residuals
@@ -228,10 +240,13 @@ class ControlledUNet(nn.Module):
         full = all((s, e) == (0.0, 1.0) for s, e in zip(self.control_start, self.control_end))
         return full and (self.hint_uncond or self.config.num_classes == 0) and getattr(self.base, "graph_safe", False)
 
-    def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None, hint=None) -> torch.Tensor:
-        """The base model's prediction with the ControlNets' residuals added."""
+    def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None, hint=None,
+                text: torch.Tensor | None = None) -> torch.Tensor:
+        """The base model's prediction with the ControlNets' residuals added; text: a text base's prompt embeddings
+        (B, text_dim), seen by the base and by every ControlNet's copy (None = the empty prompt ∅)."""
+        kw = text_kwargs(self.base, text, x)
         if hint is None:
-            return self.base(x, t, y)
+            return self.base(x, t, y, **kw)
         hints = self._hints(hint)
         t_b, y_b = self.base._check_inputs(x, t, y)
         n_cls, B = self.config.num_classes, x.shape[0]
@@ -251,13 +266,14 @@ class ControlledUNet(nn.Module):
             if h is None or scale == 0 or (on is not None and not bool(on.any())):
                 continue
             if on is None:
-                d, m = net(x, t_b, y_b, h)
+                d, m = net(x, t_b, y_b, h, text)
                 d, m = [r * scale for r in d], m * scale
             else:  # run only the controlled rows; the others get exactly zero
                 sel = on.nonzero().squeeze(1)
-                d, m = net(x[sel], t_b[sel], None if y_b is None else y_b[sel], h[sel])
+                d, m = net(x[sel], t_b[sel], None if y_b is None else y_b[sel], h[sel],
+                           None if text is None else text[sel])
                 d = [r.new_zeros((B, *r.shape[1:])).index_add(0, sel, r * scale) for r in d]
                 m = m.new_zeros((B, *m.shape[1:])).index_add(0, sel, m * scale)
             down = d if down is None else [a + b for a, b in zip(down, d)]
             mid = m if mid is None else mid + m
-        return self.base(x, t, y, down_residuals=down, mid_residual=mid)
+        return self.base(x, t, y, down_residuals=down, mid_residual=mid, **kw)

@@ -1,8 +1,10 @@
 """`guidekit train-controlnet`: train a ControlNet (Zhang et al. 2023) on (x0, hint, y) pairs; the base stays frozen.
 
 The loss is the base model's own denoising loss (ε, v or x0 target) with the ControlNet's residuals added;
-labels drop to ∅ with p_uncond (CFG training) and hints to zeros with p_drop_hint. Only the ControlNet is
-optimized, averaged (EMA) and saved; every checkpoint verifies that the base weights are unchanged.
+labels drop to ∅ with p_uncond (CFG training) and hints to zeros with p_drop_hint. On a text base every pair gets
+one of its captions, which the base and the copy both see; captions drop to the empty prompt with p_uncond (the
+paper replaces 50 % of prompts by empty strings). Only the ControlNet is optimized, averaged (EMA) and saved;
+every checkpoint verifies that the base weights are unchanged.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ class ControlNetTrainer(BaseTrainer):
 
     def __init__(self, base: torch.nn.Module, schedule: NoiseSchedule, pairs: ImageDataset, hints: torch.Tensor,
                  condition: str, config: ControlNetTrainConfig, out_dir: str | Path, resume: bool = False,
-                 mixed_precision: str = "auto", hint_widths: Sequence[int] = (16, 32)):
+                 mixed_precision: str = "auto", hint_widths: Sequence[int] = (16, 32), text=None):
+        """text: a guidekit.text.table.CaptionTable of the pairs, for a text base (None there = always ∅)."""
         config.validate()
         backbone_kind(base)
         c = base.config
@@ -81,11 +84,20 @@ class ControlNetTrainer(BaseTrainer):
               f"hints must be a float (N, C, H, W) tensor with one hint per image ({len(pairs)}, C, "
               f"{pairs.resolution}, {pairs.resolution}), got {tuple(getattr(hints, 'shape', ()))}")
         check(bool(torch.isfinite(hints).all()), "hints contain NaN or infinite values; re-extract them")
+        check(text is None or getattr(c, "text_dim", 0) > 0, "captions need a text-conditioned base model "
+                                                             "(guidekit train --captions); this one takes none")
+        check(text is None or (text.ids.shape[0] == len(pairs) and text.embeddings.shape[1] == c.text_dim),
+              f"caption table ({tuple(text.ids.shape) if text is not None else ()}) does not match the "
+              f"{len(pairs)} pairs and the base's text_dim {getattr(c, 'text_dim', 0)}")
+        self.text = text
         self.base, self.schedule, self.dataset, self.hints = base, schedule, pairs, hints.float().cpu()
         self.condition, self.hint_widths = condition, tuple(hint_widths)
         self.base_fingerprint = fingerprint(base)
         super().__init__(config, out_dir, resume, mixed_precision)
         self.on_device = DeviceImages(pairs, self.acc.device)
+        self.hints_on_device = self.hints.to(self.acc.device)
+        if text is not None:
+            self.text_embeddings = text.embeddings.float().to(self.acc.device)
 
     def build(self) -> ControlledUNet:
         net = ControlNet.from_unet(self.base, self.hints.shape[1], self.hint_widths)
@@ -102,22 +114,32 @@ class ControlNetTrainer(BaseTrainer):
         eps = draw_noise((len(idx), *self.dataset.pixels.shape[1:]), g, self.cfg.seed, step, device)
         drop = torch.rand(len(idx), generator=g) < self.cfg.p_uncond
         drop_hint = torch.rand(len(idx), generator=g) < self.cfg.p_drop_hint
+        pick = torch.randint(self.text.ids.shape[1], (len(idx),), generator=g) if self.text is not None else None
         shard = lambda v: v.chunk(self.acc.num_processes)[self.acc.process_index]  # noqa: E731
         idx, t, eps, drop, drop_hint = shard(idx), shard(t), shard(eps), shard(drop), shard(drop_hint)
         x0 = self.on_device.images(idx)
-        hint = torch.where(drop_hint[:, None, None, None], 0.0, self.hints[idx])
+        rows = to_device(idx, device)
+        keep_hint = to_device((~drop_hint).float(), device)[:, None, None, None]
+        hint = self.hints_on_device[rows] * keep_hint
         ab = to_device(self.schedule.alpha_bar(t).float(), device)
         x_t = q_sample(x0, ab, eps)
         goal = target(x0, eps, ab, cfg.prediction_type)
         y = None
         if cfg.num_classes and self.dataset.labels is not None:
             y = to_device(torch.where(drop, cfg.num_classes, self.dataset.labels[idx]), device)
+        kw = {}
+        if self.text is not None:  # one of the image's captions; dropped ones get the empty prompt ∅ (zeros)
+            caption = self.text.ids[idx, shard(pick)]
+            kw["text"] = self.text_embeddings[to_device(caption, device)] * to_device((~drop).float(), device)[:, None]
         torch.manual_seed(self.cfg.seed * 1_000_003 + step)  # dropout layers
-        out = self.net(x_t, to_device(t, device), y=y, hint=to_device(hint, device))
+        out = self.net(x_t, to_device(t, device), y=y, hint=hint, **kw)
         return F.mse_loss(out.float(), goal)
 
     def export_files(self, weights: dict[str, torch.Tensor]) -> dict:
-        return controlnet_files(self.trained, self.base_fingerprint, self.condition, weights)
+        files = controlnet_files(self.trained, self.base_fingerprint, self.condition, weights)
+        if self.text is not None:
+            files["config.json"]["text"] = self.text.meta
+        return files
 
     def extra_state(self) -> dict:
         return {"pairs": len(self.dataset)}
