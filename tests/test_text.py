@@ -154,6 +154,28 @@ def test_cfg_with_text_null_and_negative_prompt():
     assert torch.equal(ClassifierFreeGuidance(den, 0)(x, t, {TEXT: e, NEGATIVE_TEXT: neg}), c)
 
 
+def test_score_prompts_extracts_features_once_and_matches_evaluate(monkeypatch):
+    from guidekit.data import load_dataset
+    from guidekit.experiments.text_sweep import score_prompts
+    from guidekit.metrics.evaluate import evaluate
+    from guidekit.metrics.evaluator import load_evaluator
+    from guidekit.metrics.reference import reference
+
+    data = load_dataset("samples")
+    images, labels = data.images(slice(0, 40)), data.labels[:40]
+    evaluator = load_evaluator()
+    ref = reference(evaluator, data, "test", use_cache=False)
+    prompts = [{"class": int(c), "group": C.GROUPS[i % len(C.GROUPS)], "attrs": {}} for i, c in enumerate(labels)]
+    thresholds = A.Thresholds.fit(A.measure(data.images(slice(None))), data.labels)
+    calls, real = [], evaluator.features_and_probs
+    monkeypatch.setattr(evaluator, "features_and_probs", lambda x: calls.append(len(x)) or real(x))
+    row = score_prompts(images, prompts, 1, thresholds, evaluator, ref)
+    assert calls == [40]  # one pass over the 40 images feeds FID/IS and every accuracy
+    want = evaluate(images, labels, evaluator, ref)
+    assert row["fid"] == want["fid"] and row["accuracy"] == want["accuracy"] and row["is"] == want["is"]
+    assert sum(r["accuracy"] for r in row["per_prompt"]) == pytest.approx(40 * want["accuracy"])
+
+
 # ---- the frozen encoder (the `text` extra) ----
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from guidekit.errors import check
 from guidekit.experiments.generation import Guidance, SamplerSettings, prompt_cond, sample_guided
 from guidekit.experiments.sweep import check_spec, sweep_rows
 from guidekit.images import grid, labelled, save_png
-from guidekit.metrics.evaluate import evaluate
+from guidekit.metrics.evaluate import evaluate_features
 from guidekit.metrics.reference import extract
 from guidekit.text.attributes import ATTRIBUTES, Thresholds, adherence_of, measure
 from guidekit.text.captions import GROUPS, eval_prompts
@@ -37,8 +37,9 @@ def score_prompts(images: torch.Tensor, prompts: list[dict], per: int, threshold
     classes = torch.tensor([p["class"] for p in prompts for _ in range(per)])
     groups = [p["group"] for p in prompts for _ in range(per)]
     wanted = [p["attrs"] for p in prompts for _ in range(per)]
-    row = evaluate(images, classes, evaluator, ref, seed=seed) if len(images) >= 10 else {"n": len(images)}
-    _, probs = extract(evaluator, images)
+    feats, probs = extract(evaluator, images)  # once, for the metrics and the class accuracies below
+    row = evaluate_features(feats, probs, classes, evaluator, ref, seed=seed) if len(images) >= 10 else \
+        {"n": len(images)}
     hit = probs.argmax(1) == classes
     values = measure(images)  # once: the groups and prompts below are slices of it
     part = lambda idx: {k: v[idx] for k, v in values.items()}  # noqa: E731

@@ -28,18 +28,25 @@ LABELS = metric_labels()
 def evaluate(images: torch.Tensor, requested: torch.Tensor | None, evaluator: torch.nn.Module, ref: Reference,
              k: int = 3, seed: int = 0, progress: bool = False) -> dict:
     """All metrics of one sample set; accuracy (requested label predicted) is None + accuracy_note for Inception."""
+    check(len(images) >= 10, f"need at least 10 images to evaluate (IS uses 10 splits), got {len(images)}")
+    feats, probs = extract(evaluator, images, progress=progress)
+    return evaluate_features(feats, probs, requested, evaluator, ref, k, seed)
+
+
+def evaluate_features(feats: torch.Tensor, probs: torch.Tensor, requested: torch.Tensor | None,
+                      evaluator: torch.nn.Module, ref: Reference, k: int = 3, seed: int = 0) -> dict:
+    """evaluate() from the evaluator's features and class probabilities of the images (extract's output)."""
     from guidekit.metrics import scores
 
-    check(len(images) >= 10, f"need at least 10 images to evaluate (IS uses 10 splits), got {len(images)}")
+    check(len(feats) >= 10, f"need at least 10 images to evaluate (IS uses 10 splits), got {len(feats)}")
     tag = getattr(evaluator, "metric_tag", "FMNIST")
-    feats, probs = extract(evaluator, images, progress=progress)
     fake_mu, fake_sigma = scores.gaussian_stats(feats)
     kid_mean, kid_std = scores.kid(ref.features, feats, seed=seed)
     is_mean, is_std = scores.inception_score(probs)
     g = torch.Generator().manual_seed(seed)
     real = ref.features[torch.randperm(len(ref.features), generator=g)[:len(feats)]]  # equal-size sets for P/R
     precision, recall = scores.precision_recall(real, feats, k=k)
-    out = {"n": len(images), "fid": scores.fid_from_stats(ref.mu, ref.sigma, fake_mu, fake_sigma),
+    out = {"n": len(feats), "fid": scores.fid_from_stats(ref.mu, ref.sigma, fake_mu, fake_sigma),
            "kid": kid_mean, "kid_std": kid_std, "is": is_mean, "is_std": is_std, "accuracy": None,
            "precision": precision, "recall": recall, "reference": ref.name, "feature_network": tag}
     if not getattr(evaluator, "has_requested_classes", True):
