@@ -180,7 +180,8 @@ def run(a: argparse.Namespace) -> dict:
 
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                               clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
-    d_fwd = d_smp = g_flops = guidekit_sample = xty = y = None
+    d_fwd = d_smp = g_flops = xty = y = None
+    guidekit_sample = None  # the CFG sampling call, once the sampling rows define it
     if a.rows in ("all", "forward"):
         # (1) forward, no grad
         g = torch.Generator().manual_seed(1)
@@ -205,9 +206,11 @@ def run(a: argparse.Namespace) -> dict:
         seeds = list(range(B))
         labels = torch.arange(B) % 10
 
-        def guidekit_sample(net):
+        def cfg_sample(net):
             cfg = ClassifierFreeGuidance(ModelDenoiser(net, schedule, "eps", num_classes=10), w)
             return generate(cfg, schedule, (1, 32, 32), seeds, {"y": labels}, "ddim", steps, device=device)
+
+        guidekit_sample = cfg_sample
 
         def reference_sample():
             x_T = Noise(seeds, device).randn((1, 32, 32))

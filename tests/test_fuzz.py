@@ -7,7 +7,6 @@ import argparse
 import contextlib
 import gzip
 import io
-import json
 import tempfile
 from pathlib import Path
 

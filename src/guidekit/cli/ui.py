@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from guidekit.cli.common import HelpFormatter, add_device, pick_device, positive_int
@@ -48,7 +49,7 @@ def register(sub) -> None:
 
 def run(args) -> None:
     try:
-        import gradio  # noqa: F401  (only to fail early, with the fix)
+        importlib.import_module("gradio")  # only to fail early, with the fix
     except ImportError as e:
         raise GuidekitError(f"the web UI needs gradio, which is not installed ({e}): pip install 'guidekit[ui]'") \
             from None
