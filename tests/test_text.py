@@ -348,6 +348,33 @@ def test_ui_controlnet_on_a_text_base_reads_the_prompt(text_run, text_controlnet
         assert text.shape == (4, 384) and torch.allclose(text[:2], e.expand(2, -1)) and not text[2:].any()
 
 
+def test_sweep_control_on_a_text_base_scores_hint_class_and_attribute(text_run, text_controlnet, tmp_path, capsys):
+    out = tmp_path / "sw"
+    args = ["sweep", "control", str(text_run), "--controlnet", str(text_controlnet), "--dataset", "samples",
+            "--reference", "samples", "--n", "20", "--steps", "2", "--no-progress"]
+    assert main(args + ["--scale", "0,1", "--w", "1", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["scale"] for r in rows] == ["0.0", "1.0"] and list(rows[0])[:6] == [
+        "scale", "n", "edge_f1", "edge_precision", "edge_recall", "attr_brightness"]
+    assert all(0 <= float(r["attr_brightness"]) <= 1 and 0 <= float(r["accuracy"]) <= 1 for r in rows)
+    assert json.loads((out / "sweep.json").read_text())["prompts"] == "class + dark/light"
+    assert main(args + ["--scale", "1", "--base-null", "--out", str(tmp_path / "b")]) == 2
+    assert "is text-conditioned" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_control_set_prompts_name_the_class_and_alternate_brightness_per_round(text_run):
+    from guidekit.data import load_dataset
+    from guidekit.experiments.control import control_set, with_prompts
+    from guidekit.training import load_model
+
+    cset = with_prompts(control_set(load_dataset("samples"), [], 20, seed=0), load_model(text_run))
+    assert cset.labels.tolist() == list(range(10)) * 2
+    assert [w["brightness"] for w in cset.wanted] == ["low"] * 10 + ["high"] * 10  # every class asked both ways
+    assert all(C.parse_prompt(p) == (int(y), {"brightness": w["brightness"]})
+               for p, y, w in zip(cset.prompts, cset.labels, cset.wanted))
+    assert cset.prompts[1] == "a dark pair of trousers" and cset.prompts[11] == "a light pair of trousers"
+
+
 def test_control_prompt_on_a_class_base_exits_2(tmp_path, capsys):
     assert main(["control", "fmnist-cfg", "--controlnet", "fmnist-sketch", "--condition-from", "0", "--dataset",
                  "samples", "--prompt", "a bag", "--steps", "2", "--out", str(tmp_path / "o"), "--no-progress"]) == 2

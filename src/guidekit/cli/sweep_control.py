@@ -11,7 +11,9 @@ from guidekit.errors import check
 SOURCE = ("For --n class-balanced test images of --dataset (a seeded choice) the ControlNet's own condition gives "
           "the hints; the model samples at the images' labels (CFG at --w) and is scored by adherence (the "
           "condition re-extracted from each sample against its hint: edge_f1 for canny/sketch, iou for mask, l2 "
-          "for lowres) and FID/KID/IS-FMNIST and accuracy against --reference. ")
+          "for lowres) and FID/KID/IS-FMNIST and accuracy against --reference. On a text model (train --captions) "
+          "each image's prompt names its class and, in turn per round of classes, dark or light; attr_brightness "
+          "is the share of outputs on the prompt's side of their class's median brightness. ")
 
 
 def _common(p, n: int = 1000) -> None:
@@ -58,12 +60,15 @@ def register_kind(kinds) -> None:
 def _setup(args, model, nets):
     """The control set, the guidance and the spec entries every control sweep records."""
     from guidekit.data import load_dataset
-    from guidekit.experiments.control import condition_of, control_set
+    from guidekit.experiments.control import condition_of, control_set, with_prompts
     from guidekit.experiments.generation import Guidance
 
-    c = model.net.config
-    check(args.w == 0 or c.num_classes > 0, f"--w {args.w}: classifier-free guidance needs a class-conditional "
-                                            f"model; use --w 0")
+    c, text = model.net.config, model.takes_text
+    check(args.w == 0 or c.num_classes > 0 or text, f"--w {args.w}: classifier-free guidance needs a "
+                                                    f"class-conditional or text model; use --w 0")
+    check(not text or not (args.base_null or args.hint_cond_only),
+          f"{model.path} is text-conditioned: every image is sampled at a prompt naming its class, so --base-null "
+          f"and --hint-cond-only (class-label options) do not apply; drop them")
     check(not args.base_null or (args.w == 0 and not args.hint_cond_only),
           "--base-null samples every image at ∅ (the class must come from the hint): use it with --w 0 and "
           "without --hint-cond-only")
@@ -71,16 +76,20 @@ def _setup(args, model, nets):
     data = load_dataset(args.dataset, split="test", data_dir=args.data, resolution=c.image_size,
                         channels=c.in_channels)
     cset = control_set(data, [condition_of(n) for n in nets], args.n, args.seed)
+    if text:
+        cset = with_prompts(cset, model)
     spec = {"dataset": data.name, "w": args.w, "hint_uncond": not args.hint_cond_only,
-            "conditions": [n.condition for n in nets], "base_null": args.base_null, "reference": args.reference, "split": args.split,
-            "evaluator": args.evaluator}
+            "conditions": [n.condition for n in nets], "base_null": args.base_null, "reference": args.reference,
+            "split": args.split, "evaluator": args.evaluator}
+    if text:  # (class-model sweeps keep their spec, so their folders still resume)
+        spec["prompts"] = "class + dark/light"
     if args.inception_weights:
         spec.update(inception_weights=str(args.inception_weights), feature_network="Inception")
     return cset, Guidance(w=args.w), spec
 
 
 def run_scale(args) -> None:
-    from guidekit.experiments.control import adherence_keys, run_control_sweep
+    from guidekit.experiments.control import run_control_sweep, score_keys
     from guidekit.metrics.evaluate import format_table
     from guidekit.training import load_controlnet
 
@@ -93,7 +102,7 @@ def run_scale(args) -> None:
     rows = run_control_sweep(model, nets, args.scale, cset, sampler_settings(args),
                              lambda: load_eval(args, device, not args.no_progress), Path(args.out), args.seed,
                              device, not args.no_progress, guidance, not args.hint_cond_only, spec, args.base_null)
-    print(format_table(rows, key="scale", extra=tuple(adherence_keys(cset.conditions))))
+    print(format_table(rows, key="scale", extra=tuple(score_keys(cset))))
     print(f"wrote {args.out}/results.csv, results.md, adherence_vs_scale.png, grids/")
 
 
@@ -110,7 +119,7 @@ def checkpoints_of(run_dir: str | Path) -> dict[int, Path]:
 
 
 def run_curve(args) -> None:
-    from guidekit.experiments.control import adherence_keys, run_control_curve
+    from guidekit.experiments.control import run_control_curve, score_keys
     from guidekit.metrics.evaluate import format_table
     from guidekit.training import load_controlnet
 
@@ -124,5 +133,5 @@ def run_curve(args) -> None:
     rows = run_control_curve(model, ckpts, load, cset, args.scale, sampler_settings(args),
                              lambda: load_eval(args, device, not args.no_progress), Path(args.out), args.seed,
                              device, not args.no_progress, guidance, not args.hint_cond_only, spec, args.base_null)
-    print(format_table(rows, key="step", extra=tuple(adherence_keys(cset.conditions))))
+    print(format_table(rows, key="step", extra=tuple(score_keys(cset))))
     print(f"wrote {args.out}/results.csv, results.md, adherence_vs_step.png, grids/")

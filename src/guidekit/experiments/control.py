@@ -112,6 +112,9 @@ class ControlSet:
     hints: list[torch.Tensor]  # one (N, C_k, H, W) hint in [0, 1] per condition
     conditions: list[Condition]
     index: torch.Tensor  # the images' dataset indices
+    prompts: list[str] | None = None  # on a text base, one prompt per image (with_prompts); None: class labels
+    wanted: list[dict] | None = None  # the attribute levels each prompt asks for
+    thresholds: object = None  # the text base's attribute Thresholds, which decide whether an output adheres
 
 
 def control_set(dataset: ImageDataset, conditions: Sequence[Condition], n: int, seed: int = 0) -> ControlSet:
@@ -127,6 +130,34 @@ def control_set(dataset: ImageDataset, conditions: Sequence[Condition], n: int, 
     images = dataset.images(index)
     hints = [extract_hints(c, images, seed) for c in conditions]
     return ControlSet(images, labels, hints, list(conditions), index)
+
+
+def with_prompts(cset: ControlSet, model: LoadedModel) -> ControlSet:
+    """cset with a prompt per image for a text base: its class's first training paraphrase, "dark" and "light" in
+    turn per round of classes (brightness, which an edge or sketch hint leaves open), so one sweep measures the
+    hint's, the class's and the attribute's adherence together."""
+    from guidekit.text.attributes import Thresholds
+    from guidekit.text.captions import CLASS_PHRASES, WORDS, render, train_phrases
+
+    K = len(CLASS_PHRASES)
+    labels = cset.labels.tolist()
+    check(all(0 <= y < K for y in labels), f"prompts name the source images' classes, but {len(labels)} images "
+                                           f"include labels outside the {K} Fashion-MNIST classes; use --dataset "
+                                           f"fashion-mnist or samples")
+    levels = [("low", "high")[(i // K) % 2] for i in range(len(labels))]
+    prompts = [render(train_phrases(y)[0], [WORDS["brightness"][lvl][0]], 0) for y, lvl in zip(labels, levels)]
+    thresholds = Thresholds.from_dict((model.text or {}).get("thresholds"))
+    return dataclasses.replace(cset, prompts=prompts, wanted=[{"brightness": lvl} for lvl in levels],
+                               thresholds=thresholds)
+
+
+def set_cond(model: LoadedModel, cset: ControlSet) -> dict:
+    """The prompts' cond ({"text": ...}) of a set made by with_prompts, else {} (class labels)."""
+    if cset.prompts is None:
+        return {}
+    from guidekit.experiments.generation import prompt_cond
+
+    return prompt_cond(model, cset.prompts)
 
 
 def adherence_prefixes(conditions: Sequence[Condition]) -> list[str]:
@@ -158,9 +189,15 @@ def adherence(conditions: Sequence[Condition], hints: Sequence[torch.Tensor], sa
 
 
 def score_control(samples: torch.Tensor, cset: ControlSet, evaluator, ref, seed: int = 0) -> dict:
-    """Adherence to the hints plus FID/KID/IS and accuracy of the source labels (metrics.evaluate)."""
-    return {**adherence(cset.conditions, cset.hints, samples),
-            **evaluate(samples, cset.labels, evaluator, ref, seed=seed)}
+    """Adherence to the hints plus FID/KID/IS and accuracy of the source labels (metrics.evaluate); with prompts,
+    also attr_brightness: the share of outputs on the prompt's side of their class's median brightness."""
+    out = {**adherence(cset.conditions, cset.hints, samples), **evaluate(samples, cset.labels, evaluator, ref, seed=seed)}
+    if cset.wanted is not None:
+        from guidekit.text.attributes import adherence_of, measure
+
+        out["attr_brightness"] = adherence_of(measure(samples), cset.wanted, cset.labels.tolist(),
+                                              cset.thresholds)["brightness"]
+    return out
 
 
 def evaluate_control(model: LoadedModel, controlnets: Sequence[LoadedControlNet], dataset: ImageDataset, n: int,
@@ -177,9 +214,14 @@ def evaluate_control(model: LoadedModel, controlnets: Sequence[LoadedControlNet]
     return {**score_control(samples, cset, evaluator, ref, seed), "img_per_s": n / seconds, "seconds": seconds}
 
 
-def fields(key: str, conditions: Sequence[Condition]) -> list[str]:
+def score_keys(cset: ControlSet) -> list[str]:
+    """The columns beside the metrics: adherence to the hints (headline first), attr_brightness with prompts."""
+    return [*adherence_keys(cset.conditions), *(["attr_brightness"] if cset.wanted is not None else [])]
+
+
+def fields(key: str, cset: ControlSet) -> list[str]:
     """CSV columns of a control sweep keyed by `key`."""
-    return [key, "n", *adherence_keys(conditions), *METRICS, "img_per_s", "seconds"]
+    return [key, "n", *score_keys(cset), *METRICS, "img_per_s", "seconds"]
 
 
 def hint_image(hint: torch.Tensor, channels: int) -> torch.Tensor:
@@ -222,19 +264,19 @@ def run_control_sweep(model: LoadedModel, controlnets: Sequence[LoadedControlNet
     check_spec(out, {"kind": "controlnet scale", "model": str(model.path), "n": n, "seed": seed,
                      "settings": settings.to_dict(), **(spec or {})})
     (out / "grids").mkdir(exist_ok=True)
-    seeds, labels = list(range(seed, seed + n)), model_labels(model, cset.labels, base_null)
+    seeds, labels, cond = list(range(seed, seed + n)), model_labels(model, cset.labels, base_null), set_cond(model, cset)
 
     def sample_at(s: float) -> torch.Tensor:
         return control_samples(model, controlnets, cset.hints, labels, seeds, s, settings, device, guidance,
-                               hint_uncond=hint_uncond)
+                               hint_uncond=hint_uncond, cond=cond)
 
     def draw(s: float, images: torch.Tensor) -> None:
         save_condition_grid(cset, images, model.class_names, f"control scale {s:g}", out / "grids" / f"scale{s:g}.png")
 
     rows = sweep_rows(out, "scale", scales, sample_at, lambda s: f"scale{s:g}", draw, load_eval,
                       lambda v, images, ev, ref: score_control(images, cset, ev, ref, seed),
-                      fields("scale", cset.conditions), progress, "control scale")
-    finish(rows, out, "scale", cset.conditions, spec, "adherence_vs_scale.png", "ControlNet control scale")
+                      fields("scale", cset), progress, "control scale")
+    finish(rows, out, "scale", cset, spec, "adherence_vs_scale.png", "ControlNet control scale")
     return rows
 
 
@@ -249,16 +291,16 @@ def run_control_curve(model: LoadedModel, checkpoints: dict[int, Path], load: Ca
     check_spec(out, {"kind": "controlnet training curve", "model": str(model.path), "n": n, "seed": seed,
                      "scale": scale, "settings": settings.to_dict(), **(spec or {})})
     (out / "grids").mkdir(exist_ok=True)
-    seeds, labels = list(range(seed, seed + n)), model_labels(model, cset.labels, base_null)
+    seeds, labels, cond = list(range(seed, seed + n)), model_labels(model, cset.labels, base_null), set_cond(model, cset)
 
     def sample_at(step: float) -> torch.Tensor:
         if step == 0:
-            return sample_guided(model, labels, seeds, guidance or Guidance(), settings, device)
+            return sample_guided(model, labels, seeds, guidance or Guidance(), settings, device, cond=cond)
         net = load(checkpoints[int(step)])
         check(net.condition == cset.conditions[0].name, f"{net.path} was trained on condition {net.condition!r}, "
               f"the run's newest checkpoint on {cset.conditions[0].name!r}; sweep one run at a time")
         return control_samples(model, [net], cset.hints, labels, seeds, scale, settings, device, guidance,
-                               hint_uncond=hint_uncond)
+                               hint_uncond=hint_uncond, cond=cond)
 
     def draw(step: float, images: torch.Tensor) -> None:
         save_condition_grid(cset, images, model.class_names, f"step {int(step)}",
@@ -267,20 +309,19 @@ def run_control_curve(model: LoadedModel, checkpoints: dict[int, Path], load: Ca
     steps = [0, *sorted(checkpoints)]
     rows = sweep_rows(out, "step", steps, sample_at, lambda s: f"step-{int(s):08d}", draw, load_eval,
                       lambda v, images, ev, ref: score_control(images, cset, ev, ref, seed),
-                      fields("step", cset.conditions), progress, "checkpoints")
-    finish(rows, out, "step", cset.conditions, spec, "adherence_vs_step.png",
+                      fields("step", cset), progress, "checkpoints")
+    finish(rows, out, "step", cset, spec, "adherence_vs_step.png",
            "ControlNet training (step 0 = zero convolutions = the base model)")
     return rows
 
 
-def finish(rows: list[dict], out: Path, key: str, conditions: Sequence[Condition], spec: dict | None, plot: str,
+def finish(rows: list[dict], out: Path, key: str, cset: ControlSet, spec: dict | None, plot: str,
            title: str) -> None:
     """results.md and the adherence/FID plot of a control sweep."""
     from guidekit.experiments.plots import adherence_and_fid
     from guidekit.metrics.evaluate import format_table
 
     tag = (spec or {}).get("feature_network", "FMNIST")
-    metric, higher = headline(conditions)
-    (out / "results.md").write_text(format_table(rows, key=key, tag=tag, extra=tuple(adherence_keys(conditions)))
-                                    + "\n")
+    metric, higher = headline(cset.conditions)
+    (out / "results.md").write_text(format_table(rows, key=key, tag=tag, extra=tuple(score_keys(cset))) + "\n")
     adherence_and_fid(rows, out / plot, key, metric, higher, tag, title)
