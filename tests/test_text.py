@@ -375,6 +375,47 @@ def test_control_set_prompts_name_the_class_and_alternate_brightness_per_round(t
     assert cset.prompts[1] == "a dark pair of trousers" and cset.prompts[11] == "a light pair of trousers"
 
 
+def spy_text(monkeypatch) -> list:
+    """Record the text embeddings every UNet forward receives."""
+    seen, forward = [], UNet.forward
+
+    def spy(self, x, t, y=None, down_residuals=None, mid_residual=None, text=None):
+        seen.append(text)
+        return forward(self, x, t, y, down_residuals, mid_residual, text)
+
+    monkeypatch.setattr(UNet, "forward", spy)
+    return seen
+
+
+@pytest.mark.parametrize("command", [
+    ["edit", "--stroke-from", "1", "--t0", "0.6"],
+    ["inpaint", "--from-dataset", "1", "--mask", "half", "--jump-length", "1", "--jump-n-sample", "2"],
+])
+def test_edit_and_inpaint_take_a_prompt_on_a_text_model(text_run, tmp_path, monkeypatch, command):
+    from guidekit.text.encoder import shared_encoder
+
+    seen = spy_text(monkeypatch)
+    out = tmp_path / "o"
+    assert main([command[0], str(text_run), *command[1:], "--dataset", "samples", "--prompt", "a dark  dress",
+                 "--negative-prompt", "a bag", "--w", "2", "--n", "2", "--steps", "3", "--out", str(out),
+                 "--no-progress"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["prompt"] == "a dark dress" and m["negative_prompt"] == "a bag" and "class" not in m and m["w"] == 2
+    want, bag = shared_encoder().encode(["a dark dress", "a bag"])
+    assert seen and all(t.shape == (4, 384) for t in seen)  # both CFG halves in one batch, every step
+    assert all(torch.allclose(t[:2], want.expand(2, -1)) and torch.allclose(t[2:], bag.expand(2, -1)) for t in seen)
+
+
+@pytest.mark.parametrize("command", [["edit", "--stroke-from", "1"], ["inpaint", "--from-dataset", "1", "--mask",
+                                                                      "half"]])
+def test_edit_and_inpaint_on_a_text_model_refuse_a_class_and_need_a_prompt(text_run, tmp_path, capsys, command):
+    base = [command[0], str(text_run), *command[1:], "--dataset", "samples", "--steps", "2", "--no-progress",
+            "--out", str(tmp_path / "o")]
+    assert main(base + ["--class", "dress"]) == 2 and "is text-conditioned" in capsys.readouterr().err
+    assert main(base) == 2 and "give --prompt" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_control_prompt_on_a_class_base_exits_2(tmp_path, capsys):
     assert main(["control", "fmnist-cfg", "--controlnet", "fmnist-sketch", "--condition-from", "0", "--dataset",
                  "samples", "--prompt", "a bag", "--steps", "2", "--out", str(tmp_path / "o"), "--no-progress"]) == 2

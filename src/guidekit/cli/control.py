@@ -8,6 +8,7 @@ import time
 from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, check_memory,
                                  guidance_from_args, guidance_passes, load_fast_model, memory_guard, nonneg_int,
                                  number_list, pick_device, positive_int, sampler_settings)
+from guidekit.cli.sample_text import add_prompt_args, check_negative, one_prompt
 from guidekit.errors import check
 
 
@@ -36,11 +37,7 @@ def register(sub) -> None:
     p.add_argument("--class", dest="class_", metavar="C", default=None,
                    help="class name, prefix or index, or 'null' (∅). Default: the source image's class with "
                         "--condition-from, null with --condition-image")
-    p.add_argument("--prompt", default=None, metavar="TEXT",
-                   help="a text-conditioned base (guidekit train --captions): the prompt, seen by the base and the "
-                        "ControlNets' copies; \"\" = the empty prompt ∅")
-    p.add_argument("--negative-prompt", default=None, metavar="TEXT",
-                   help="with --prompt and w > 0: replaces ∅ in eps = (1+w)·eps(x, c) − w·eps(x, c_neg)")
+    add_prompt_args(p)  # on a text base the prompt reaches the base and every ControlNet's copy
     add_guidance_args(p)
     p.add_argument("--control-scale", type=number_list("--control-scale", example="1"), default=[1.0], metavar="S",
                    help="residual scale: one value, or comma-separated, one per ControlNet (0 = no control)")
@@ -92,23 +89,6 @@ def source_image(args, model):
     return data.images(slice(i, i + 1)), label, data.name
 
 
-def prompt_of(args, model) -> tuple[str | None, dict]:
-    """(the normalized prompt, its cond {"text"[, "text_negative"]} with one row) on a text-conditioned base, else
-    (None, {}); refuses a prompt for a label model, a class for a text model, and CFG-half control for text."""
-    from guidekit.cli.sample_text import check_prompt_args
-
-    if not check_prompt_args(args, model, prompts=args.prompt is not None, classes=args.class_ is not None):
-        return None, {}
-    from guidekit.experiments.generation import prompt_cond
-    from guidekit.text.encoder import normalize_prompt
-
-    check(not args.hint_cond_only, "--hint-cond-only needs a class-conditional base: a text model's ∅ half (the "
-                                   "empty or negative prompt) cannot be told apart from a prompt; drop it")
-    prompt = normalize_prompt(args.prompt)
-    negative = None if args.negative_prompt is None else normalize_prompt(args.negative_prompt)
-    return prompt, prompt_cond(model, [prompt], negative)
-
-
 def pick_label(text: str | None, default: int | None, model) -> int:
     """--class as a label index (NULL for 'null' or an unconditional model)."""
     from guidekit.data import class_index
@@ -149,7 +129,10 @@ def run(args) -> None:
     else:
         hints = hints_from_files(args.condition_image, nets, c.image_size)
         source_info = {"condition_images": [str(f) for f in args.condition_image]}
-    prompt, cond = prompt_of(args, model)
+    prompt, cond = one_prompt(args, model, args.class_ is not None, args.n)
+    check(prompt is None or not args.hint_cond_only, "--hint-cond-only needs a class-conditional base: a text "
+                                                     "model's ∅ half (the empty or negative prompt) cannot be told "
+                                                     "apart from a prompt; drop it")
     y = NULL if prompt is not None else pick_label(args.class_, source_label, model)
     check(not (args.hint_cond_only and y == NULL), "--hint-cond-only gives the hint only to the conditional half, "
                                                    "and the class is null (∅), so nothing would be controlled; pass "
@@ -157,8 +140,7 @@ def run(args) -> None:
     no_w = getattr(args, "w", None) is None and getattr(args, "guidance_scale", None) is None
     unconditional = prompt == "" if prompt is not None else y == NULL
     guidance = guidance_from_args(args, model, device, w_override=0.0 if unconditional and no_w else None)
-    check(args.negative_prompt is None or guidance.w > 0,
-          f"--negative-prompt replaces ∅ in the CFG difference, which w = {guidance.w:g} does not use; give --w > 0")
+    check_negative(args, guidance)
     check_memory(model.net, args.n, args.batch_size, device, guidance_passes(guidance) * (1 + len(nets)),
                  str(args.n))
     seeds = list(range(args.seed, args.seed + args.n))
@@ -167,8 +149,7 @@ def run(args) -> None:
     begin = time.time()
     with memory_guard("--batch-size"):
         images = control_samples(model, nets, hints, labels, seeds, scale, settings, device, guidance, start, end,
-                                 not args.hint_cond_only, not args.no_progress,
-                                 cond={k: v.repeat(args.n, 1) for k, v in cond.items()})
+                                 not args.hint_cond_only, not args.no_progress, cond=cond)
     elapsed = time.time() - begin
     class_name = "null" if y == NULL else model.class_names[y]
     said = {"class": y, "class_name": class_name} if prompt is None else \

@@ -9,6 +9,7 @@ import time
 from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, check_memory,
                                  guidance_from_args, guidance_passes, load_fast_model, memory_guard, nonneg_int,
                                  pick_device, positive_int, sampler_settings)
+from guidekit.cli.sample_text import add_prompt_args, check_negative, one_prompt
 from guidekit.errors import check
 
 
@@ -57,6 +58,7 @@ def register(sub) -> None:
     p.add_argument("--class", dest="cls", metavar="C", default=None,
                    help="class name, prefix or index for a class-conditional model; 'null' = ∅. Default: the "
                         "image's class with --stroke-from, else ∅")
+    add_prompt_args(p)
     add_guidance_args(p)
     p.add_argument("--n", type=positive_int("--n"), default=4, help="outputs (seeds --seed .. --seed+n-1)")
     p.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed")
@@ -100,16 +102,20 @@ def run(args) -> None:
     device = pick_device(args.device)
     model = load_fast_model(args.model, args, device)
     guide, label, source = read_guide(args, model)
+    prompt, cond = one_prompt(args, model, args.cls is not None, args.n)
     guidance = guidance_from_args(args, model, device)
     names = class_names(model, guidance)
-    if args.cls is not None:
+    if prompt is not None:
+        y = NULL
+    elif args.cls is not None:
         classes = parse_classes([args.cls], names)
         check(len(classes) == 1, f"--class {args.cls}: give one class for the edit")
         y = classes[0]
     else:
         y = label if names and label is not None and label < len(names) else NULL
-    if y == NULL and args.w is None and args.guidance_scale is None:
+    if (y == NULL if prompt is None else prompt == "") and args.w is None and args.guidance_scale is None:
         guidance.w = 0.0  # CFG of ∅ against ∅ changes nothing: skip the second half
+    check_negative(args, guidance)
     mask = None
     if args.mask:
         mask = check_mask(mask_from_arg(args.mask, model.net.config.image_size, 1,
@@ -121,9 +127,11 @@ def run(args) -> None:
     start = time.time()
     with memory_guard("--batch-size"):
         images = edit_guided(model, guide, labels, seeds, args.t0, guidance, settings, args.repeats, mask, device,
-                             not args.no_progress)
+                             not args.no_progress, cond)
     elapsed = time.time() - start
     class_name = "null" if y == NULL else names[y]
+    said = {"class": y, "class_name": class_name} if prompt is None else \
+        {"prompt": prompt, "negative_prompt": args.negative_prompt}
     files = []
     with atomic_folder(args.out, overwrite=args.overwrite) as tmp:
         save_png(to_pil(guide[0]), tmp / "guide.png")
@@ -134,12 +142,13 @@ def run(args) -> None:
             save_png(to_pil(images[i]), tmp / name)
             files.append({"file": name, "seed": s, **faithfulness(images[i:i + 1], guide)})
         title = f"SDEdit t0 = {args.t0:g}" + (f", K = {args.repeats}" if args.repeats > 1 else "") + \
-            f", class {class_name}" + (f", w = {guidance.w:g}" if guidance.w else "")
+            (f", class {class_name}" if prompt is None else f", prompt {prompt!r}") + \
+            (f", w = {guidance.w:g}" if guidance.w else "")
         cells = torch.cat([guide, images])
         save_png(labelled(grid(cells, len(cells), scale=3), title), tmp / "grid.png")
         manifest = {"model": str(model.path), "method": "sdedit", "t0": args.t0,
                     "start_timestep": model.schedule.t_from_fraction(args.t0), "repeats": args.repeats,
-                    **source, "mask": args.mask, "class": y, "class_name": class_name, **settings.to_dict(),
+                    **source, "mask": args.mask, **said, **settings.to_dict(),
                     **guidance.describe(), "seeds": seeds, "device": str(device), "seconds": round(elapsed, 3),
                     "images": files}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

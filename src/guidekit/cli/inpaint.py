@@ -8,6 +8,7 @@ import time
 from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, check_memory,
                                  guidance_from_args, guidance_passes, load_fast_model, memory_guard, nonneg_float,
                                  nonneg_int, pick_device, positive_int, sampler_settings)
+from guidekit.cli.sample_text import add_prompt_args, check_negative, one_prompt
 from guidekit.errors import GuidekitError, check
 from guidekit.masks import MASK_KINDS
 
@@ -57,6 +58,7 @@ def register(sub) -> None:
     p.add_argument("--class", dest="class_", metavar="C", default=None,
                    help="class name or index for a class-conditional model; 'null' = ∅ (default: the dataset "
                         "image's label with --from-dataset, else null)")
+    add_prompt_args(p)
     add_guidance_args(p)
     p.add_argument("--controlnet", action="append", default=[], metavar="CN",
                    help="ControlNet folder or zoo name (repeatable): its condition is extracted from the whole "
@@ -146,11 +148,15 @@ def run(args) -> None:
     device = pick_device(args.device)
     model = load_fast_model(args.model, args, device)
     x0, dataset_label, source = source_image(args, model)
-    label = pick_label(args, model, dataset_label)
+    prompt, text_cond = one_prompt(args, model, args.class_ is not None, args.n)
+    label = NULL if prompt is not None else pick_label(args, model, dataset_label)
     explicit_w = args.w is not None or args.guidance_scale is not None
-    guidance = guidance_from_args(args, model, device, None if explicit_w or label != NULL else 0.0)
+    unconditional = label == NULL if prompt is None else prompt == ""
+    guidance = guidance_from_args(args, model, device, None if explicit_w or not unconditional else 0.0)
+    check_negative(args, guidance)
     mask = check_mask(mask_from_arg(args.mask, x0.shape[-1], 1, torch.Generator().manual_seed(args.mask_seed)), x0)
     model, cond = with_controlnets(args, model, x0)
+    cond = {**text_cond, **(cond or {})}
     settings = sampler_settings(args)
     args.jump_length = jump_length_of(args, model.schedule.num_timesteps)
     repaint_levels(model.schedule.timesteps(settings.steps, settings.spacing), args.jump_length, args.jump_n_sample)
@@ -164,6 +170,8 @@ def run(args) -> None:
     l2, psnr = masked_errors(images, x0, mask)
     masked = x0 * mask  # unknown pixels shown as mid-gray (0)
     name = "null" if label == NULL else model.class_names[label]
+    said = {"class": label, "class_name": name} if prompt is None else \
+        {"prompt": prompt, "negative_prompt": args.negative_prompt}
     with atomic_folder(args.out, overwrite=args.overwrite) as tmp:
         for file, img in (("image.png", x0[0]), ("mask.png", mask[0] * 2 - 1), ("masked.png", masked[0])):
             save_png(to_pil(img), tmp / file)
@@ -173,10 +181,10 @@ def run(args) -> None:
             save_png(to_pil(images[i]), tmp / files[-1]["file"])
         row = torch.cat([x0, mask * 2 - 1, masked, images])
         title = (f"RePaint {args.sampler}-{args.steps} j={args.jump_length} r={args.jump_n_sample} NFE={nfe} "
-                 f"class={name}")
+                 + (f"class={name}" if prompt is None else f"prompt={prompt!r}"))
         save_png(labelled(grid(row, len(row), scale=3), title), tmp / "grid.png")
         manifest = {"model": str(model.path), "source": source, "mask": args.mask, "mask_seed": args.mask_seed,
-                    "known_fraction": float(mask.mean()), "class": label, "class_name": name,
+                    "known_fraction": float(mask.mean()), **said,
                     **settings.to_dict(), **guidance.describe(), "jump_length": args.jump_length,
                     "jump_n_sample": args.jump_n_sample, "controlnets": args.controlnet,
                     "control_scale": args.control_scale, "nfe": nfe, "seeds": seeds, "device": str(device),

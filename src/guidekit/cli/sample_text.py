@@ -30,6 +30,34 @@ def check_prompt_args(args, model, prompts: bool | None = None, classes: bool | 
     return True
 
 
+def add_prompt_args(p) -> None:
+    """--prompt / --negative-prompt for one prompt shared by every output (edit, inpaint, control)."""
+    p.add_argument("--prompt", default=None, metavar="TEXT",
+                   help="a text-conditioned model (guidekit train --captions): the prompt of every output; \"\" = "
+                        "the empty prompt ∅")
+    p.add_argument("--negative-prompt", default=None, metavar="TEXT",
+                   help="with --prompt and w > 0: replaces ∅ in eps = (1+w)·eps(x, c) − w·eps(x, c_neg)")
+
+
+def one_prompt(args, model, class_given: bool, n: int) -> tuple[str | None, dict]:
+    """(the normalized --prompt, its cond {"text"[, "text_negative"]} with n rows) on a text-conditioned model, else
+    (None, {}); refuses a prompt for a label model and a class for a text model (check_prompt_args)."""
+    if not check_prompt_args(args, model, prompts=args.prompt is not None, classes=class_given):
+        return None, {}
+    from guidekit.experiments.generation import prompt_cond
+    from guidekit.text.encoder import normalize_prompt
+
+    prompt = normalize_prompt(args.prompt)
+    negative = None if args.negative_prompt is None else normalize_prompt(args.negative_prompt)
+    return prompt, {k: v.repeat(n, 1) for k, v in prompt_cond(model, [prompt], negative).items()}
+
+
+def check_negative(args, guidance) -> None:
+    """A negative prompt needs w > 0: it only replaces ∅ in the CFG difference."""
+    check(args.negative_prompt is None or guidance.w > 0,
+          f"--negative-prompt replaces ∅ in the CFG difference, which w = {guidance.w:g} does not use; give --w > 0")
+
+
 def run_prompts(args, model, device) -> None:
     """Sample --n seeds per prompt; write PNGs, grid.png (rows = prompts) and manifest.json."""
     import torch
@@ -44,8 +72,7 @@ def run_prompts(args, model, device) -> None:
     from guidekit.text.encoder import normalize_prompt
 
     guidance = guidance_from_args(args, model, device)
-    check(args.negative_prompt is None or guidance.w > 0,
-          f"--negative-prompt replaces ∅ in the CFG difference, which w = {guidance.w:g} does not use; give --w > 0")
+    check_negative(args, guidance)
     prompts = [normalize_prompt(p) for p in args.prompts]
     check_memory(model.net, len(prompts) * args.n, args.batch_size, device, guidance_passes(guidance),
                  f"{args.n} × {len(prompts)} prompt(s)")

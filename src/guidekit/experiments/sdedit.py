@@ -27,12 +27,14 @@ UNITS = ("rmse = per-pixel RMSE and l2 = ‖x0 − guide‖₂ per image (SDEdit
 
 def edit_guided(model: LoadedModel, guide: torch.Tensor, labels: torch.Tensor, seeds: list[int], t0: float,
                 guidance: Guidance, settings: SamplerSettings, repeats: int = 1, mask: torch.Tensor | None = None,
-                device: torch.device | str = "cpu", progress: bool = False) -> torch.Tensor:
-    """SDEdit of guide (B or 1, C, H, W) for labels[i] (NULL = ∅) from seeds[i], under `guidance`; checked finite."""
+                device: torch.device | str = "cpu", progress: bool = False,
+                cond: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """SDEdit of guide (B or 1, C, H, W) for labels[i] (NULL = ∅) from seeds[i], under `guidance`; checked finite.
+    cond: further conditions, one row per seed (a text model's {"text", "text_negative"} from prompt_cond)."""
     den = guided_denoiser(model, guidance, settings.clip_x0)
     use_y = model.net.config.num_classes > 0 or guidance.classifier is not None  # else an unconditional net gets ∅
     y = labels if use_y else torch.full_like(labels, NULL)
-    out = sdedit(den, model.schedule, guide, t0, {"y": y}, make_step(settings.sampler, model.schedule, settings.eta),
+    out = sdedit(den, model.schedule, guide, t0, {"y": y, **(cond or {})}, make_step(settings.sampler, model.schedule, settings.eta),
                  seeds, settings.steps, repeats, mask, settings.spacing, device=device, progress=progress,
                  batch_size=settings.batch_size)
     check(bool(torch.isfinite(out).all()), "the edits contain NaN/inf: the model weights are broken")
