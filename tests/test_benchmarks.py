@@ -1,4 +1,5 @@
-"""benchmarks/conv_layouts.py reads Inductor's generated code right: the layout of each convolution's tensors."""
+"""benchmarks/conv_layouts.py reads Inductor's generated code right (the layout of each convolution's tensors);
+benchmarks/repaint_gaussian.py runs and its exact-denoiser table behaves."""
 
 import importlib.util
 from pathlib import Path
@@ -49,3 +50,17 @@ def test_report_counts_strided_calls(tmp_path, capsys):
     code.write_text(CODE)
     assert conv_layouts.report([str(code)]) == 1
     assert "1 convolution calls with a strided argument" in capsys.readouterr().out
+
+
+def test_repaint_gaussian_table_shows_resampling_reduce_the_bias():
+    """benchmarks/repaint_gaussian.py runs as documented and its exact-denoiser rows move toward p(b | a) with r."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).parent.parent
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "repaint_gaussian.py"), "--n", "2000", "--rows",
+                          "ddpm:20:100:1,ddpm:20:100:4"], capture_output=True, text=True, check=True, cwd=root)
+    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith("| ddpm")]
+    assert [(r[3].strip(), r[4].strip()) for r in rows] == [("1", "20"), ("4", "74")]  # NFE = 20 + 3·2·9
+    bias = [abs(float(r[5])) for r in rows]
+    assert bias[0] > 0.3 and bias[1] < bias[0] - 0.05  # standard error ≈ 0.0035
