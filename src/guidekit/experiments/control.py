@@ -191,7 +191,8 @@ def adherence(conditions: Sequence[Condition], hints: Sequence[torch.Tensor], sa
 def score_control(samples: torch.Tensor, cset: ControlSet, evaluator, ref, seed: int = 0) -> dict:
     """Adherence to the hints plus FID/KID/IS and accuracy of the source labels (metrics.evaluate); with prompts,
     also attr_brightness: the share of outputs on the prompt's side of their class's median brightness."""
-    out = {**adherence(cset.conditions, cset.hints, samples), **evaluate(samples, cset.labels, evaluator, ref, seed=seed)}
+    out = {**adherence(cset.conditions, cset.hints, samples),
+           **evaluate(samples, cset.labels, evaluator, ref, seed=seed)}
     if cset.wanted is not None:
         from guidekit.text.attributes import adherence_of, measure
 
@@ -264,7 +265,8 @@ def run_control_sweep(model: LoadedModel, controlnets: Sequence[LoadedControlNet
     check_spec(out, {"kind": "controlnet scale", "model": str(model.path), "n": n, "seed": seed,
                      "settings": settings.to_dict(), **(spec or {})})
     (out / "grids").mkdir(exist_ok=True)
-    seeds, labels, cond = list(range(seed, seed + n)), model_labels(model, cset.labels, base_null), set_cond(model, cset)
+    seeds, labels = list(range(seed, seed + n)), model_labels(model, cset.labels, base_null)
+    cond = set_cond(model, cset)
 
     def sample_at(s: float) -> torch.Tensor:
         return control_samples(model, controlnets, cset.hints, labels, seeds, s, settings, device, guidance,
@@ -291,7 +293,8 @@ def run_control_curve(model: LoadedModel, checkpoints: dict[int, Path], load: Ca
     check_spec(out, {"kind": "controlnet training curve", "model": str(model.path), "n": n, "seed": seed,
                      "scale": scale, "settings": settings.to_dict(), **(spec or {})})
     (out / "grids").mkdir(exist_ok=True)
-    seeds, labels, cond = list(range(seed, seed + n)), model_labels(model, cset.labels, base_null), set_cond(model, cset)
+    seeds, labels = list(range(seed, seed + n)), model_labels(model, cset.labels, base_null)
+    cond = set_cond(model, cset)
 
     def sample_at(step: float) -> torch.Tensor:
         if step == 0:

@@ -34,9 +34,9 @@ def edit_guided(model: LoadedModel, guide: torch.Tensor, labels: torch.Tensor, s
     den = guided_denoiser(model, guidance, settings.clip_x0)
     use_y = model.net.config.num_classes > 0 or guidance.classifier is not None  # else an unconditional net gets ∅
     y = labels if use_y else torch.full_like(labels, NULL)
-    out = sdedit(den, model.schedule, guide, t0, {"y": y, **(cond or {})}, make_step(settings.sampler, model.schedule, settings.eta),
-                 seeds, settings.steps, repeats, mask, settings.spacing, device=device, progress=progress,
-                 batch_size=settings.batch_size)
+    step = make_step(settings.sampler, model.schedule, settings.eta)
+    out = sdedit(den, model.schedule, guide, t0, {"y": y, **(cond or {})}, step, seeds, settings.steps, repeats,
+                 mask, settings.spacing, device=device, progress=progress, batch_size=settings.batch_size)
     check(bool(torch.isfinite(out).all()), "the edits contain NaN/inf: the model weights are broken")
     return out
 
