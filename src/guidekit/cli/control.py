@@ -8,7 +8,7 @@ import time
 from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, check_memory,
                                  guidance_from_args, guidance_passes, load_fast_model, memory_guard, nonneg_int,
                                  number_list, pick_device, positive_int, sampler_settings)
-from guidekit.cli.sample_text import add_prompt_args, check_negative, one_prompt
+from guidekit.cli.sample_text import add_prompt_args, check_negative, condition_info, one_prompt
 from guidekit.errors import check
 
 
@@ -152,8 +152,7 @@ def run(args) -> None:
                                  not args.hint_cond_only, not args.no_progress, cond=cond)
     elapsed = time.time() - begin
     class_name = "null" if y == NULL else model.class_names[y]
-    said = {"class": y, "class_name": class_name} if prompt is None else \
-        {"prompt": prompt, "negative_prompt": args.negative_prompt}
+    said = condition_info(args, prompt, y, class_name)
     lead = ([source[0]] if source is not None else []) + [hint_image(h[0], c.in_channels) for h in hints]
     heads = (["source"] if source is not None else []) + [n.condition for n in nets]
     with atomic_folder(args.out, overwrite=args.overwrite) as tmp:

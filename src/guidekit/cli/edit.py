@@ -9,7 +9,7 @@ import time
 from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, check_memory,
                                  guidance_from_args, guidance_passes, load_fast_model, memory_guard, nonneg_int,
                                  pick_device, positive_int, sampler_settings)
-from guidekit.cli.sample_text import add_prompt_args, check_negative, one_prompt
+from guidekit.cli.sample_text import add_prompt_args, check_negative, condition_info, one_prompt
 from guidekit.errors import check
 
 
@@ -130,8 +130,7 @@ def run(args) -> None:
                              not args.no_progress, cond)
     elapsed = time.time() - start
     class_name = "null" if y == NULL else names[y]
-    said = {"class": y, "class_name": class_name} if prompt is None else \
-        {"prompt": prompt, "negative_prompt": args.negative_prompt}
+    said = condition_info(args, prompt, y, class_name)
     files = []
     with atomic_folder(args.out, overwrite=args.overwrite) as tmp:
         save_png(to_pil(guide[0]), tmp / "guide.png")

@@ -8,7 +8,7 @@ import time
 from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, check_memory,
                                  guidance_from_args, guidance_passes, load_fast_model, memory_guard, nonneg_float,
                                  nonneg_int, pick_device, positive_int, sampler_settings)
-from guidekit.cli.sample_text import add_prompt_args, check_negative, one_prompt
+from guidekit.cli.sample_text import add_prompt_args, check_negative, condition_info, one_prompt
 from guidekit.errors import GuidekitError, check
 from guidekit.masks import MASK_KINDS
 
@@ -170,8 +170,7 @@ def run(args) -> None:
     l2, psnr = masked_errors(images, x0, mask)
     masked = x0 * mask  # unknown pixels shown as mid-gray (0)
     name = "null" if label == NULL else model.class_names[label]
-    said = {"class": label, "class_name": name} if prompt is None else \
-        {"prompt": prompt, "negative_prompt": args.negative_prompt}
+    said = condition_info(args, prompt, label, name)
     with atomic_folder(args.out, overwrite=args.overwrite) as tmp:
         for file, img in (("image.png", x0[0]), ("mask.png", mask[0] * 2 - 1), ("masked.png", masked[0])):
             save_png(to_pil(img), tmp / file)

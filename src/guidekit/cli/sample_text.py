@@ -52,6 +52,13 @@ def one_prompt(args, model, class_given: bool, n: int) -> tuple[str | None, dict
     return prompt, {k: v.repeat(n, 1) for k, v in prompt_cond(model, [prompt], negative).items()}
 
 
+def condition_info(args, prompt: str | None, label: int, name: str) -> dict:
+    """What a manifest records of the condition: the class, or on a text model the prompt and negative prompt."""
+    if prompt is None:
+        return {"class": label, "class_name": name}
+    return {"prompt": prompt, "negative_prompt": args.negative_prompt}
+
+
 def check_negative(args, guidance) -> None:
     """A negative prompt needs w > 0: it only replaces ∅ in the CFG difference."""
     check(args.negative_prompt is None or guidance.w > 0,

@@ -41,3 +41,11 @@ class DeviceImages:
         if self.device.type == "cpu":
             return self.dataset.images(index)
         return self.pixels[to_device(index, self.device)].to(torch.float32) / 127.5 - 1.0
+
+
+def caption_embeddings(ids: torch.Tensor, embeddings: torch.Tensor, idx: torch.Tensor, pick: torch.Tensor,
+                       drop: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Each image's picked caption embedding (ids[idx, pick] into embeddings, already on device); the rows dropped
+    for CFG training get the empty prompt ∅ (zeros)."""
+    keep = to_device((~drop).float(), device)[:, None]
+    return embeddings[to_device(ids[idx, pick], device)] * keep

@@ -22,7 +22,7 @@ from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import check
 from guidekit.models.controlnet import ControlledUNet, ControlNet, backbone_kind
 from guidekit.training.base import BaseTrainer, _step_generator, batch_indices
-from guidekit.training.batch import DeviceImages, draw_noise, to_device
+from guidekit.training.batch import DeviceImages, caption_embeddings, draw_noise, to_device
 from guidekit.training.checkpoint import controlnet_files, fingerprint
 from guidekit.training.trainer import TrainConfig
 
@@ -129,8 +129,7 @@ class ControlNetTrainer(BaseTrainer):
             y = to_device(torch.where(drop, cfg.num_classes, self.dataset.labels[idx]), device)
         kw = {}
         if self.text is not None:  # one of the image's captions; dropped ones get the empty prompt ∅ (zeros)
-            caption = self.text.ids[idx, shard(pick)]
-            kw["text"] = self.text_embeddings[to_device(caption, device)] * to_device((~drop).float(), device)[:, None]
+            kw["text"] = caption_embeddings(self.text.ids, self.text_embeddings, idx, shard(pick), drop, device)
         torch.manual_seed(self.cfg.seed * 1_000_003 + step)  # dropout layers
         out = self.net(x_t, to_device(t, device), y=y, hint=hint, **kw)
         return F.mse_loss(out.float(), goal)

@@ -14,7 +14,7 @@ from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import check
 from guidekit.models.unet import UNet, UNetConfig
 from guidekit.training.base import BaseTrainer, _step_generator, batch_indices
-from guidekit.training.batch import DeviceImages, draw_noise, to_device
+from guidekit.training.batch import DeviceImages, caption_embeddings, draw_noise, to_device
 from guidekit.training.checkpoint import model_files
 
 
@@ -97,9 +97,7 @@ class Trainer(BaseTrainer):
             y = to_device(torch.where(drop, self.raw.config.num_classes, self.dataset.labels[idx]), device)
         kw = {}
         if self.text is not None:  # one of the image's captions; dropped ones get the empty prompt ∅ (zeros)
-            caption = self.text.ids[idx, shard(pick)]
-            keep = to_device((~drop).float(), device)[:, None]
-            kw["text"] = self.text_embeddings[to_device(caption, device)] * keep
+            kw["text"] = caption_embeddings(self.text.ids, self.text_embeddings, idx, shard(pick), drop, device)
         torch.manual_seed(self.cfg.seed * 1_000_003 + step)  # dropout layers
         if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
