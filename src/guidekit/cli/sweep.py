@@ -28,8 +28,10 @@ def _common(p: argparse.ArgumentParser, ws: str) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sweep", help="metric sweeps over a guidance weight (cfg, classifier)",
-                       description="Sweep a guidance weight and measure each setting.")
+    p = sub.add_parser("sweep", help="metric sweeps: guidance weights, ControlNet scale, SDEdit t0, RePaint masks, "
+                                               "sampler steps, text prompts",
+                       description="Sweep one setting of a guidance method (or the sampler) and measure each "
+                                   "value against real data: tables, CSV and plots in --out.")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     c = kinds.add_parser("cfg", help="classifier-free guidance weight w",
                          description="For each w: sample --n class-balanced images with ε̂ = (1+w)·ε(x,y) − w·ε(x,∅), "
