@@ -87,6 +87,18 @@ def test_per_image_seeds_do_not_depend_on_batch():
         assert torch.equal(big, again)
 
 
+def test_seed_noise_is_torch_cpu_stream_on_any_device():
+    """Seed s draws torch's CPU stream of s wherever the samples go, so a seed means the same image on every machine."""
+    z = Noise([5, 9], device="meta").randn((2, 3))
+    assert z.device.type == "meta" and z.shape == (2, 2, 3)
+    got = Noise([5, 9]).randn((2, 3))
+    for row, seed in zip(got, (5, 9)):
+        assert torch.equal(row, torch.randn((2, 3), generator=torch.Generator().manual_seed(seed)))
+    like = Noise([9]).randn_like(torch.zeros(1, 2, 3, dtype=torch.float64))
+    assert like.dtype == torch.float64
+    assert torch.equal(like[0], torch.randn((2, 3), generator=torch.Generator().manual_seed(9), dtype=torch.float64))
+
+
 def test_bad_sampler_arguments():
     schedule = NoiseSchedule.linear()
     with pytest.raises(GuidekitError, match="seeds"):

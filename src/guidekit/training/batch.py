@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from guidekit.data.dataset import ImageDataset
+from guidekit.transfer import to_device
 
 
 def draw_noise(shape: tuple, g: torch.Generator, seed: int, step: int, device: torch.device) -> torch.Tensor:
@@ -18,15 +19,6 @@ def draw_noise(shape: tuple, g: torch.Generator, seed: int, step: int, device: t
         return torch.randn(shape, generator=g)
     gd = torch.Generator(device).manual_seed(seed * 1_000_003 + step + 0x5EED)
     return torch.randn(shape, generator=gd, device=device)
-
-
-def to_device(v: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """v on device; a CPU→CUDA copy goes through pinned memory without blocking (a plain .to() waits for the GPU)."""
-    if v.device == device:
-        return v
-    if device.type != "cuda" or v.device.type != "cpu":
-        return v.to(device)
-    return v.pin_memory().to(device, non_blocking=True)
 
 
 class DeviceImages:
