@@ -380,6 +380,12 @@ def _inpaint_nan(f, model):
                    SamplerSettings(steps=2), 1, 1)
 
 
+def _class_prompt_cond(M, labels):
+    from guidekit.experiments.generation import class_prompt_cond
+
+    return class_prompt_cond(M, labels)
+
+
 def _controlled(model, **kw):
     """The model steered by the zoo's canny ControlNet."""
     from guidekit.models.controlnet import ControlledUNet
@@ -503,6 +509,8 @@ def _api():
                                                                      hint=torch.zeros(1, *IMAGE),
                                                                      text=torch.zeros(1, 384)),
          ["takes no text prompt", "guidekit train --captions"]),
+        ("class-prompts-outside-fmnist", lambda f, M: _class_prompt_cond(M, torch.tensor([3, 12, 10])),
+         ["labels [10, 12] are outside 0–9", "use Fashion-MNIST images"]),
         ("condition-image-not-an-image", lambda f, M: load_condition_image(f.text),
          ["cannot read condition image", "not an image"]),
         ("condition-image-truncated", lambda f, M: load_condition_image(f.trunc), ["truncated.png", "truncated"]),

@@ -406,6 +406,26 @@ def test_edit_and_inpaint_take_a_prompt_on_a_text_model(text_run, tmp_path, monk
     assert all(torch.allclose(t[:2], want.expand(2, -1)) and torch.allclose(t[2:], bag.expand(2, -1)) for t in seen)
 
 
+@pytest.mark.parametrize("command", [
+    ["sdedit", "--t0", "0.5", "--guides", "samples"],
+    ["repaint", "--masks", "half", "--jump-length", "1", "--jump-n-sample", "2", "--labels", "true"],
+])
+def test_sdedit_and_repaint_sweeps_prompt_a_text_model_with_each_image_class(text_run, tmp_path, monkeypatch, command):
+    from guidekit.data import load_dataset
+    from guidekit.text.captions import class_prompt
+    from guidekit.text.encoder import shared_encoder
+
+    seen = spy_text(monkeypatch)
+    out = tmp_path / "sw"
+    assert main(["sweep", command[0], str(text_run), *command[1:], "--reference", "samples", "--n", "20", "--w", "1",
+                 "--steps", "2", "--no-progress", "--out", str(out)]) == 0
+    assert json.loads((out / "sweep.json").read_text())["prompts"] == "class"
+    labels = load_dataset("samples").labels[:20] if command[0] == "repaint" else torch.arange(20) % 10
+    want = shared_encoder().encode([class_prompt(int(y)) for y in labels])
+    assert class_prompt(1) == "a pair of trousers"
+    assert seen and all(torch.allclose(t[:20], want) and torch.equal(t[20:], torch.zeros(20, 384)) for t in seen)
+
+
 @pytest.mark.parametrize("command", [["edit", "--stroke-from", "1"], ["inpaint", "--from-dataset", "1", "--mask",
                                                                       "half"]])
 def test_edit_and_inpaint_on_a_text_model_refuse_a_class_and_need_a_prompt(text_run, tmp_path, capsys, command):

@@ -38,7 +38,7 @@ def register_kind(kinds) -> None:
     add_jump_args(p)
     p.add_argument("--labels", default="null", choices=["null", "true"],
                    help="condition a class-conditional model on ∅ (unconditional, as in the paper) or on each "
-                        "image's true class")
+                        "image's true class (a text model: on a prompt naming it)")
     p.add_argument("--w", type=nonneg_float("--w"), default=0.0, help="CFG weight (with --labels true)")
     add_sweep_args(p)
     p.set_defaults(run=run)
@@ -56,8 +56,9 @@ def run(args) -> None:
     device = pick_device(args.device)
     model = load_fast_model(args.model, args, device)
     c = model.net.config
-    conditional = c.num_classes > 0
-    check(args.labels == "null" or conditional, "--labels true needs a class-conditional model; use --labels null")
+    conditional = c.num_classes > 0 or model.takes_text
+    check(args.labels == "null" or conditional, "--labels true needs a class-conditional or text-conditioned model; "
+                                                "use --labels null")
     check(args.w == 0 or args.labels == "true", f"--w {args.w} guides toward a class: use it with --labels true")
     settings = sampler_settings(args)
     args.jump_length = jump_length_of(args, model.schedule.num_timesteps)
@@ -68,16 +69,21 @@ def run(args) -> None:
     check(args.n <= len(data), f"--n {args.n} exceeds the {len(data)} images of {data.name}; lower --n")
     truth = data.images(slice(0, args.n))
     truth_labels = None if data.labels is None else data.labels[:args.n]
+    labels, cond = torch.full((args.n,), NULL), {}
     if args.labels == "true":
         check(truth_labels is not None, f"{data.name} has no labels; use --labels null")
         labels = truth_labels.clone()
-    else:
-        labels = torch.full((args.n,), NULL)
     spec = {"reference": args.reference, "split": args.split, "evaluator": args.evaluator, "labels": args.labels}
+    if args.labels == "true" and model.takes_text:  # the class told in words; y stays ∅ for a network without labels
+        from guidekit.experiments.generation import class_prompt_cond
+
+        _, cond = class_prompt_cond(model, labels)
+        labels = torch.full((args.n,), NULL)
+        spec["prompts"] = "class"
     if args.inception_weights:
         spec.update(inception_weights=str(args.inception_weights), feature_network="Inception")
     rows = run_repaint_sweep(model, truth, truth_labels, labels, args.masks, rs, args.jump_length,
                              Guidance(w=args.w), settings, lambda: load_eval(args, device, not args.no_progress),
-                             Path(args.out), args.seed, device, not args.no_progress, spec)
+                             Path(args.out), args.seed, device, not args.no_progress, spec, cond)
     print(format_table(rows, spec.get("feature_network", "FMNIST")))
     print(f"wrote {args.out}/results.csv, results.md, grid.png")

@@ -54,10 +54,16 @@ def run(args) -> None:
     guides, labels, _ = stroke_guides(data, args.n, args.stroke_levels)
     spec = {"guides": data.name, "stroke_levels": args.stroke_levels, "reference": args.reference,
             "split": args.split, "evaluator": args.evaluator}
+    cond = {}
+    if model.takes_text:  # the class protocol, told in words
+        from guidekit.experiments.generation import class_prompt_cond
+
+        _, cond = class_prompt_cond(model, labels)
+        spec["prompts"] = "class"
     if args.inception_weights:
         spec.update(inception_weights=str(args.inception_weights), feature_network="Inception")
     rows = run_sdedit_sweep(model, args.t0, guides, labels, Guidance(w=args.w), sampler_settings(args),
                             lambda: load_eval(args, device, not args.no_progress), Path(args.out), args.seed,
-                            args.repeats, device, not args.no_progress, spec, data.class_names)
+                            args.repeats, device, not args.no_progress, spec, data.class_names, cond)
     print(format_table(rows, key="t0", extra=("rmse", "l2")))
     print(f"wrote {args.out}/results.csv, results.md, realism_faithfulness.png, grid.png")

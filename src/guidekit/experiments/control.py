@@ -137,7 +137,7 @@ def with_prompts(cset: ControlSet, model: LoadedModel) -> ControlSet:
     turn per round of classes (brightness, which an edge or sketch hint leaves open), so one sweep measures the
     hint's, the class's and the attribute's adherence together."""
     from guidekit.text.attributes import Thresholds
-    from guidekit.text.captions import CLASS_PHRASES, WORDS, render, train_phrases
+    from guidekit.text.captions import CLASS_PHRASES, WORDS, class_prompt
 
     K = len(CLASS_PHRASES)
     labels = cset.labels.tolist()
@@ -145,7 +145,7 @@ def with_prompts(cset: ControlSet, model: LoadedModel) -> ControlSet:
                                            f"include labels outside the {K} Fashion-MNIST classes; use --dataset "
                                            f"fashion-mnist or samples")
     levels = [("low", "high")[(i // K) % 2] for i in range(len(labels))]
-    prompts = [render(train_phrases(y)[0], [WORDS["brightness"][lvl][0]], 0) for y, lvl in zip(labels, levels)]
+    prompts = [class_prompt(y, [WORDS["brightness"][lvl][0]]) for y, lvl in zip(labels, levels)]
     thresholds = Thresholds.from_dict((model.text or {}).get("thresholds"))
     return dataclasses.replace(cset, prompts=prompts, wanted=[{"brightness": lvl} for lvl in levels],
                                thresholds=thresholds)

@@ -50,8 +50,10 @@ def format_table(rows: list[dict], tag: str = "FMNIST") -> str:
 def run_repaint_sweep(model: LoadedModel, truth: torch.Tensor, truth_labels: torch.Tensor | None,
                       labels: torch.Tensor, kinds: list[str], rs: list[int], jump_length: int, guidance: Guidance,
                       settings: SamplerSettings, load_eval: Callable[[], tuple], out: Path, seed: int = 0,
-                      device="cpu", progress: bool = True, spec: dict | None = None) -> list[dict]:
+                      device="cpu", progress: bool = True, spec: dict | None = None,
+                      cond: dict[str, torch.Tensor] | None = None) -> list[dict]:
     """Per mask kind and r: inpaint truth (n images) under seeded masks, score the generated region and the images.
+    cond: further conditions, one row per image (a text model's class prompts, class_prompt_cond).
 
     Resumable: finished (mask, r) rows are kept and sampled sets reused from OUT/samples/.
     """
@@ -70,7 +72,7 @@ def run_repaint_sweep(model: LoadedModel, truth: torch.Tensor, truth_labels: tor
     todo = [(k, r) for k in kinds for r in rs]
     for kind, r in tqdm(todo, desc="repaint sweep", disable=not progress):
         make = lambda: inpaint_guided(model, truth, masks[kind], labels, seeds, guidance, settings,  # noqa: E731
-                                      jump_length, r, device)[0]
+                                      jump_length, r, device, cond=cond)[0]
         sets[kind, r] = cached_samples(out / "samples" / f"{kind}-r{r}.safetensors", make)
         if (kind, r) in done:
             continue

@@ -89,8 +89,9 @@ def realism_faithfulness(rows: list[dict], path: Path, tag: str = "FMNIST") -> N
 def run_sdedit_sweep(model: LoadedModel, t0s: list[float], guides: torch.Tensor, labels: torch.Tensor,
                      guidance: Guidance, settings: SamplerSettings, load_eval: Callable[[], tuple], out: Path,
                      seed: int = 0, repeats: int = 1, device="cpu", progress: bool = True, spec: dict | None = None,
-                     class_names: list[str] | None = None) -> list[dict]:
-    """For each t0: SDEdit the guides (same seeds), measure faithfulness (L2) and realism (FID/KID); resumable."""
+                     class_names: list[str] | None = None, cond: dict[str, torch.Tensor] | None = None) -> list[dict]:
+    """For each t0: SDEdit the guides (same seeds), measure faithfulness (L2) and realism (FID/KID); resumable.
+    cond: further conditions, one row per guide (a text model's class prompts, class_prompt_cond)."""
     for t0 in t0s:
         check_t0(t0)
     n = len(guides)
@@ -102,7 +103,7 @@ def run_sdedit_sweep(model: LoadedModel, t0s: list[float], guides: torch.Tensor,
         return f"t0_{t0:g}"
 
     def sample_at(t0: float) -> torch.Tensor:
-        return edit_guided(model, guides, labels, seeds, t0, guidance, settings, repeats, device=device)
+        return edit_guided(model, guides, labels, seeds, t0, guidance, settings, repeats, device=device, cond=cond)
 
     def score(t0: float, images: torch.Tensor, evaluator, ref) -> dict:
         return {**faithfulness(images, guides), **evaluate(images, labels, evaluator, ref, seed=seed)}

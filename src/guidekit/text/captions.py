@@ -62,6 +62,11 @@ def render(phrase: tuple[str, str], adjs: list[str], template: int) -> str:
     return _articles(TEMPLATES[template].format(np=np_, bare=f"{pre} {noun}", adjs=and_, list=", ".join(adjs)))
 
 
+def class_prompt(cls: int, adjs: list[str] | None = None) -> str:
+    """The evaluation prompt of class cls: its first training paraphrase in the first template (adjectives optional)."""
+    return render(train_phrases(cls)[0], list(adjs or []), 0)
+
+
 def caption(cls: int, levels: dict[str, str | None], seed: int, index: int, variant: int = 0) -> str:
     """The training caption `variant` of image `index` (class cls, measured attribute levels): deterministic in
     (seed, index, variant); never a held-out paraphrase, never the class's held-out attribute combination."""
