@@ -457,3 +457,19 @@ def test_ui_service_samples_a_prompt_and_refuses_mismatches(text_run):
         service.run_method("classifier", str(text_run), service.Params(prompt="a bag", steps=2))
     with pytest.raises(GuidekitError, match="the limit is 300"):
         service.run_method("sample", str(text_run), service.Params(prompt="a" * 301, steps=2))
+
+
+def test_trainer_refuses_a_caption_table_of_other_images(tmp_path):
+    from guidekit.data.dataset import ImageDataset
+    from guidekit.text.table import CaptionTable
+    from guidekit.training.trainer import TrainConfig, Trainer
+
+    data = ImageDataset(torch.zeros(5, 1, 32, 32, dtype=torch.uint8), torch.zeros(5, dtype=torch.int64), ["a"], "five")
+    table = CaptionTable(torch.zeros(3, 2, dtype=torch.int64), torch.zeros(4, 6), ["a"] * 4, {})
+    config = UNetConfig.preset("tiny", text_dim=6)
+    with pytest.raises(GuidekitError, match=r"caption table \(3 images, dim 6\) does not match the 5 dataset images"):
+        Trainer(config, data, NoiseSchedule.linear(), TrainConfig(steps=1), tmp_path / "run", text=table)
+    assert not (tmp_path / "run").exists()
+    table.check_fits(3, 6, "pairs")  # the same table fits 3 pairs of dim 6
+    with pytest.raises(GuidekitError, match="the UNet's text_dim 8"):
+        table.check_fits(3, 8, "pairs")

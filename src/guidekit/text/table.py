@@ -20,6 +20,12 @@ class CaptionTable:
     captions: list[str]
     meta: dict
 
+    def check_fits(self, n: int, text_dim: int, what: str) -> None:
+        """Refuse a table whose rows are not the trainer's n images (`what` names them) or whose dim is not text_dim."""
+        check(self.ids.shape[0] == n and self.embeddings.shape[1] == text_dim,
+              f"caption table ({self.ids.shape[0]} images, dim {self.embeddings.shape[1]}) does not match the {n} "
+              f"{what} and the UNet's text_dim {text_dim}: build it from the same data (guidekit.text.build_table)")
+
 
 def text_meta(thresholds: Thresholds, per_image: int, seed: int, dim: int, encoder_sha256: str | None) -> dict:
     """What a text-conditioned model folder records: the encoder, the null, the caption recipe and thresholds."""

@@ -86,9 +86,8 @@ class ControlNetTrainer(BaseTrainer):
         check(bool(torch.isfinite(hints).all()), "hints contain NaN or infinite values; re-extract them")
         check(text is None or getattr(c, "text_dim", 0) > 0, "captions need a text-conditioned base model "
                                                              "(guidekit train --captions); this one takes none")
-        check(text is None or (text.ids.shape[0] == len(pairs) and text.embeddings.shape[1] == c.text_dim),
-              f"caption table ({tuple(text.ids.shape) if text is not None else ()}) does not match the "
-              f"{len(pairs)} pairs and the base's text_dim {getattr(c, 'text_dim', 0)}")
+        if text is not None:
+            text.check_fits(len(pairs), c.text_dim, "pairs")
         self.text = text
         self.base, self.schedule, self.dataset, self.hints = base, schedule, pairs, hints.float().cpu()
         self.condition, self.hint_widths = condition, tuple(hint_widths)

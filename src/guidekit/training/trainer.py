@@ -60,9 +60,7 @@ class Trainer(BaseTrainer):
         check((text is None) == (unet_config.text_dim == 0),
               "a text-conditioned UNet (text_dim > 0) trains with a caption table, and only it")
         if text is not None:
-            check(text.ids.shape[0] == len(dataset) and text.embeddings.shape[1] == unet_config.text_dim,
-                  f"caption table ({tuple(text.ids.shape)}, dim {text.embeddings.shape[1]}) does not match the "
-                  f"dataset ({len(dataset)} images) and text_dim {unet_config.text_dim}")
+            text.check_fits(len(dataset), unet_config.text_dim, "dataset images")
         check(len(dataset) > 0, f"dataset {dataset.name} is empty; point --data at a folder with images")
         check(unet_config.in_channels == dataset.channels and unet_config.image_size == dataset.resolution,
               f"model expects {unet_config.in_channels}×{unet_config.image_size}² images, dataset {dataset.name} "
