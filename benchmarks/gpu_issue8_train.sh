@@ -4,7 +4,8 @@
 #   (1) train: training-step variants vs diffusers eager, alone on the GPU, with kernel profiles naming the copy
 #     ops (and diffusers' step with cuDNN autotuning for reference);
 #   (3) forward: forward rows at batch 2,000 with achieved TFLOP/s against the matmul peak;
-#   (5) quality: the logsnr few-step row beside the earlier H100 DDPM-1000 baseline, and the GPU tests;
+#   (5) quality: the logsnr few-step row beside the earlier H100 DDPM-1000 baseline, the GPU tests, and one RePaint
+#     row in fp32, bf16 autocast and emulated bf16 from the CPU rows' noise (benchmarks/bf16_sampling.py);
 #   (6) repaint: the paper's RePaint schedule on the expand mask (the missing r = 10 row) and the fast schedules
 #     DDPM-50 j = 40 timesteps r = 10 and DDPM-100 j = 20 timesteps r = 5 on half and expand (n = 300 each).
 # Also available: (2) trainer: guidekit's real trainer, eager and --compile-mode reduce-overhead; (4) layouts: the
@@ -31,11 +32,13 @@ if [ "$MODE" = tiny ]; then
   FW="--small --batch 2 --forward-batch 2 --repeats 1"; TR="--preset tiny --batch-size 8 --steps 4 --log-every 2"
   LAY="--batch 2 --preset tiny"; NS=20; BASE=ddpm:4; NFE=3; REF=(--reference samples)
   RP=(--n 10 --batch-size 10); PAPER=(--steps 8 --jump-length 2); F50=(--steps 4); F100=(--steps 6)
+  BF=(--n 12 --steps 4)
 else
   DEV=cuda; VS="--batch 256 --train-steps 5 --train-variants reduce-overhead,diffusers-autotuned,compile,graphed-compile"
   FW="--batch 256 --forward-batch 2000"; TR="--preset base --batch-size 256 --steps 150 --log-every 25"
   LAY="--batch 256"; NS=2000; BASE=dpmpp-2m-sde:15; NFE=15; REF=()
   RP=(--n 300 --batch-size 500); PAPER=(--steps 250 --jump-length 10); F50=(--steps 50); F100=(--steps 100)
+  BF=(--n 300)
 fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
   python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"; date -u; } \
@@ -70,8 +73,10 @@ if want quality; then
       --out $R/steps-logsnr > $R/steps-logsnr.log 2>&1; echo "rc=$?" >> $R/steps-logsnr.log ) &
   ( timeout 70 python3 -m pytest -q -p no:cacheprovider tests/test_fast.py -k "gpu or sync_free" \
       > $R/gpu-tests.log 2>&1; echo "rc=$?" >> $R/gpu-tests.log ) &
+  ( timeout 70 python3 benchmarks/bf16_sampling.py "${BF[@]}" --device $DEV > $R/bf16.log 2>&1
+    echo "rc=$?" >> $R/bf16.log ) &
   wait
-  for f in steps-logsnr.log gpu-tests.log; do echo "== $f"; tail -3 $R/$f; done
+  for f in steps-logsnr.log gpu-tests.log bf16.log; do echo "== $f"; tail -3 $R/$f; done
 fi
 if want repaint; then  # the paper's expand row first: it is the one missing from docs/results.md
   log "6: RePaint paper schedule on expand, then the fast schedules on half and expand ($(left)s left)"
