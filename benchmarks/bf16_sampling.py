@@ -6,6 +6,8 @@ return bf16; GroupNorm/LayerNorm/softmax/exp run in fp32 (autocast's fp32 list);
 its inputs promote to (bf16 + bf16 stays bf16, as in a residual add under autocast). A self-check first compares one
 forward with real CPU bf16 autocast. Then one row is sampled fp32 and emulated bf16 from the same seeds (on a GPU,
 `--device cuda`, real bf16 autocast as well, and fp32 without TF32), so CPU and GPU tables compare directly.
+`--tf32-evaluator FILE` instead scores a sweep's saved samples with the evaluator in fp32 and with its convolution
+inputs rounded to TF32 (what cuDNN runs for fp32 on a GPU), reference features included.
 """
 
 import argparse
@@ -54,6 +56,35 @@ class EmulatedBF16(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def tf32(t: torch.Tensor) -> torch.Tensor:
+    """t rounded to TF32's 10-bit mantissa (round to nearest)."""
+    return ((t.contiguous().view(torch.int32) + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+class EmulatedTF32(TorchFunctionMode):
+    """fp32 convolutions and matmuls on TF32-rounded inputs."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in LOW:
+            args = _cast(args, lambda t: tf32(t) if t.dtype == torch.float32 else t)
+        return func(*args, **(kwargs or {}))
+
+
+def tf32_evaluator_check(path: str, data) -> None:
+    """FID of saved uint8 samples with the evaluator in fp32 and in emulated TF32 (reference features likewise)."""
+    from safetensors.torch import load_file
+
+    from guidekit.metrics import scores
+    from guidekit.metrics.reference import extract
+
+    images = load_file(path)["images"].float() / 127.5 - 1
+    evaluator, real = load_network(), data.images(slice(None))
+    for name, mode in (("fp32", None), ("TF32 (emulated)", EmulatedTF32)):
+        with mode() if mode else torch.no_grad():
+            stats = [scores.gaussian_stats(extract(evaluator, x)[0]) for x in (real, images)]
+        print(f"evaluator in {name}: FID-FMNIST {scores.fid_from_stats(*stats[0], *stats[1]):.4f}")
+
+
 def emulate_bf16(net: torch.nn.Module) -> None:
     """Run net's forward under EmulatedBF16 from now on."""
     forward = net.forward
@@ -95,9 +126,12 @@ def main() -> None:
     p.add_argument("--r", type=int, default=1)
     p.add_argument("--data", default=None, help="Fashion-MNIST folder (default: the usual places)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--tf32-evaluator", metavar="FILE", help="a sweep's samples/*.safetensors: run the TF32 check only")
     a = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32
     data = load_dataset("fashion-mnist", split="test", data_dir=a.data)
+    if a.tf32_evaluator:
+        return tf32_evaluator_check(a.tf32_evaluator, data)
     evaluator = load_network(device=a.device)
     ref = reference(evaluator, data, network_id(evaluator))
     truth, truth_labels = data.images(slice(0, a.n)), data.labels[:a.n]
