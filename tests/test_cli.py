@@ -40,9 +40,23 @@ def test_sample_writes_pngs_grid_and_manifest(run_dir, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["w"] == 2.0 and manifest["seeds"] == [5, 6] and manifest["classes"] == [1, 7, -1]
     assert len(manifest["images"]) == 6 and manifest["images"][0]["class_name"] == "Trouser"
+    assert (manifest["sampler"], manifest["spacing"]) == ("dpmpp-2m-sde", "logsnr")  # the few-step default
     for entry in manifest["images"]:
         assert Image.open(out / entry["file"]).size == (32, 32)
     assert Image.open(out / "grid.png").width > 64
+
+
+def test_plain_sampling_commands_share_the_few_step_default():
+    from guidekit.cli import build_parser
+
+    for command in (["sample", "m", "--out", "o"], ["control", "m", "--controlnet", "c", "--condition-from", "0",
+                                                     "--out", "o"], ["eval", "m"]):
+        a = build_parser().parse_args(command)
+        assert (a.sampler, a.steps, a.spacing) == ("dpmpp-2m-sde", 15, "logsnr"), command
+    for command in (["edit", "m", "--stroke-from", "0", "--out", "o"], ["inpaint", "m", "--from-dataset", "0",
+                                                                         "--mask", "half", "--out", "o"]):
+        a = build_parser().parse_args(command)
+        assert (a.sampler, a.steps, a.spacing) == ("ddim", 50, "trailing"), command  # measured with DDIM-50
 
 
 def test_sample_is_independent_of_batch_size(run_dir, tmp_path):

@@ -220,12 +220,19 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
     add_device(p)
 
 
-def add_sampler_args(p: argparse.ArgumentParser, steps: int = 50, batch: int = 64) -> None:
-    """--sampler/--steps/--eta/--spacing/--no-clip/--batch-size, as in `guidekit sample`."""
-    p.add_argument("--sampler", default="ddim", choices=list(SAMPLERS), help="sampler")
+#: The default of the plain sampling commands (sample, control, eval): SDE-DPM-Solver++(2M), 15 steps uniform in
+#: log-SNR — FID 0.96× DDPM-1000's at w = 0, and DPM-Solver++(2M)-20's at w = 2, in fewer evaluations than either
+#: (docs/results.md, "Few-step sampling" and "The default sampler").
+FEW_STEP = {"sampler": "dpmpp-2m-sde", "steps": 15, "spacing": "logsnr"}
+
+
+def add_sampler_args(p: argparse.ArgumentParser, steps: int = 50, batch: int = 64, sampler: str = "ddim",
+                     spacing: str = "trailing") -> None:
+    """--sampler/--steps/--eta/--spacing/--no-clip/--batch-size with a command's defaults."""
+    p.add_argument("--sampler", default=sampler, choices=list(SAMPLERS), help="sampler")
     p.add_argument("--steps", type=positive_int("--steps"), default=steps, help="model evaluations per image (per half)")
     p.add_argument("--eta", type=nonneg_float("--eta"), default=0.0, help="DDIM η (0 deterministic, 1 DDPM-like)")
-    p.add_argument("--spacing", default="trailing", choices=list(SPACINGS),
+    p.add_argument("--spacing", default=spacing, choices=list(SPACINGS),
                    help="how the steps are spread over the T training timesteps")
     p.add_argument("--no-clip", action="store_true", help="do not clamp the predicted x0 to [-1, 1]")
     p.add_argument("--batch-size", type=positive_int("--batch-size"), default=batch, help="images per forward")
@@ -234,6 +241,9 @@ def add_sampler_args(p: argparse.ArgumentParser, steps: int = 50, batch: int = 6
 def sampler_settings(args):
     from guidekit.experiments.generation import SamplerSettings
 
+    check(args.eta == 0 or args.sampler == "ddim",
+          f"--eta {args.eta:g} is DDIM's η, and --sampler {args.sampler} takes none (ddpm and dpmpp-2m-sde add their "
+          f"own noise, dpmpp-2m none): use --sampler ddim, or drop --eta")
     return SamplerSettings(args.sampler, args.steps, args.eta, args.spacing, not args.no_clip, args.batch_size)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import time
 
-from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, check_memory,
-                                 guidance_from_args, guidance_passes, load_fast_model, memory_guard, nonneg_int,
-                                 number_list, pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import (FEW_STEP, HelpFormatter, add_guidance_args, add_output_args, add_sampler_args,
+                                 check_memory, guidance_from_args, guidance_passes, load_fast_model, memory_guard,
+                                 nonneg_int, number_list, pick_device, positive_int, sampler_settings)
 from guidekit.cli.sample_text import add_prompt_args, check_negative, condition_info, one_prompt
 from guidekit.errors import check
 
@@ -50,7 +50,7 @@ def register(sub) -> None:
     p.add_argument("--n", type=positive_int("--n"), default=8, help="images (seeds --seed .. --seed+n-1)")
     p.add_argument("--seed", type=nonneg_int("--seed"), default=0,
                    help="first seed; also seeds the hint extraction (sketch jitter)")
-    add_sampler_args(p)
+    add_sampler_args(p, **FEW_STEP)
     add_output_args(p)
     p.set_defaults(run=run)
 

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 from guidekit.errors import check
-from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, add_guidance_args, add_sampler_args,
-                                 guidance_from_args, load_eval, load_fast_model, nonneg_int, pick_device, positive_int,
-                                 sampler_settings)
+from guidekit.cli.common import (FEW_STEP, HelpFormatter, add_device, add_eval_args, add_guidance_args,
+                                 add_sampler_args, guidance_from_args, load_eval, load_fast_model, nonneg_int,
+                                 pick_device, positive_int, sampler_settings)
 
 
 def register(sub) -> None:
@@ -26,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--n", type=positive_int("--n"), default=1000, help="images to sample when TARGET is a model")
     add_guidance_args(p)
     p.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed when sampling")
-    add_sampler_args(p)
+    add_sampler_args(p, **FEW_STEP)
     add_eval_args(p)
     p.add_argument("--json", default=None, metavar="FILE", help="also write the metrics to FILE")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

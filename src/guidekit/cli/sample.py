@@ -6,9 +6,9 @@ import dataclasses
 import json
 import time
 
-from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, check_memory,
-                                 guidance_from_args, guidance_passes, load_fast_model, memory_guard, nonneg_int,
-                                 pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import (FEW_STEP, HelpFormatter, add_guidance_args, add_output_args, add_sampler_args,
+                                 check_memory, guidance_from_args, guidance_passes, load_fast_model, memory_guard,
+                                 nonneg_int, pick_device, positive_int, sampler_settings)
 from guidekit.errors import check
 
 
@@ -36,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--n", type=positive_int("--n"), default=4, help="images per class or prompt (seeds --seed .. --seed+n-1)")
     p.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed; image (class, seed) is "
                    "reproducible whatever the batch size")
-    add_sampler_args(p)
+    add_sampler_args(p, **FEW_STEP)
     add_output_args(p)
     p.set_defaults(run=run)
 

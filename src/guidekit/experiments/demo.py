@@ -109,8 +109,8 @@ class DemoContext:
     def sampler_args(self, repaint: bool = False) -> list[str]:
         """The same settings as command-line options."""
         st = self.sampling(repaint)
-        return ["--sampler", st.sampler, "--steps", str(st.steps), "--batch-size", str(st.batch_size),
-                "--device", self.device.type]
+        return ["--sampler", st.sampler, "--steps", str(st.steps), "--spacing", st.spacing, "--batch-size",
+                str(st.batch_size), "--device", self.device.type]
 
     def data_args(self, flag: str) -> list[str]:
         """`flag DATASET` (+ `--data DIR` when given) naming the images this demo used."""
