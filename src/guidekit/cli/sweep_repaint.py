@@ -77,7 +77,7 @@ def run(args) -> None:
     if args.labels == "true" and model.takes_text:  # the class told in words; y stays ∅ for a network without labels
         from guidekit.experiments.generation import class_prompt_cond
 
-        _, cond = class_prompt_cond(model, labels)
+        cond = class_prompt_cond(model, labels)
         labels = torch.full((args.n,), NULL)
         spec["prompts"] = "class"
     if args.inception_weights:

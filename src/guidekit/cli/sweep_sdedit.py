@@ -58,7 +58,7 @@ def run(args) -> None:
     if model.takes_text:  # the class protocol, told in words
         from guidekit.experiments.generation import class_prompt_cond
 
-        _, cond = class_prompt_cond(model, labels)
+        cond = class_prompt_cond(model, labels)
         spec["prompts"] = "class"
     if args.inception_weights:
         spec.update(inception_weights=str(args.inception_weights), feature_network="Inception")

@@ -137,15 +137,12 @@ def with_prompts(cset: ControlSet, model: LoadedModel) -> ControlSet:
     turn per round of classes (brightness, which an edge or sketch hint leaves open), so one sweep measures the
     hint's, the class's and the attribute's adherence together."""
     from guidekit.text.attributes import Thresholds
-    from guidekit.text.captions import CLASS_PHRASES, WORDS, class_prompt
+    from guidekit.text.captions import CLASS_PHRASES, WORDS, class_prompts
 
     K = len(CLASS_PHRASES)
     labels = cset.labels.tolist()
-    check(all(0 <= y < K for y in labels), f"prompts name the source images' classes, but {len(labels)} images "
-                                           f"include labels outside the {K} Fashion-MNIST classes; use --dataset "
-                                           f"fashion-mnist or samples")
     levels = [("low", "high")[(i // K) % 2] for i in range(len(labels))]
-    prompts = [class_prompt(y, [WORDS["brightness"][lvl][0]]) for y, lvl in zip(labels, levels)]
+    prompts = class_prompts(labels, [[WORDS["brightness"][lvl][0]] for lvl in levels])
     thresholds = Thresholds.from_dict((model.text or {}).get("thresholds"))
     return dataclasses.replace(cset, prompts=prompts, wanted=[{"brightness": lvl} for lvl in levels],
                                thresholds=thresholds)

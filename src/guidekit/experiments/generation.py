@@ -129,14 +129,9 @@ def prompt_cond(model: LoadedModel, prompts: list[str], negative: str | list[str
     return cond
 
 
-def class_prompt_cond(model: LoadedModel, labels: torch.Tensor) -> tuple[list[str], dict[str, torch.Tensor]]:
-    """(prompts, cond) naming each image's Fashion-MNIST class on a text model (class_prompt): a sweep's class
-    protocol run with prompts instead of labels."""
-    from guidekit.text.captions import CLASS_PHRASES, class_prompt
+def class_prompt_cond(model: LoadedModel, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """cond naming each image's Fashion-MNIST class on a text model (class_prompt): a sweep's class protocol run with
+    prompts instead of labels."""
+    from guidekit.text.captions import class_prompts
 
-    K = len(CLASS_PHRASES)
-    bad = sorted({int(y) for y in labels.tolist() if not 0 <= y < K})
-    check(not bad, f"prompts name the images' Fashion-MNIST classes, but labels {bad} are outside 0–{K - 1}; "
-                   f"use Fashion-MNIST images (or samples of its classes)")
-    prompts = [class_prompt(int(y)) for y in labels.tolist()]
-    return prompts, prompt_cond(model, prompts)
+    return prompt_cond(model, class_prompts([int(y) for y in labels.tolist()]))

@@ -67,6 +67,15 @@ def class_prompt(cls: int, adjs: list[str] | None = None) -> str:
     return render(train_phrases(cls)[0], list(adjs or []), 0)
 
 
+def class_prompts(labels: list[int], adjs: list[list[str]] | None = None) -> list[str]:
+    """class_prompt of each label (with adjs[i]), refusing labels that are not Fashion-MNIST classes."""
+    K = len(CLASS_PHRASES)
+    bad = sorted({y for y in labels if not 0 <= y < K})
+    check(not bad, f"prompts name the images' Fashion-MNIST classes, but labels {bad} are outside 0–{K - 1}; "
+                   f"use Fashion-MNIST images (or samples of its classes)")
+    return [class_prompt(y, adjs[i] if adjs else None) for i, y in enumerate(labels)]
+
+
 def caption(cls: int, levels: dict[str, str | None], seed: int, index: int, variant: int = 0) -> str:
     """The training caption `variant` of image `index` (class cls, measured attribute levels): deterministic in
     (seed, index, variant); never a held-out paraphrase, never the class's held-out attribute combination."""
