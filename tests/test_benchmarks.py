@@ -1,7 +1,9 @@
 """benchmarks/conv_layouts.py reads Inductor's generated code right (the layout of each convolution's tensors);
-benchmarks/repaint_gaussian.py runs and its exact-denoiser table behaves."""
+benchmarks/repaint_gaussian.py runs and its exact-denoiser table behaves; benchmarks/roofline.py cuts recorded ops
+into kernels and bounds their time right."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,7 +57,6 @@ def test_report_counts_strided_calls(tmp_path, capsys):
 def test_repaint_gaussian_table_shows_resampling_reduce_the_bias():
     """benchmarks/repaint_gaussian.py runs as documented and its exact-denoiser rows move toward p(b | a) with r."""
     import subprocess
-    import sys
 
     root = Path(__file__).parent.parent
     out = subprocess.run([sys.executable, str(root / "benchmarks" / "repaint_gaussian.py"), "--n", "2000", "--rows",
@@ -64,3 +65,75 @@ def test_repaint_gaussian_table_shows_resampling_reduce_the_bias():
     assert [(r[3].strip(), r[4].strip()) for r in rows] == [("1", "20"), ("4", "74")]  # NFE = 20 + 3·2·9
     bias = [abs(float(r[5])) for r in rows]
     assert bias[0] > 0.3 and bias[1] < bias[0] - 0.05  # standard error ≈ 0.0035
+
+
+spec = importlib.util.spec_from_file_location("roofline", Path(__file__).parent.parent / "benchmarks" / "roofline.py")
+roofline = sys.modules["roofline"] = importlib.util.module_from_spec(spec)  # its dataclass looks itself up
+spec.loader.exec_module(roofline)
+
+
+def _chain(batch: int = 2, backward: bool = False):
+    """conv 4→8, GroupNorm, SiLU, conv 8→8 at 16×16 (training: MSE to zeros), recorded."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    c1, c2, gn = nn.Conv2d(4, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.GroupNorm(2, 8)
+    x, zero = torch.randn(batch, 4, 16, 16), torch.zeros(batch, 8, 16, 16)
+    if not backward:
+        return roofline.record(lambda: c2(F.silu(gn(c1(x)))))
+    return roofline.record(lambda: F.mse_loss(c2(F.silu(gn(c1(x)))), zero), backward=True)
+
+
+def test_roofline_cuts_a_conv_norm_silu_chain_into_kernels():
+    """eager: 4 kernels; fused: GroupNorm + SiLU read the conv's output once and write one tensor; ceiling: 2."""
+    act = 2 * 8 * 16 * 16 * 2  # a (2, 8, 16, 16) activation in bf16 bytes
+    eager, fused, ceiling = (roofline.kernels(_chain(), how) for how in ("eager", "fused", "ceiling"))
+    assert [k[2] for k in eager] == [True, False, False, True]
+    assert [k[0] for k in ceiling] == [2 * 2 * 8 * 256 * 4 * 9, 2 * 2 * 8 * 256 * 8 * 9]  # 2·B·Cout·HW·Cin·k²
+    assert ceiling == [k for k in eager if k[2]] == [k for k in fused if k[2]]
+    assert [k for k in fused if not k[2]] == [(0, act + 2 * 8 * 2 + act, False)]  # in, GN weight + bias, out
+
+
+def test_roofline_fused_training_writes_what_the_backward_reads():
+    """In training the fused GroupNorm + SiLU kernel also writes the GroupNorm output and its statistics (the
+    backward reads them); the backward's SiLU + GroupNorm gradients fuse and write the weights' gradients."""
+    act = 2 * 8 * 16 * 16 * 2
+    ops = _chain(backward=True)
+    fused = [k[1] for k in roofline.kernels(ops, "fused") if not k[2]]
+    gn_silu = act + 2 * 8 * 2 + 2 * act + 2 * (2 * 2) * 2  # in, weights; GN out and SiLU out; mean, rstd (B·groups)
+    assert gn_silu in fused
+    # reads: dy, GN out, GN in, mean + rstd, GN weight; writes: dx, dweight + dbias
+    assert 3 * act + 2 * (2 * 2) * 2 + 8 * 2 + act + 2 * 8 * 2 in fused
+
+
+def test_roofline_scales_kernels_to_any_batch_exactly():
+    big = roofline.kernels(_chain(8, backward=True), "fused")
+    scaled = roofline.scale(roofline.kernels(_chain(2, True), "fused"), roofline.kernels(_chain(4, True), "fused"),
+                            2, 4, 8)
+    assert [(pytest.approx(f), pytest.approx(b), m) for f, b, m in scaled] == big
+
+
+def test_roofline_bound_is_the_slower_of_compute_and_memory_per_kernel():
+    r = roofline.bound([(2e12, 1e9, True), (0, 3e9, False)], peak=1e15, bw=1e12)
+    assert r["sec"] == pytest.approx(2e-3 + 3e-3) and r["matmul_sec"] == pytest.approx(2e-3)
+    assert r["other_sec"] == pytest.approx(3e-3) and r["kernels"] == 2
+
+
+def test_roofline_does_not_fuse_across_a_matmul():
+    """a = silu(x); y = a + conv(a); conv(gn(y)): the add needs the conv's output, so it cannot join the SiLU's
+    kernel, though it reads the SiLU's output; it fuses with the GroupNorm after it instead."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    c1, c2, gn = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.GroupNorm(2, 8)
+    x, act = torch.randn(2, 8, 16, 16), 2 * 8 * 16 * 16 * 2
+
+    def forward():
+        a = F.silu(x)
+        return c2(gn(a + c1(a)))
+
+    fused = [k[1] for k in roofline.kernels(roofline.record(forward), "fused") if not k[2]]
+    assert fused == [2 * act, 3 * act + 2 * 8 * 2]  # silu: x in, a out; add + GN: a, conv out, weights in, one out
