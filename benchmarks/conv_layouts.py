@@ -8,6 +8,7 @@ pixel: both at once) or strided. Or pass generated-code files (`--code FILE ...`
 of a GPU run) to classify those.
 
   python benchmarks/conv_layouts.py --device cpu --batch 4             # compiles (minutes on 2 CPU cores)
+  python benchmarks/conv_layouts.py --device cpu --batch 4 --like-cuda # Inductor's layout decision as on a GPU
   python benchmarks/conv_layouts.py --code /tmp/torchinductor_root/*/c*.py
 """
 
@@ -86,16 +87,32 @@ def report(files: list[str]) -> int:
     return strided
 
 
-def compile_step(device: str, batch: int, preset: str, dtype: str, out_dir: str) -> list[str]:
+def compile_step(device: str, batch: int, preset: str, dtype: str, out_dir: str, like_cuda: bool = False,
+                 force_layout_opt: bool = False) -> list[str]:
     """Compile one training step of the preset UNet (NHWC, as `guidekit train --compile` runs on a GPU) into
-    out_dir; return Inductor's generated-code files."""
+    out_dir; return Inductor's generated-code files. like_cuda: with oneDNN off, as on a GPU: Inductor then decides
+    its channels_last layout optimization by its GPU heuristics, and the CPU convolution picks its memory format by
+    cuDNN's rule (channels_last if the input or the weight is). force_layout_opt: Inductor's layout optimization on
+    whatever its heuristics say."""
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = out_dir  # a fresh cache: everything is compiled and written here
     import torch
     import torch.nn.functional as F
+    from torch._inductor.graph import GraphLowering
 
     from guidekit.models import UNet, UNetConfig
 
     torch._inductor.config.fx_graph_cache = False
+    torch._inductor.config.force_layout_optimization = force_layout_opt
+    torch.backends.mkldnn.enabled = not like_cuda
+    decide = GraphLowering.decide_layout_opt
+
+    def told(gm, *, is_inference: bool) -> bool:
+        on = decide(gm, is_inference=is_inference)
+        print(f"Inductor's channels_last layout optimization for {'an inference' if is_inference else 'a training'} "
+              f"graph: {'on' if on else 'off'}")
+        return on
+
+    GraphLowering.decide_layout_opt = staticmethod(told)
     net = UNet(UNetConfig.preset(preset, num_classes=10)).to(device).train().to(memory_format=torch.channels_last)
     call = torch.compile(net)
     x = torch.randn(batch, 1, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
@@ -114,12 +131,16 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="base", help="guidekit UNet preset (base = the issue's 16M UNet)")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--keep", help="write the generated code here (default: a temporary folder)")
+    p.add_argument("--like-cuda", action="store_true", help="on the CPU: oneDNN off, so Inductor's layout decision "
+                   "and the convolutions' memory formats follow the GPU's rules")
+    p.add_argument("--force-layout-opt", action="store_true", help="Inductor's channels_last layout optimization on "
+                   "whatever its heuristics decide (config.force_layout_optimization)")
     a = p.parse_args(argv)
     if a.code:
         report(a.code)
         return 0
     out_dir = a.keep or tempfile.mkdtemp(prefix="conv-layouts-")
-    files = compile_step(a.device, a.batch, a.preset, a.dtype, out_dir)
+    files = compile_step(a.device, a.batch, a.preset, a.dtype, out_dir, a.like_cuda, a.force_layout_opt)
     print(f"{len(files)} generated-code files in {out_dir}")
     report(files)
     return 0

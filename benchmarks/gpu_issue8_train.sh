@@ -2,7 +2,8 @@
 # Issue 8's open GPU rows on one H100 in ONE call of under 10 minutes (a session has 15 device minutes, start-up
 # included), most valuable first; each phase is capped so the later ones still run:
 #   (1) train: training-step variants vs diffusers eager, alone on the GPU, with kernel profiles naming the copy
-#     ops (and diffusers' step with cuDNN autotuning for reference);
+#     ops (and diffusers' step with cuDNN autotuning for reference); reduce-overhead with and without Inductor's
+#     channels_last layout pass forced on (its GPU heuristics skip it for this UNet's training graphs);
 #   (3) forward: forward rows at batch 2,000 with achieved TFLOP/s against the matmul peak;
 #   (5) quality: the logsnr few-step row beside the earlier H100 DDPM-1000 baseline, the GPU tests, and one RePaint
 #     row in fp32, bf16 autocast and emulated bf16 from the CPU rows' noise (benchmarks/bf16_sampling.py);
@@ -34,7 +35,8 @@ if [ "$MODE" = tiny ]; then
   RP=(--n 10 --batch-size 10); PAPER=(--steps 8 --jump-length 2); F50=(--steps 4); F100=(--steps 6)
   BF=(--n 12 --steps 4)
 else
-  DEV=cuda; VS="--batch 256 --train-steps 5 --train-variants reduce-overhead,diffusers-autotuned,compile,graphed-compile"
+  DEV=cuda; VS="--batch 256 --train-steps 5 --train-variants"
+  VS="$VS reduce-overhead,reduce-overhead-layout-opt,diffusers-autotuned,compile,graphed-compile"
   FW="--batch 256 --forward-batch 2000"; TR="--preset base --batch-size 256 --steps 150 --log-every 25"
   LAY="--batch 256"; NS=2000; BASE=dpmpp-2m-sde:15; NFE=15; REF=()
   RP=(--n 300 --batch-size 500); PAPER=(--steps 250 --jump-length 10); F50=(--steps 50); F100=(--steps 100)
