@@ -4,7 +4,8 @@
 #   (1) train: training-step variants vs diffusers eager, alone on the GPU, with kernel profiles naming the copy
 #     ops (and diffusers' step with cuDNN autotuning for reference); reduce-overhead with and without Inductor's
 #     channels_last layout pass forced on (its GPU heuristics skip it for this UNet's training graphs);
-#   (3) forward: forward rows at batch 2,000 with achieved TFLOP/s against the matmul peak;
+#   (3) forward: forward rows at batch 2,000 with achieved TFLOP/s against the matmul peak, and the roofline
+#     (benchmarks/roofline.py) on the measured matmul peak and copy bandwidth;
 #   (5) quality: the logsnr few-step row beside the earlier H100 DDPM-1000 baseline, the GPU tests, and one RePaint
 #     row in fp32, bf16 autocast and emulated bf16 from the CPU rows' noise (benchmarks/bf16_sampling.py);
 #   (6) repaint: the paper's RePaint schedule on the expand mask (the missing r = 10 row) and the fast schedules
@@ -33,14 +34,14 @@ if [ "$MODE" = tiny ]; then
   FW="--small --batch 2 --forward-batch 2 --repeats 1"; TR="--preset tiny --batch-size 8 --steps 4 --log-every 2"
   LAY="--batch 2 --preset tiny"; NS=20; BASE=ddpm:4; NFE=3; REF=(--reference samples)
   RP=(--n 10 --batch-size 10); PAPER=(--steps 8 --jump-length 2); F50=(--steps 4); F100=(--steps 6)
-  BF=(--n 12 --steps 4)
+  BF=(--n 12 --steps 4); MS=256
 else
   DEV=cuda; VS="--batch 256 --train-steps 5 --train-variants"
   VS="$VS reduce-overhead,reduce-overhead-layout-opt,diffusers-autotuned,compile,graphed-compile"
   FW="--batch 256 --forward-batch 2000"; TR="--preset base --batch-size 256 --steps 150 --log-every 25"
   LAY="--batch 256"; NS=2000; BASE=dpmpp-2m-sde:15; NFE=15; REF=()
   RP=(--n 300 --batch-size 500); PAPER=(--steps 250 --jump-length 10); F50=(--steps 50); F100=(--steps 100)
-  BF=(--n 300)
+  BF=(--n 300); MS=8192
 fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
   python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"; date -u; } \
@@ -59,7 +60,9 @@ if want trainer; then
   done
 fi
 if want forward; then
-  log "3: forward rows ($(left)s left)"
+  log "3: forward rows, and the roofline on this GPU's measured matmul peak and copy bandwidth ($(left)s left)"
+  timeout 60 python3 benchmarks/roofline.py --measure $DEV --measure-size $MS > $R/roofline.md 2>&1
+  log "roofline rc=$?"; grep -E "^measured|^\| (fused|ceiling)" $R/roofline.md
   timeout 110 python3 benchmarks/vs_diffusers.py $FW --dtype bf16 --fast --rows forward --device $DEV \
     --json $R/vs_forward.json > $R/vs_forward.md 2>&1; log "rc=$?"; grep -E "^measured|FAILED|TFLOP" $R/vs_forward.md
 fi

@@ -14,6 +14,7 @@ bytes / BW); the bound sums that over the kernels of three ways to cut the work:
 FLOPs and bytes are affine in the batch, so two small traces (batch 2 and 4) give them at any batch exactly.
 
   python benchmarks/roofline.py --preset base --peak 757 --bandwidth 3.35
+  python benchmarks/roofline.py --measure cuda        # this GPU's bf16 matmul peak and copy bandwidth instead
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ def table(name: str, preset: str, batch: int, train: bool, peak: float, bw: floa
     """Markdown rows of the three bounds for one workload."""
     b1, b2 = 2, 4
     small, large = trace(preset, b1, train), trace(preset, b2, train)
-    rows = [f"\n{name}, batch {batch} (peak {peak / 1e12:.0f} TFLOP/s, {bw / 1e12:.2f} TB/s)\n",
+    rows = [f"\n{name}, batch {batch} (peak {peak / 1e12:.3g} TFLOP/s, {bw / 1e12:.3g} TB/s)\n",
             "| cut | kernels | GFLOP | GB moved | bound ms (matmuls + rest) | img/s at most | TFLOP/s at most "
             "| % of peak at most |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -196,8 +197,34 @@ def table(name: str, preset: str, batch: int, train: bool, peak: float, bw: floa
         tflops = r["flops"] / r["sec"] / 1e12
         ms = f"{r['sec'] * 1e3:.2f} ({r['matmul_sec'] * 1e3:.2f} + {r['other_sec'] * 1e3:.2f})"
         rows.append(f"| {how} | {r['kernels']} | {r['flops'] / 1e9:,.0f} | {r['bytes'] / 1e9:.2f} | {ms} | "
-                    f"{batch / r['sec']:,.0f} | {tflops:.0f} | {100 * tflops * 1e12 / peak:.1f} |")
+                    f"{batch / r['sec']:,.0f} | {tflops:.3g} | {100 * tflops * 1e12 / peak:.1f} |")
     return "\n".join(rows)
+
+
+def measure(device: str, size: int) -> tuple[float, float]:
+    """(matmul FLOP/s, copy bytes/s) on device: a size³ matmul (bf16 on CUDA, fp32 on the CPU) and a copy of 8·size²
+    bytes (read + write counted), each the best of 5 timed runs after a warm-up."""
+    import time
+
+    cuda = device == "cuda"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    src = torch.empty(4 * size * size, device=device, dtype=torch.bfloat16)
+    dst = torch.empty_like(src)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def best(fn) -> float:
+        fn()
+        sync()
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    return 2 * size ** 3 / best(lambda: a @ b), 2 * src.numel() * 2 / best(lambda: dst.copy_(src))
 
 
 def main(argv=None) -> int:
@@ -207,8 +234,14 @@ def main(argv=None) -> int:
     p.add_argument("--bandwidth", type=float, default=3.35, help="memory bandwidth, TB/s (H100 SXM HBM3: 3.35)")
     p.add_argument("--forward-batch", type=int, default=2000)
     p.add_argument("--train-batch", type=int, default=256)
+    p.add_argument("--measure", choices=["cpu", "cuda"], help="measure the matmul peak and the copy bandwidth on "
+                   "this device instead of --peak and --bandwidth")
+    p.add_argument("--measure-size", type=int, default=8192, help="matmul size for --measure (copy: 8·size² bytes)")
     a = p.parse_args(argv)
     peak, bw = a.peak * 1e12, a.bandwidth * 1e12
+    if a.measure:
+        peak, bw = measure(a.measure, a.measure_size)
+        print(f"measured on {a.measure}: matmul {peak / 1e12:.1f} TFLOP/s, copy {bw / 1e12:.3f} TB/s")
     from guidekit.models import UNet, UNetConfig
 
     params = sum(q.numel() for q in UNet(UNetConfig.preset(a.preset, num_classes=10)).parameters())

@@ -137,3 +137,8 @@ def test_roofline_does_not_fuse_across_a_matmul():
 
     fused = [k[1] for k in roofline.kernels(roofline.record(forward), "fused") if not k[2]]
     assert fused == [2 * act, 3 * act + 2 * 8 * 2]  # silu: x in, a out; add + GN: a, conv out, weights in, one out
+
+
+def test_roofline_measures_a_matmul_peak_and_a_copy_bandwidth():
+    flops, bandwidth = roofline.measure("cpu", 64)
+    assert flops > 1e6 and bandwidth > 1e6  # FLOP/s and bytes/s of this machine, whatever it is
