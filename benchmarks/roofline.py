@@ -123,7 +123,7 @@ def trace(preset: str, batch: int, train: bool) -> list[Op]:
     return record(lambda: F.mse_loss(net(x, t, y=y), torch.randn_like(x)), backward=True)
 
 
-def kernels(ops: list[Op], how: str) -> list[tuple[int, int]]:
+def kernels(ops: list[Op], how: str) -> list[tuple[float, float, bool]]:
     """(FLOPs, bytes, is a matmul) of each kernel when ops are cut the eager, fused or ceiling way."""
     if how == "eager":
         return [(o.flops, sum(o.reads.values()) + sum(o.writes.values()), o.matmul) for o in ops]
