@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,11 @@ class Op:
     flops: int
     reads: dict = field(default_factory=dict)  # value id -> bytes
     writes: dict = field(default_factory=dict)
+
+    @property
+    def moved(self) -> int:
+        """Bytes read and written when the op is a kernel of its own."""
+        return sum(self.reads.values()) + sum(self.writes.values())
 
 
 def nbytes(t: torch.Tensor) -> int:
@@ -126,8 +132,8 @@ def trace(preset: str, batch: int, train: bool) -> list[Op]:
 def kernels(ops: list[Op], how: str) -> list[tuple[float, float, bool]]:
     """(FLOPs, bytes, is a matmul) of each kernel when ops are cut the eager, fused or ceiling way."""
     if how == "eager":
-        return [(o.flops, sum(o.reads.values()) + sum(o.writes.values()), o.matmul) for o in ops]
-    mm = [(o.flops, sum(o.reads.values()) + sum(o.writes.values()), True) for o in ops if o.matmul]
+        return [(o.flops, o.moved, o.matmul) for o in ops]
+    mm = [(o.flops, o.moved, True) for o in ops if o.matmul]
     if how == "ceiling":
         return mm
     producer, level, parent = {}, {}, list(range(len(ops)))
@@ -202,29 +208,17 @@ def table(name: str, preset: str, batch: int, train: bool, peak: float, bw: floa
 
 
 def measure(device: str, size: int) -> tuple[float, float]:
-    """(matmul FLOP/s, copy bytes/s) on device: a size³ matmul (bf16 on CUDA, fp32 on the CPU) and a copy of 8·size²
-    bytes (read + write counted), each the best of 5 timed runs after a warm-up."""
-    import time
+    """(matmul FLOP/s, copy bytes/s) on device, timed as benchmarks/vs_diffusers.py times everything (its Bench:
+    median of 5 after a warm-up): its matmul_peak at size³ (bf16 on CUDA, fp32 on the CPU) and a copy of 8·size²
+    bytes (read + write counted)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from vs_diffusers import Bench, matmul_peak
 
-    cuda = device == "cuda"
-    dtype = torch.bfloat16 if cuda else torch.float32
-    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    bench = Bench(torch.device(device), "bf16" if device == "cuda" else "fp32", repeats=5, warmup=1)
     src = torch.empty(4 * size * size, device=device, dtype=torch.bfloat16)
     dst = torch.empty_like(src)
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-
-    def best(fn) -> float:
-        fn()
-        sync()
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times.append(time.perf_counter() - t0)
-        return min(times)
-
-    return 2 * size ** 3 / best(lambda: a @ b), 2 * src.numel() * 2 / best(lambda: dst.copy_(src))
+    copy_sec, _ = bench.time(lambda: dst.copy_(src))
+    return matmul_peak(bench, size) * 1e12, 2 * src.numel() * 2 / copy_sec
 
 
 def main(argv=None) -> int:
