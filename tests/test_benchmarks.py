@@ -142,3 +142,57 @@ def test_roofline_does_not_fuse_across_a_matmul():
 def test_roofline_measures_a_matmul_peak_and_a_copy_bandwidth():
     flops, bandwidth = roofline.measure("cpu", 64)
     assert flops > 1e6 and bandwidth > 1e6  # FLOP/s and bytes/s of this machine, whatever it is
+
+
+def _load(name):
+    s = importlib.util.spec_from_file_location(name, Path(__file__).parent.parent / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(s)
+    s.loader.exec_module(module)
+    return module
+
+
+def _steps_folder(root, sampler, spacing, rows, n=20):
+    import json
+
+    sub = root / sampler
+    sub.mkdir(parents=True)
+    (sub / "sweep.json").write_text(json.dumps({"n": n, "seed": 0, "w": 0.0, "sampler": sampler,
+                                                "settings": {"sampler": sampler, "spacing": spacing}}))
+    (sub / "results.csv").write_text("nfe,n,fid,kid\n" + "".join(f"{k},{n},{f},0.001\n" for k, f in rows))
+
+
+def test_fid_vs_nfe_merges_folders_and_draws_a_row_from_its_first_machine(tmp_path, capsys):
+    fid_vs_nfe = _load("fid_vs_nfe")
+    _steps_folder(tmp_path / "gpu", "ddpm", "trailing", [(1000, 1.0)])
+    _steps_folder(tmp_path / "gpu", "dpmpp-2m-sde", "trailing", [(10, 1.5), (15, 1.2)])
+    _steps_folder(tmp_path / "cpu", "dpmpp-2m-sde", "trailing", [(15, 1.3), (20, 1.1)])
+    _steps_folder(tmp_path / "cpu2", "dpmpp-2m-sde", "logsnr", [(15, 0.9)])
+    _steps_folder(tmp_path / "cpu3", "dpmpp-2m-sde", "logsnr", [(10, 1.2)])
+    series, styles = fid_vs_nfe.collect([("GPU", tmp_path / "gpu"), ("CPU", tmp_path / "cpu"),
+                                         ("CPU", tmp_path / "cpu2"), ("CPU", tmp_path / "cpu3")])
+    assert {k: [(r["nfe"], r["fid"]) for r in v] for k, v in series.items()} == {
+        "DDPM GPU (baseline)": [(1000, 1.0)],
+        "SDE-DPM-Solver++(2M), logsnr (CPU)": [(10, 1.2), (15, 0.9)],  # two folders, one curve
+        "SDE-DPM-Solver++(2M), trailing (CPU)": [(20, 1.1)],  # NFE 15 ran on the GPU first
+        "SDE-DPM-Solver++(2M), trailing (GPU)": [(10, 1.5), (15, 1.2)]}
+    assert "FID 1.20 on GPU, 1.30 on CPU (not drawn)" in capsys.readouterr().out
+    assert styles["SDE-DPM-Solver++(2M), logsnr (CPU)"]["markerfacecolor"] == "white"  # the second machine: hollow
+    out = tmp_path / "plot.png"
+    assert fid_vs_nfe.main(["--out", str(out), f"GPU={tmp_path / 'gpu'}", f"CPU={tmp_path / 'cpu'}"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fid_vs_nfe_refuses_folders_that_scored_other_images(tmp_path, capsys):
+    fid_vs_nfe = _load("fid_vs_nfe")
+    _steps_folder(tmp_path / "a", "ddpm", "trailing", [(1000, 1.0)])
+    _steps_folder(tmp_path / "b", "ddim", "trailing", [(10, 2.0)], n=40)
+    _steps_folder(tmp_path / "c", "ddim", "trailing", [(10, 2.0)])
+    out = tmp_path / "plot.png"
+    assert fid_vs_nfe.main(["--out", str(out), f"X={tmp_path / 'a'}", f"Y={tmp_path / 'b'}"]) == 2
+    assert "only rows with the same n, seed and w" in capsys.readouterr().err
+    assert fid_vs_nfe.main(["--out", str(out), f"Y={tmp_path / 'c'}"]) == 2  # no DDPM reference row
+    assert "exactly one DDPM reference row" in capsys.readouterr().err
+    assert fid_vs_nfe.main(["--out", str(out), f"{tmp_path / 'a'}"]) == 2
+    assert "is not MACHINE=FOLDER" in capsys.readouterr().err
+    assert fid_vs_nfe.main(["--out", str(out), f"X={tmp_path / 'missing'}"]) == 2
+    assert not out.exists()

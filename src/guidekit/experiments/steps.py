@@ -78,12 +78,16 @@ def steps_table(series: dict[str, list[dict]], tag: str = "FMNIST") -> str:
     return "\n".join(lines)
 
 
-def plot_steps(series: dict[str, list[dict]], path: Path, tag: str = "FMNIST") -> None:
-    """FID against NFE (log axis) per sampler, the baseline as a horizontal line with its ±10 % band."""
+def plot_steps(series: dict[str, list[dict]], path: Path, tag: str = "FMNIST", styles: dict[str, dict] | None = None,
+               title: str = "Quality vs sampling steps") -> None:
+    """FID against NFE (log axis) per sampler, the baseline as a horizontal line with its ±10 % band.
+
+    styles: matplotlib keyword arguments per series label (default: circles joined by lines)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
     for label, rows in series.items():
@@ -92,11 +96,15 @@ def plot_steps(series: dict[str, list[dict]], path: Path, tag: str = "FMNIST") -
             ax.axhline(fid, color="k", lw=1, label=f"{label}, NFE {rows[0]['nfe']:g}")
             ax.axhspan(0.9 * fid, 1.1 * fid, color="k", alpha=0.08, label="baseline ±10 %")
         else:
-            ax.plot([r["nfe"] for r in rows], [r["fid"] for r in rows], "o-", label=label)
+            style = (styles or {}).get(label, {"marker": "o", "linestyle": "-"})
+            ax.plot([r["nfe"] for r in rows], [r["fid"] for r in rows], label=label, **style)
     ax.set_xscale("log")
+    nfes = sorted({r["nfe"] for label, rows in series.items() if not label.endswith("(baseline)") for r in rows})
+    ax.set_xticks(nfes, [f"{k:g}" for k in nfes])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("model evaluations (NFE)")
     ax.set_ylabel(f"FID-{tag} (lower = closer to data)")
-    ax.set_title("Quality vs sampling steps")
+    ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
