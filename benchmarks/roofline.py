@@ -3,13 +3,17 @@
 Records every aten op of one eager forward (and forward + backward) of a guidekit UNet on the CPU, with its FLOPs
 and the bytes it reads and writes (bf16 for every float tensor, as under autocast at best), and bounds the time any
 kernels could take on a GPU with matmul peak P and memory bandwidth BW. Each kernel takes at least max(FLOPs / P,
-bytes / BW); the bound sums that over the kernels of three ways to cut the work:
+bytes / BW); the bound sums that over the kernels of four ways to cut the work:
 
 - eager: one kernel per aten op (what PyTorch eager launches);
 - fused: one kernel per matmul (convolution, mm, attention), and between them every connected run of
   elementwise/normalization ops fused into one kernel that reads its inputs once and writes only what later
   kernels read (what torch.compile's Inductor aims at around cuDNN convolutions);
-- ceiling: one kernel per matmul with all other work fused into them for free (hand-written fused kernels).
+- prologue: one kernel per matmul with the elementwise work between matmuls applied as they load their inputs
+  and store their outputs (GroupNorm + SiLU in a convolution's prologue, residual adds in its epilogue); what
+  needs a reduction first (GroupNorm statistics, bias gradients, the loss) stays a pass that reads its inputs
+  once and writes almost nothing (hand-written convolution kernels with fused normalization);
+- ceiling: one kernel per matmul with all other work fused into them for free.
 
 FLOPs and bytes are affine in the batch, so two small traces (batch 2 and 4) give them at any batch exactly.
 
@@ -34,6 +38,8 @@ aten = torch.ops.aten
 CPU_SDPA = {aten._scaled_dot_product_flash_attention_for_cpu.default: "fwd",
             aten._scaled_dot_product_flash_attention_for_cpu_backward.default: "bwd"}
 MATMUL_WORDS = ("convolution", "mm", "scaled_dot_product", "linear")
+CUTS = ("eager", "fused", "prologue", "ceiling")
+REDUCTIONS = ("group_norm", "sum", "mean", "var", "mse_loss")  # ops whose output needs a whole pass first
 FREE = {aten.detach.default, aten.alias.default, aten.lift_fresh.default, aten._local_scalar_dense.default,
         aten.empty.memory_format, aten.empty_strided.default, aten.new_empty_strided.default, aten.new_empty.default}
 
@@ -130,7 +136,8 @@ def trace(preset: str, batch: int, train: bool) -> list[Op]:
 
 
 def kernels(ops: list[Op], how: str) -> list[tuple[float, float, bool]]:
-    """(FLOPs, bytes, is a matmul) of each kernel when ops are cut the eager, fused or ceiling way."""
+    """(FLOPs, bytes, is a matmul) of each kernel when ops are cut the eager, fused, prologue or ceiling way."""
+    assert how in CUTS, f"cut {how!r} is not one of {CUTS}"
     if how == "eager":
         return [(o.flops, o.moved, o.matmul) for o in ops]
     mm = [(o.flops, o.moved, True) for o in ops if o.matmul]
@@ -168,7 +175,10 @@ def kernels(ops: list[Op], how: str) -> list[tuple[float, float, bool]]:
         reads = {v: b for i in members for v, b in ops[i].reads.items() if v not in made}
         writes = {v: b for v, b in made.items() if readers.get(v, set()) - inside or (not readers.get(v) and (
             ops[producer[v]].phase == "bwd" or producer[v] == len(ops) - 1))}  # read later, a weight's grad, the output
-        out.append((0, sum(reads.values()) + sum(writes.values()), False))
+        if how == "fused":
+            out.append((0, sum(reads.values()) + sum(writes.values()), False))
+        elif any(any(w in ops[i].name for w in REDUCTIONS) for i in members):  # prologue: statistics pass
+            out.append((0, sum(reads.values()), False))
     return out
 
 
@@ -195,7 +205,7 @@ def table(name: str, preset: str, batch: int, train: bool, peak: float, bw: floa
             "| cut | kernels | GFLOP | GB moved | bound ms (matmuls + rest) | img/s at most | TFLOP/s at most "
             "| % of peak at most |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for how in ("eager", "fused", "ceiling"):
+    for how in CUTS:
         ks = scale(kernels(small, how), kernels(large, how), b1, b2, batch)
         if extra_bytes:
             ks.append((0, extra_bytes, False))

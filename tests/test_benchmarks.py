@@ -96,6 +96,23 @@ def test_roofline_cuts_a_conv_norm_silu_chain_into_kernels():
     assert [k for k in fused if not k[2]] == [(0, act + 2 * 8 * 2 + act, False)]  # in, GN weight + bias, out
 
 
+def test_roofline_prologue_cut_keeps_only_a_statistics_pass_per_normalization():
+    """prologue: GroupNorm + SiLU go into the second convolution's loads, and only GroupNorm's statistics pass (one
+    read of its input and weights) is left; a chain with no reduction between its matmuls leaves nothing."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    act = 2 * 8 * 16 * 16 * 2
+    prologue = roofline.kernels(_chain(), "prologue")
+    assert [k for k in prologue if k[2]] == [k for k in roofline.kernels(_chain(), "ceiling")]
+    assert [k for k in prologue if not k[2]] == [(0, act + 2 * 8 * 2, False)]
+    c1, c2, x = nn.Conv2d(4, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), torch.randn(2, 4, 16, 16)
+    assert all(k[2] for k in roofline.kernels(roofline.record(lambda: c2(F.silu(c1(x)) + 1)), "prologue"))
+    with pytest.raises(AssertionError, match="not one of"):
+        roofline.kernels(_chain(), "prolog")
+
+
 def test_roofline_fused_training_writes_what_the_backward_reads():
     """In training the fused GroupNorm + SiLU kernel also writes the GroupNorm output and its statistics (the
     backward reads them); the backward's SiLU + GroupNorm gradients fuse and write the weights' gradients."""
