@@ -12,12 +12,12 @@ its ±10 % band. Every folder must have the same n, seed and w, so that every ro
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
 
 from guidekit.errors import GuidekitError, check
+from guidekit.experiments.sweep import read_rows
 
 NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp-2m": "DPM-Solver++(2M)", "dpmpp-2m-sde": "SDE-DPM-Solver++(2M)"}
 COLOURS = {"ddim": "tab:green", "dpmpp-2m": "tab:orange", "dpmpp-2m-sde": "tab:blue"}
@@ -30,10 +30,7 @@ def read_folder(folder: Path) -> list[tuple[dict, list[dict]]]:
     found = []
     for sub in subs:
         check((sub / "sweep.json").is_file(), f"{sub} has results.csv but no sweep.json: is it a steps sweep folder?")
-        spec = json.loads((sub / "sweep.json").read_text())
-        with open(sub / "results.csv", newline="") as f:
-            rows = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
-        found.append((spec, rows))
+        found.append((json.loads((sub / "sweep.json").read_text()), read_rows(sub / "results.csv")))
     return found
 
 
