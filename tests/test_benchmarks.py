@@ -1,6 +1,6 @@
 """benchmarks/conv_layouts.py reads Inductor's generated code right (the layout of each convolution's tensors);
 benchmarks/repaint_gaussian.py runs and its exact-denoiser table behaves; benchmarks/roofline.py cuts recorded ops
-into kernels and bounds their time right."""
+into kernels and bounds their time right; benchmarks/fid_vs_nfe.py merges sweep folders into one plot."""
 
 import importlib.util
 import sys
@@ -8,10 +8,16 @@ from pathlib import Path
 
 import pytest
 
-spec = importlib.util.spec_from_file_location("conv_layouts", Path(__file__).parent.parent / "benchmarks" /
-                                              "conv_layouts.py")
-conv_layouts = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(conv_layouts)
+
+def _load(name):
+    """benchmarks/NAME.py as a module (registered in sys.modules: a dataclass in it looks its module up)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent.parent / "benchmarks" / f"{name}.py")
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+conv_layouts = _load("conv_layouts")
 
 
 @pytest.mark.parametrize("shape, stride, kind", [
@@ -67,9 +73,7 @@ def test_repaint_gaussian_table_shows_resampling_reduce_the_bias():
     assert bias[0] > 0.3 and bias[1] < bias[0] - 0.05  # standard error ≈ 0.0035
 
 
-spec = importlib.util.spec_from_file_location("roofline", Path(__file__).parent.parent / "benchmarks" / "roofline.py")
-roofline = sys.modules["roofline"] = importlib.util.module_from_spec(spec)  # its dataclass looks itself up
-spec.loader.exec_module(roofline)
+roofline = _load("roofline")
 
 
 def _chain(batch: int = 2, backward: bool = False):
@@ -159,13 +163,6 @@ def test_roofline_does_not_fuse_across_a_matmul():
 def test_roofline_measures_a_matmul_peak_and_a_copy_bandwidth():
     flops, bandwidth = roofline.measure("cpu", 64)
     assert flops > 1e6 and bandwidth > 1e6  # FLOP/s and bytes/s of this machine, whatever it is
-
-
-def _load(name):
-    s = importlib.util.spec_from_file_location(name, Path(__file__).parent.parent / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(s)
-    s.loader.exec_module(module)
-    return module
 
 
 def _steps_folder(root, sampler, spacing, rows, n=20):
