@@ -173,9 +173,9 @@ def kernels(ops: list[Op], how: str) -> list[tuple[float, float, bool]]:
         inside = set(members)
         made = {v: b for i in members for v, b in ops[i].writes.items()}
         reads = {v: b for i in members for v, b in ops[i].reads.items() if v not in made}
-        writes = {v: b for v, b in made.items() if readers.get(v, set()) - inside or (not readers.get(v) and (
-            ops[producer[v]].phase == "bwd" or producer[v] == len(ops) - 1))}  # read later, a weight's grad, the output
         if how == "fused":
+            writes = {v: b for v, b in made.items() if readers.get(v, set()) - inside or (not readers.get(v) and (
+                ops[producer[v]].phase == "bwd" or producer[v] == len(ops) - 1))}  # read later, a weight's grad, output
             out.append((0, sum(reads.values()) + sum(writes.values()), False))
         elif any(any(w in ops[i].name for w in REDUCTIONS) for i in members):  # prologue: statistics pass
             out.append((0, sum(reads.values()), False))
