@@ -66,6 +66,8 @@ def run(args) -> None:
     from guidekit.models import UNetConfig
     from guidekit.training import Trainer, TrainConfig
 
+    check(not (args.captions and args.unconditional), "--captions and --unconditional exclude each other: "
+                                                       "captions are conditions")
     overrides = {k: getattr(args, k) for k in DEFAULTS if getattr(args, k) is not None}
     saved = None
     if args.resume:
@@ -80,8 +82,6 @@ def run(args) -> None:
     dataset = load_dataset(args.dataset, split=args.split, data_dir=args.data,
                            resolution=unet_config.image_size if unet_config else 32,
                            channels=unet_config.in_channels if unet_config else None)
-    check(not (args.captions and args.unconditional), "--captions and --unconditional exclude each other: "
-                                                       "captions are conditions")
     text = None
     if args.resume and unet_config.text_dim > 0:  # a text run: rebuild the same captions (deterministic)
         from guidekit.text.attributes import Thresholds
