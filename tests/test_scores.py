@@ -188,9 +188,12 @@ def test_kid_deterministic_and_clips_subset_size():
 
 @pytest.mark.parametrize("k", [2, 10])
 def test_inception_score_one_hot_uniform_is_k(k):
-    labels = torch.arange(k * 10 * 5) % k  # every split of 10 holds each class 5 times
-    mean, std = inception_score(torch.eye(k)[labels], splits=10)
+    labels = torch.arange(k * 10 * 5) % k  # the whole set holds each class 50 times
+    mean, std = inception_score(torch.eye(k)[labels], splits=1)
     assert mean == pytest.approx(k, abs=1e-6) and std == pytest.approx(0.0, abs=1e-6)
+    # Shuffled splits are random class mixtures: just below k, approaching it as the splits grow.
+    many = torch.eye(k)[torch.arange(k * 10 * 500) % k]
+    assert inception_score(many, splits=10)[0] == pytest.approx(k, rel=0.01)
 
 
 def test_inception_score_uniform_or_identical_predictions_is_one():
@@ -206,6 +209,63 @@ def test_accuracy_and_per_class():
     assert per_class_accuracy(probs, labels, 3) == pytest.approx([1.0, 0.5, 0.5])
     acc = per_class_accuracy(probs[:2], labels[:2], 3)
     assert acc[:2] == [1.0, 1.0] and math.isnan(acc[2])
+
+
+def confident_probs(n, k, seed):
+    """(n, k) sharp, varied class probabilities, sorted by class like the files `guidekit sample` writes."""
+    logits = 4 * torch.randn(n, k, generator=gen(seed), dtype=torch.float64)
+    p = torch.softmax(logits, dim=1)
+    return p[p.argmax(1).argsort(stable=True)]
+
+
+def test_inception_score_of_class_sorted_samples_equals_shuffled():
+    # Regression: splits in file order made each split of class-sorted samples one class, so IS collapsed to ~1.
+    p = confident_probs(400, 10, seed=0)
+    shuffled = p[torch.randperm(len(p), generator=gen(1))]
+    assert inception_score(p) == inception_score(shuffled)
+    whole = inception_score(p, splits=1)[0]  # one split: no split effect at all
+    assert inception_score(p)[0] > 0.8 * whole  # not the one-class-per-split collapse to ~1
+    assert inception_score(p, seed=3) != inception_score(p, seed=4)  # the seed picks the splits
+
+
+def order_cases():
+    """(name, permutation of the samples or None, permutation of the reference or None)."""
+    fake, ref = torch.randperm(300, generator=gen(5)), torch.randperm(700, generator=gen(6))
+    return [("samples", fake, None), ("reference", None, ref), ("both", fake, ref),
+            ("reversed", torch.arange(299, -1, -1), None)]
+
+
+@pytest.mark.parametrize("name, fake_perm, ref_perm", order_cases(), ids=[c[0] for c in order_cases()])
+def test_evaluate_features_metrics_do_not_depend_on_sample_or_reference_order(name, fake_perm, ref_perm):
+    from types import SimpleNamespace
+
+    from guidekit.metrics.evaluate import evaluate_features
+    from guidekit.metrics.reference import Reference
+
+    centres = 3.0 * torch.randn(10, 16, generator=gen(0))
+    labels = torch.arange(300) // 30  # class-sorted, as `guidekit sample` writes them
+    feats = (centres[labels] + torch.randn(300, 16, generator=gen(1))).float()
+    probs = confident_probs(300, 10, seed=2).float()
+    requested = labels.clone()
+    requested[::7] = -1  # some unconditional (NULL) samples
+    real = (centres[torch.arange(700) % 10] + torch.randn(700, 16, generator=gen(3))).float()
+    mu, sigma = gaussian_stats(real)
+    ref = Reference(real, mu, sigma, "toy")
+    evaluator = SimpleNamespace(metric_tag="TOY")
+    base = evaluate_features(feats, probs, requested, evaluator, ref, seed=0)
+    f = torch.arange(300) if fake_perm is None else fake_perm
+    moved_ref = ref if ref_perm is None else Reference(real[ref_perm], mu, sigma, "toy")
+    moved = evaluate_features(feats[f], probs[f], requested[f], evaluator, moved_ref, seed=0)
+    assert set(moved) == set(base)
+    assert moved["fid"] == pytest.approx(base["fid"], rel=1e-9)  # float64 sums in another order
+    assert {k: v for k, v in moved.items() if k != "fid"} == {k: v for k, v in base.items() if k != "fid"}
+
+
+def test_kid_and_precision_recall_subsets_do_not_depend_on_row_order():
+    real, fake = gaussian(400, torch.zeros(4), torch.eye(4), seed=0), gaussian(300, torch.ones(4), torch.eye(4), 1)
+    pr, pf = torch.randperm(400, generator=gen(2)), torch.randperm(300, generator=gen(3))
+    assert kid(real[pr], fake[pf], subsets=7, subset_size=50) == kid(real, fake, subsets=7, subset_size=50)
+    assert precision_recall(real[pr], fake[pf]) == precision_recall(real, fake)
 
 
 # ---------------------------------------------------------------- precision / recall

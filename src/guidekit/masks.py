@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 
-from guidekit.errors import GuidekitError, check
+from guidekit.errors import check
 
 
 def check_mask(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -108,19 +108,20 @@ def make_mask(kind: str, size: int = 32, batch: int = 1, generator: torch.Genera
 
 
 def load_mask(path, size: int = 32) -> torch.Tensor:
-    """A (1, 1, size, size) mask from an image file: white (>= 128) = known, black = to inpaint; resized nearest."""
+    """A (1, 1, size, size) mask from an image file: white (>= 128) = known, black = to inpaint; resized nearest.
+
+    Read by guidekit.imageio (16-bit/float scaled, transparency on black = inpaint); a non-square mask is padded
+    with white (known), matching the image's padded background, never squashed."""
+    from guidekit.imageio import pad_square, read_image
+
     path = Path(path)
-    check(path.is_file(), f"mask file {path} does not exist; give a PNG (white = known, black = inpaint) or one of "
-                          f"{', '.join(MASK_KINDS)}")
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L")
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.NEAREST)
-            a = np.asarray(img, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise GuidekitError(f"cannot read mask {path} as an image ({e}); give a PNG, white = known") from e
-    return torch.from_numpy((a >= 128).astype(np.float32))[None, None]
+    check(path.is_file(), f"mask file {path} {'is a folder' if path.is_dir() else 'does not exist'}; give a PNG "
+                          f"(white = known, black = inpaint) or one of {', '.join(MASK_KINDS)}")
+    a = read_image(path, 1, "mask", "give a PNG, white = known")
+    img = Image.fromarray(pad_square(a, f"mask {path}", 255, "white (known)")[..., 0], "L")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.NEAREST)
+    return torch.from_numpy((np.asarray(img, dtype=np.uint8) >= 128).astype(np.float32))[None, None]
 
 
 def mask_from_arg(text: str, size: int = 32, batch: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:

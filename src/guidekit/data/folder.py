@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,9 @@ from PIL import Image
 
 from guidekit.data.dataset import ImageDataset
 from guidekit.errors import GuidekitError, check
+from guidekit.imageio import GRAY_MODES, read_image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-GRAY_MODES = ("1", "L", "LA")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 LAYOUT_HELP = (
     "use either one subfolder per class (folder/cat/*.png, folder/dog/*.png) "
     "or only image files directly in the folder (unconditional)"
@@ -59,17 +60,6 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | N
     return paths, labels, [p.name for p in subdirs]
 
 
-def _open(path: Path) -> Image.Image:
-    """Open and fully decode one image, naming the file if it is unreadable or truncated."""
-    try:
-        image = Image.open(path)
-        image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise GuidekitError(f"cannot read image {path} ({err}): the file is truncated, corrupt or not "
-                            "an image; replace or delete it") from err
-    return image
-
-
 def _mode(path: Path) -> str:
     """Pixel mode from the header only (cheap), naming the file if it is not an image."""
     try:
@@ -97,14 +87,19 @@ def load_folder(path: str | os.PathLike, resolution: int = 32, channels: int | N
     check(channels in (None, 1, 3), f"channels {channels!r} is not valid: use 1 (gray), 3 (RGB) or None (auto)")
     check(isinstance(resolution, int) and resolution >= 1, f"resolution {resolution!r} is not valid: use e.g. 32")
     if channels is None:
-        channels = 1 if all(_mode(p) in GRAY_MODES for p in paths) else 3
-    mode = "L" if channels == 1 else "RGB"
+        channels = 1 if all(_mode(p) in GRAY_MODES for p in paths) else 3  # 16-bit and float gray count as gray
     pixels = np.empty((len(paths), resolution, resolution, channels), dtype=np.uint8)
+    cropped = []
     for i, p in enumerate(paths):
-        image = _open(p)
-        if image.mode == "P" and "transparency" in image.info:
-            image = image.convert("RGBA")  # avoids Pillow's palette-transparency warning
-        pixels[i] = np.asarray(fit(image.convert(mode), resolution)).reshape(resolution, resolution, channels)
+        a = read_image(p, channels, "image", "replace or delete it")  # 16-bit/float scaled, transparency on black
+        if a.shape[0] != a.shape[1]:
+            cropped.append(f"{p.name} {a.shape[1]}x{a.shape[0]}")
+        image = Image.fromarray(a[..., 0] if channels == 1 else a, "L" if channels == 1 else "RGB")
+        pixels[i] = np.asarray(fit(image, resolution)).reshape(resolution, resolution, channels)
+    if cropped:
+        warnings.warn(f"{len(cropped)} of {len(paths)} images in {root} are not square (e.g. {cropped[0]}): each was "
+                      f"center-cropped to a square, losing its sides (never squashed); crop them square yourself "
+                      f"to choose what is kept", UserWarning, stacklevel=2)
     tensor = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
     label_tensor = None if labels is None else torch.tensor(labels, dtype=torch.int64)
     return ImageDataset(tensor, label_tensor, names, root.name or str(root))

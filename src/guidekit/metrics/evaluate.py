@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from guidekit.diffusion.denoiser import NULL
 from guidekit.errors import GuidekitError, check
+from guidekit.imageio import read_image
 from guidekit.metrics.reference import Reference, extract
 
+SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")  # a folder's samples when it has no manifest.json
 METRICS = ("fid", "kid", "kid_std", "is", "is_std", "accuracy", "precision", "recall")
 
 
@@ -42,9 +43,9 @@ def evaluate_features(feats: torch.Tensor, probs: torch.Tensor, requested: torch
     tag = getattr(evaluator, "metric_tag", "FMNIST")
     fake_mu, fake_sigma = scores.gaussian_stats(feats)
     kid_mean, kid_std = scores.kid(ref.features, feats, seed=seed)
-    is_mean, is_std = scores.inception_score(probs)
-    g = torch.Generator().manual_seed(seed)
-    real = ref.features[torch.randperm(len(ref.features), generator=g)[:len(feats)]]  # equal-size sets for P/R
+    is_mean, is_std = scores.inception_score(probs, seed=seed)
+    g = torch.Generator().manual_seed(seed)  # equal-size sets for P/R, chosen by content, not reference order
+    real = scores.random_rows(scores.canonical(ref.features), len(feats), g)
     precision, recall = scores.precision_recall(real, feats, k=k)
     out = {"n": len(feats), "fid": scores.fid_from_stats(ref.mu, ref.sigma, fake_mu, fake_sigma),
            "kid": kid_mean, "kid_std": kid_std, "is": is_mean, "is_std": is_std, "accuracy": None,
@@ -79,14 +80,12 @@ def load_sample_dir(folder: str | Path, resolution: int = 32) -> tuple[torch.Ten
     if manifest.exists():
         files, labels = manifest_entries(manifest)
     else:
-        files, labels = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")), None
+        files, labels = sorted(p for p in folder.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES), None
     check(len(files) >= 10, f"{folder} holds {len(files)} images; evaluation needs at least 10 PNG samples")
     out = []
     for f in files:
-        try:
-            a = np.asarray(Image.open(f).convert("L"), dtype=np.float32)
-        except (OSError, UnidentifiedImageError) as e:
-            raise GuidekitError(f"cannot read sample {f}: {e}") from e
+        a = read_image(f, 1, "sample", "replace it, or delete it (and its manifest.json entry)")[..., 0]
+        a = a.astype(np.float32)
         if a.shape == (28, 28) and resolution == 32:
             a = np.pad(a, 2)
         check(a.shape == (resolution, resolution), f"{f} is {a.shape[1]}×{a.shape[0]}; the evaluator needs "

@@ -60,6 +60,23 @@ def _int(value, name: str, low: int) -> int:
     return value
 
 
+def _seed(seed) -> int:
+    """Validate an integer seed."""
+    check(isinstance(seed, int) and not isinstance(seed, bool), f"seed must be an integer, got {seed!r}")
+    return seed
+
+
+def canonical(x: Tensor) -> Tensor:
+    """The rows of x in lexicographic order: one order for the same rows, whatever order they came in."""
+    _, inverse = torch.unique(x, dim=0, return_inverse=True)
+    return x[torch.argsort(inverse, stable=True)]
+
+
+def random_rows(x: Tensor, m: int, generator: torch.Generator) -> Tensor:
+    """m rows of x without replacement by a seeded permutation; of canonical(x), a draw free of x's order."""
+    return x[torch.randperm(x.shape[0], generator=generator)[:m]]
+
+
 def gaussian_stats(feats: Tensor) -> tuple[Tensor, Tensor]:
     """Mean (D,) and unbiased covariance (D, D) in float64 of (N, D) features, for FID (Heusel et al. 2017)."""
     x = _matrix(feats, "feats", 2, "a covariance estimate")
@@ -122,18 +139,17 @@ def kid(real: Tensor, fake: Tensor, subsets: int = 100, subset_size: int = 1000,
 
     subset_size is clipped to the smaller set (so KID on, e.g., 500 samples uses subsets of 500; note this when
     comparing numbers computed with different sample counts). The std is the population std over subsets, as in
-    the paper's code and torchmetrics. Subsets are drawn without replacement from a generator seeded with seed.
+    the paper's code and torchmetrics. Subsets are drawn without replacement from a generator seeded with seed,
+    from each set in canonical (content) order, so reordering either set does not change the result.
     """
     real, fake = _pair(real, fake, 2, "KID (an unbiased MMD estimate)")
     subsets, subset_size = _int(subsets, "subsets", 1), _int(subset_size, "subset_size", 2)
-    check(isinstance(seed, int), f"seed must be an integer, got {seed!r}")
+    gen = torch.Generator().manual_seed(_seed(seed))
     m = min(subset_size, real.shape[0], fake.shape[0])
-    gen = torch.Generator().manual_seed(seed)
+    real, fake = canonical(real), canonical(fake)
     scores = torch.empty(subsets, dtype=torch.float64)
     for i in range(subsets):
-        x = real[torch.randperm(real.shape[0], generator=gen)[:m]]
-        y = fake[torch.randperm(fake.shape[0], generator=gen)[:m]]
-        scores[i] = _mmd2_unbiased(x, y)
+        scores[i] = _mmd2_unbiased(random_rows(real, m, gen), random_rows(fake, m, gen))
     return float(scores.mean()), float(scores.std(unbiased=False))
 
 
@@ -148,11 +164,16 @@ def _probs(probs, name: str = "probs") -> Tensor:
     return p.clamp(0, 1)
 
 
-def inception_score(probs: Tensor, splits: int = 10) -> tuple[float, float]:
-    """exp(E_x KL(p(y|x) ‖ p(y))) mean and std over splits (Salimans et al. 2016); ranges over [1, K]."""
+def inception_score(probs: Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:
+    """exp(E_x KL(p(y|x) ‖ p(y))) mean and std over splits (Salimans et al. 2016); ranges over [1, K].
+
+    The rows are shuffled (canonical order, then a permutation seeded with seed) before splitting, so a
+    class-sorted file order does not turn each split into one class, and reordering probs does not change the result.
+    """
     p = _probs(probs)
     splits = _int(splits, "splits", 1)
     check(splits <= p.shape[0], f"splits = {splits} exceeds the {p.shape[0]} samples; use splits <= N")
+    p = random_rows(canonical(p), p.shape[0], torch.Generator().manual_seed(_seed(seed)))
     scores = []
     for part in torch.tensor_split(p, splits):
         marginal = part.mean(dim=0, keepdim=True)
@@ -218,6 +239,7 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[float, flo
     """Improved precision and recall from k-NN balls around each set (Kynkäänniemi et al. 2019)."""
     k = _int(k, "k", 1)
     real, fake = _pair(real, fake, k + 1, f"a k-nearest-neighbour radius with k = {k}")
+    real, fake = canonical(real), canonical(fake)  # same distances, bit for bit, however the rows are ordered
     precision = _coverage(fake, real, _knn_radii(real, k))
     recall = _coverage(real, fake, _knn_radii(fake, k))
     return precision, recall

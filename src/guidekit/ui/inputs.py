@@ -27,7 +27,10 @@ def check_file(path: str | os.PathLike, what: str = "upload") -> Path:
 
 
 def read_upload(path: str | os.PathLike, what: str = "upload") -> np.ndarray:
-    """An image file (≤ MAX_BYTES, ≤ MAX_SIDE² checked before decoding) as a uint8 (H, W) or (H, W, 3|4) array."""
+    """An image file (≤ MAX_BYTES, ≤ MAX_SIDE² checked before decoding) as a uint8 (H, W) or (H, W, 3|4) array;
+    16-bit and float pixels scaled by their real range (guidekit.imageio.eight_bit)."""
+    from guidekit.imageio import eight_bit
+
     path = check_file(path, what)
     try:
         with Image.open(path) as img:
@@ -35,6 +38,7 @@ def read_upload(path: str | os.PathLike, what: str = "upload") -> np.ndarray:
             check(w <= MAX_SIDE and h <= MAX_SIDE, f"the {what} is {w}x{h} pixels; the limit is "
                                                    f"{MAX_SIDE}x{MAX_SIDE}: resize it first")
             img.load()
+            img = eight_bit(img, f"the {what}")
             mode = "RGBA" if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info else "RGB"
             img = img.convert("L" if img.mode in ("1", "L", "I", "I;16", "F") else mode)
             return np.array(img, dtype=np.uint8)
