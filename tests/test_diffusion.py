@@ -73,7 +73,9 @@ def test_parameterizations_roundtrip(kind):
     x0, eps = torch.randn(4, 1, 8, 8, generator=g), torch.randn(4, 1, 8, 8, generator=g)
     ab = torch.tensor([0.9, 0.5, 0.1, 0.01], dtype=torch.float64)
     x_t = q_sample(x0, ab, eps)
-    torch.testing.assert_close(to_eps(target(x0, eps, ab, kind), x_t, ab, kind), eps, atol=1e-4, rtol=1e-4)
+    out = to_eps(target(x0, eps, ab, kind), x_t, ab, kind)
+    assert out.dtype == (torch.float32 if kind == "eps" else torch.float64)  # x0/v: ε in float64 (x̂0 precision)
+    torch.testing.assert_close(out.float(), eps, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(eps_to_x0(x_t, eps, ab), x0, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(x0_to_eps(x_t, x0, ab), eps, atol=1e-4, rtol=1e-4)
     with pytest.raises(GuidekitError, match="prediction_type"):
@@ -96,3 +98,33 @@ def test_model_denoiser_maps_null_label():
     assert seen["y"] is None
     with pytest.raises(GuidekitError, match="unconditional"):
         uncond(torch.zeros(1, 1, 4, 4), torch.full((1,), 5.0), {"y": torch.tensor([3])})
+
+
+@pytest.mark.parametrize("prediction", ["v", "x0"])
+def test_x0_is_the_networks_own_at_the_noisiest_cosine_step(prediction):
+    """At t = 999 on the cosine schedule (ᾱ ≈ 2e-9) x̂0 equals the direct formula x̂0 = √ᾱ·x − √(1−ᾱ)·v (or the x0
+    output) to float32 rounding, through the denoiser, ClipX0, every sampler step and the loop's callback; float32
+    ε lost 2.5e-3 there."""
+    from guidekit.guidance import ClipX0
+    from guidekit.sampling.loop import sample
+    from guidekit.sampling.noise import Noise
+    from guidekit.sampling.steps import make_step
+
+    schedule = NoiseSchedule.cosine(1000)
+    ab = float(schedule.alpha_bar(999))
+    assert ab < 1e-8
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 1, 8, 8, generator=g)
+    out = torch.randn(2, 1, 8, 8, generator=g) * 0.5  # the network's raw prediction (|x̂0| < 1: ClipX0 keeps it)
+    den = ModelDenoiser(lambda x_t, t, y=None: out, schedule, prediction)
+    direct = ab ** 0.5 * x.double() - (1 - ab) ** 0.5 * out.double() if prediction == "v" else out.double()
+    assert prediction == "x0" or direct.abs().max() < 1
+    old = eps_to_x0(x, to_eps(out, x, ab, prediction).float(), ab)  # what float32 ε gave
+    assert (old.double() - direct).abs().max() > 1e-4
+    for name in ("ddpm", "ddim", "dpmpp-2m", "dpmpp-2m-sde"):
+        for d in (den, ClipX0(den, schedule)):
+            seen = []
+            sample(d, x, [999.0, 979.0], {}, make_step(name, schedule), Noise([0, 1]),
+                   callback=lambda info: seen.append(info.x0))
+            assert seen[0].dtype == torch.float32
+            assert (seen[0].double() - direct).abs().max() <= 1e-6, name

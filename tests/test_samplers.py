@@ -113,3 +113,67 @@ def test_bad_sampler_arguments():
         schedule.timesteps(0)
     with pytest.raises(GuidekitError, match="steps"):
         schedule.timesteps(2000)
+
+
+class Recorder(Noise):
+    """Noise(seeds) that keeps every draw, so the same run can be replayed from the draws alone."""
+
+    def __init__(self, seeds):
+        super().__init__(seeds)
+        self.draws = []
+
+    def _draw(self, shape, dtype):
+        self.draws.append(super()._draw(shape, dtype))
+        return self.draws[-1]
+
+    def rows(self, start, stop):
+        assert (start, stop) == (0, len(self))  # one batch
+        return self
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp-2m", "dpmpp-2m-sde"])
+def test_given_noise_and_generators_reproduce_seeded_sampling(sampler):
+    """The researcher's API: x_T and every step's noise handed over (GivenNoise), or one CPU generator per image,
+    give what seeds give, bit for bit; callback(StepInfo) names step, level, x and x̂0."""
+    from guidekit.sampling.noise import GivenNoise
+
+    schedule = NoiseSchedule.linear()
+    eps, _, _ = gaussian_eps(schedule)
+    kw = dict(sampler=sampler, steps=6, eta=1.0)
+    seeded = generate(eps, schedule, SHAPE, [3, 7, 11], {}, **kw)
+    rec = Recorder([3, 7, 11])
+    assert torch.equal(generate(eps, schedule, SHAPE, None, {}, noise=rec, **kw), seeded)
+    assert len(rec.draws) == (1 if sampler == "dpmpp-2m" else 6)  # x_T, then one per noisy step (the last is not)
+    seen = []
+    given = generate(eps, schedule, SHAPE, None, {}, noise=GivenNoise([d.clone() for d in rec.draws]),
+                     callback=seen.append, batch_size=2, **kw)
+    assert torch.equal(given, seeded)  # batches of 2 slice the given rows
+    gens = [torch.Generator().manual_seed(s) for s in (3, 7, 11)]
+    assert torch.equal(generate(eps, schedule, SHAPE, None, {}, noise=gens, **kw), seeded)
+    first = seen[0]
+    assert (first.i, first.total, first.t, first.rows) == (0, 6, 999.0, slice(0, 2)) and first.x0.shape == (2, *SHAPE)
+    assert [s.rows for s in seen].count(slice(2, 3)) == 6 and seen[-1].level == -1.0
+    with pytest.raises(GuidekitError, match="ran out"):
+        generate(eps, schedule, SHAPE, None, {}, noise=GivenNoise(rec.draws[:1]), sampler="ddpm", steps=6)
+    with pytest.raises(GuidekitError, match="exactly one"):
+        generate(eps, schedule, SHAPE, [1], {}, noise=GivenNoise(rec.draws), **kw)
+
+
+def test_given_noise_drives_sdedit_and_repaint():
+    """SDEdit's first draw noises the guide, RePaint's first is x_T: handed over, they match seeded runs."""
+    from guidekit.sampling.noise import GivenNoise
+    from guidekit.sampling.repaint import inpaint
+    from guidekit.sampling.sdedit import sdedit
+
+    schedule = NoiseSchedule.linear()
+    eps, _, _ = gaussian_eps(schedule)
+    guide = torch.zeros(2, *SHAPE)
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., :2] = 1
+    for run_it in (lambda **k: sdedit(eps, schedule, guide, 0.5, {}, "ddpm", steps=5, **k),
+                   lambda **k: inpaint(eps, schedule, guide, mask, {}, "ddpm", steps=5, jump_length=2,
+                                       jump_n_sample=2, **k)[0]):
+        rec = Recorder([4, 5])
+        seeded = run_it(seeds=[4, 5])
+        assert torch.equal(run_it(seeds=None, noise=rec), seeded)
+        assert torch.equal(run_it(seeds=None, noise=GivenNoise(rec.draws)), seeded)

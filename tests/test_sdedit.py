@@ -121,7 +121,7 @@ def test_repeats_start_from_the_last_output(gauss):
     schedule, eps, _, _, guide = gauss
     seen = []
     out = sdedit(eps, schedule, guide, 0.5, {}, "ddim", [5, 6], steps=4, repeats=3,
-                 callback=lambda i, level, x, x0: seen.append(x.clone()) if level == -1 else None)
+                 callback=lambda info: seen.append(info.x.clone()) if info.level == -1 else None)
     first = sdedit(eps, schedule, guide, 0.5, {}, "ddim", [5, 6], steps=4)
     assert len(seen) == 3 and torch.equal(seen[0], first) and torch.equal(seen[-1], out)
     assert not torch.equal(seen[1], first)

@@ -306,7 +306,7 @@ def dpm_trajectories(kind, spacing, n, float64, b=6):
     x_init = randn(b, *SHAPE, seed=3)
     x0s = []
     got = sample(den, x_init.clone(), levels, {}, DPMSolverPP2M(gk), FixedNoise(x_init),
-                 callback=lambda i, s, x, x0: x0s.append(x0))
+                 callback=lambda info: x0s.append(info.x0))
     x = x_init.clone()
     for t in sch.timesteps.tolist():
         x = sch.step(as_eps_fn(den)(x, t), t, x).prev_sample

@@ -66,7 +66,7 @@ class CleanClassifierGuidance(ClassifierGuidance):
         eps = self.denoiser(x, t, cond if self.condition_model else null_cond(cond))
         if self.w == 0:
             return eps
-        ab = _bcast(self.schedule.alpha_bar(t.detach().cpu()), x)
-        x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1).detach()
+        ab = _bcast(self.schedule.alpha_bar(t.detach().cpu()), x, eps)
+        x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1).to(x.dtype).detach()
         grad = log_prob_grad(lambda z, _t: self.classifier(z), x0, t, cond["y"]) / ab.sqrt()
         return eps - self.w * (1 - ab).sqrt() * grad.to(eps.dtype)

@@ -22,8 +22,8 @@ from guidekit.diffusion.parameterization import q_sample
 from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import check
 from guidekit.masks import check_mask
-from guidekit.sampling.loop import Callback, Constraint, sample
-from guidekit.sampling.noise import Noise
+from guidekit.sampling.loop import Callback, Constraint, batches, sample
+from guidekit.sampling.noise import Noise, noise_for
 from guidekit.sampling.steps import Step, make_step
 
 
@@ -103,36 +103,31 @@ class RePaintConstraint:
 
 @torch.no_grad()
 def inpaint(denoiser: Denoiser, schedule: NoiseSchedule, x0_known: torch.Tensor, mask: torch.Tensor, cond: Cond,
-            step: Step | str, seeds: Sequence[int], steps: int, jump_length: int = 10, jump_n_sample: int = 10,
-            spacing: str = "trailing", eta: float = 0.0, constraints: Sequence[Constraint] = (),
-            device: torch.device | str = "cpu", batch_size: int | None = None, callback: Callback | None = None,
-            progress: bool = False) -> tuple[torch.Tensor, int]:
+            step: Step | str, seeds: Sequence[int] | None, steps: int, jump_length: int = 10,
+            jump_n_sample: int = 10, spacing: str = "trailing", eta: float = 0.0,
+            constraints: Sequence[Constraint] = (), device: torch.device | str = "cpu", batch_size: int | None = None,
+            callback: Callback | None = None, progress: bool = False, noise=None) -> tuple[torch.Tensor, int]:
     """RePaint (Lugmayr et al. 2022, Alg. 1): image i from seeds[i], x0_known[i or 0], mask[i or 0] → (images, NFE).
 
     `step` is a Step or a sampler name (ddpm | ddim | dpmpp-2m); guidance and ControlNet enter as the denoiser and
-    cond (e.g. cond["hint"]). Extra constraints run before the RePaint one, so x0's pixels stay exact.
+    cond (e.g. cond["hint"]). Extra constraints run before the RePaint one, so x0's pixels stay exact. `noise`
+    replaces seeds as in generate.
     """
-    n = len(seeds)
-    check(n >= 1, "at least one seed is needed")
+    noise = noise_for(seeds, noise, device)
+    n = len(noise)
     check(isinstance(x0_known, torch.Tensor) and x0_known.ndim == 4 and x0_known.shape[0] in (1, n),
           f"x0_known must be (1 or {n}, C, H, W), got {tuple(getattr(x0_known, 'shape', ()))}")
-    for k, v in cond.items():
-        check(v.shape[0] == n, f"cond[{k!r}] has {v.shape[0]} rows but there are {n} seeds")
     mask = check_mask(mask, x0_known.expand(n, *x0_known.shape[1:]))
     if isinstance(step, str):
         step = make_step(step, schedule, eta)
     levels = repaint_levels(schedule.timesteps(steps, spacing), jump_length, jump_n_sample)
-    batch_size = batch_size or n
-    check(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}")
-    rows = lambda t, i, b: t if t.shape[0] == 1 else t[i:i + b]  # noqa: E731
+    of = lambda t, rows: t if t.shape[0] == 1 else t[rows]  # noqa: E731
+    parts = list(batches(n, batch_size, noise, cond, device))
     out = []
-    starts = range(0, n, batch_size)
-    for i in tqdm(starts, desc=f"repaint-{steps}", disable=not progress or len(starts) == 1, leave=False):
-        noise = Noise(seeds[i:i + batch_size], device)
-        part = {k: v[i:i + batch_size].to(device) for k, v in cond.items()}
-        x0 = rows(x0_known, i, batch_size).to(device)
-        repaint = RePaintConstraint(x0, rows(mask, i, batch_size), schedule)
-        x = sample(denoiser, noise.randn(x0_known.shape[1:]), levels, part, step, noise,
-                   [*constraints, repaint], callback, progress and len(starts) == 1)
+    for rows, part_noise, part in tqdm(parts, desc=f"repaint-{steps}", disable=not progress or len(parts) == 1,
+                                       leave=False):
+        repaint = RePaintConstraint(of(x0_known, rows).to(device), of(mask, rows), schedule)
+        x = sample(denoiser, part_noise.randn(x0_known.shape[1:]), levels, part, step, part_noise,
+                   [*constraints, repaint], callback, progress and len(parts) == 1, rows)
         out.append(x.cpu())
     return torch.cat(out), count_nfe(levels)

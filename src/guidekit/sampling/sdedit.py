@@ -10,8 +10,8 @@ from guidekit.diffusion.denoiser import Cond, Denoiser
 from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import check
 from guidekit.masks import check_mask
-from guidekit.sampling.loop import Callback, Constraint, sample
-from guidekit.sampling.noise import Noise
+from guidekit.sampling.loop import Callback, Constraint, batches, sample
+from guidekit.sampling.noise import noise_for
 from guidekit.sampling.repaint import RePaintConstraint
 from guidekit.sampling.steps import Step, make_step
 
@@ -57,37 +57,31 @@ def check_guide(guide: torch.Tensor, n: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sdedit(denoiser: Denoiser, schedule: NoiseSchedule, guide: torch.Tensor, t0: float, cond: Cond,
-           step: Step | str, seeds: Sequence[int], steps: int = 50, repeats: int = 1,
+           step: Step | str, seeds: Sequence[int] | None, steps: int = 50, repeats: int = 1,
            mask: torch.Tensor | None = None, spacing: str = "trailing", constraints: Sequence[Constraint] = (),
            device: torch.device | str = "cpu", callback: Callback | None = None, progress: bool = False,
-           batch_size: int | None = None) -> torch.Tensor:
+           batch_size: int | None = None, noise=None) -> torch.Tensor:
     """SDEdit (Meng et al. 2022): x_t0 = √ᾱ·guide + √(1−ᾱ)·n, denoised to x0; `repeats` times, each from the last x0.
 
     One trajectory on the one loop: [−1] + sdedit_levels × repeats, starting at x = guide, so every noising
     (the first and each repeat's) is the loop's re-noise from the clean level. `mask` (B or 1, 1, H, W), 1 = known:
     masked SDEdit (Meng et al. 2022, Alg. 3) with RePaint's constraint, run after the others — those pixels follow the
     guide's forward process q(x_t | guide) and equal the guide bit-exactly at the end. Image i depends only on
-    seeds[i], guide[i] and cond[i].
+    seeds[i] (or row i of `noise`, as in generate), guide[i] and cond[i].
     """
-    n = len(seeds)
-    check(n > 0, "at least one seed is needed")
+    noise = noise_for(seeds, noise, device)
+    n = len(noise)
     check(isinstance(repeats, int) and not isinstance(repeats, bool) and repeats >= 1,
           f"repeats = {repeats!r}: SDEdit repeats the noise-then-denoise K >= 1 times; use an integer like 1 or 3")
     guide = check_guide(guide, n)
     if mask is not None:
         mask = check_mask(mask, guide).expand(n, -1, -1, -1)
-    for k, v in cond.items():
-        check(v.shape[0] == n, f"cond[{k!r}] has {v.shape[0]} rows but there are {n} seeds")
     step = make_step(step, schedule) if isinstance(step, str) else step
     levels = [-1.0] + sdedit_levels(schedule, t0, steps, spacing) * repeats
-    batch_size = batch_size or n
-    check(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}")
     out = []
-    for i in range(0, n, batch_size):
-        part = slice(i, i + batch_size)
-        x = guide[part].to(device)
-        known = [RePaintConstraint(x, mask[part].to(device), schedule)] if mask is not None else []
-        c = {k: v[part].to(device) for k, v in cond.items()}
-        noise = Noise(list(seeds[part]), device)
-        out.append(sample(denoiser, x, levels, c, step, noise, [*constraints, *known], callback, progress).cpu())
+    for rows, part_noise, c in batches(n, batch_size, noise, cond, device):
+        x = guide[rows].to(device)
+        known = [RePaintConstraint(x, mask[rows].to(device), schedule)] if mask is not None else []
+        out.append(sample(denoiser, x, levels, c, step, part_noise, [*constraints, *known], callback, progress,
+                          rows).cpu())
     return torch.cat(out)

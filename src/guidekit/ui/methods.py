@@ -13,14 +13,14 @@ from guidekit.errors import check
 from guidekit.experiments.generation import Guidance, guided_denoiser
 from guidekit.sampling import generate
 from guidekit.sampling.steps import make_step
-from guidekit.ui.inputs import known_mask, model_image, need
+from guidekit.ui.inputs import channels_last, known_mask, model_image, need
 
 
 def reporter(progress, moves: int, what: str):
     """A sampling-loop callback that reports (fraction done, text) after each of `moves` moves."""
     if progress is None:
         return None
-    return lambda i, s, x, x0: progress(min(1.0, (i + 1) / moves), f"{what}: {i + 1}/{moves}")
+    return lambda info: progress(min(1.0, (info.i + 1) / moves), f"{what}: {info.i + 1}/{moves}")
 
 
 def _seeds(p) -> list[int]:
@@ -79,15 +79,26 @@ def classifier(model, p, y, image, mask, sketch, device, progress):
                         "w": guidance.w}
 
 
+def extracts(p, image) -> bool:
+    """Whether the ControlNet's hint is extracted from the canvas: p.extract_hint, else (None) by the canvas's
+    origin: a picture under the strokes (a loaded or uploaded image) is a garment, strokes on the blank canvas are
+    a drawing, which is the hint itself."""
+    if p.extract_hint is not None:
+        return p.extract_hint
+    return image is not None and bool(channels_last(image, "canvas image", 1).max() > 0)
+
+
 def controlnet(model, p, y, image, mask, sketch, device, progress):
-    """ControlNet (Zhang et al. 2023): the drawing (white strokes on black) is the hint, or extract_hint makes one."""
+    """ControlNet (Zhang et al. 2023): the drawing (white strokes on black) is the hint, or one is extracted from the
+    canvas (a garment; see extracts)."""
     from guidekit.experiments.control import condition_of, controlled, extract_hints, hint_image, join_hints
     from guidekit.ui.service import load_controlnet
 
     cn = load_controlnet(p.controlnet, model, device)
     drawing = need(sketch, "the ControlNet's hint", "draw white strokes on the black canvas or upload an image")
     size, channels = model.net.config.image_size, cn.net.config.hint_channels
-    if p.extract_hint:
+    extract = extracts(p, image)
+    if extract:
         hint = extract_hints(condition_of(cn), model_image(drawing, size, model.net.config.in_channels,
                                                            "drawing", p.invert), p.seed)
     else:
@@ -99,7 +110,7 @@ def controlnet(model, p, y, image, mask, sketch, device, progress):
     guidance = _cfg(model, y, p)
     images = _generate(steered, guidance, p, cond, device, progress, "ControlNet")
     shown = hint_image(hint[0], model.net.config.in_channels)[None]
-    return images, {"hint": shown}, {"controlnet": p.controlnet, "condition": cn.condition,
+    return images, {"hint": shown}, {"controlnet": p.controlnet, "condition": cn.condition, "extract_hint": extract,
                                      "control_scale": p.control_scale, "w": guidance.w}
 
 
