@@ -100,6 +100,29 @@ def test_extracted_hints_and_inverted_drawings():
     assert np.array_equal(a.inputs["guide"], b.inputs["guide"]) and np.array_equal(a.images, b.images)
 
 
+def blank_canvas() -> np.ndarray:
+    """The background of the blank canvas: opaque black RGBA, as canvas_value(None) makes it."""
+    a = np.zeros((256, 256, 4), dtype=np.uint8)
+    a[..., 3] = 255
+    return a
+
+
+def test_controlnet_extracts_the_hint_of_a_loaded_garment_and_takes_a_drawing_as_is():
+    garment, _ = service.dataset_image(0)
+    p = dict(steps=2, n=1)  # the default ControlNet: fmnist-sketch
+    loaded = run_method("controlnet", "fmnist-cfg", Params(**p), image=garment, sketch=garment)
+    extracted = run_method("controlnet", "fmnist-cfg", Params(extract_hint=True, **p), sketch=garment)
+    assert loaded.info["extract_hint"] is True and np.array_equal(loaded.images, extracted.images)
+    assert np.array_equal(loaded.inputs["hint"], extracted.inputs["hint"])
+    drawn = run_method("controlnet", "fmnist-cfg", Params(**p), image=blank_canvas(), sketch=drawing())
+    as_is = run_method("controlnet", "fmnist-cfg", Params(extract_hint=False, **p), sketch=drawing())
+    assert drawn.info["extract_hint"] is False and np.array_equal(drawn.images, as_is.images)
+    forced = run_method("controlnet", "fmnist-cfg", Params(extract_hint=False, **p), image=garment, sketch=garment)
+    assert forced.info["extract_hint"] is False and not np.array_equal(forced.images, loaded.images)
+    with pytest.raises(GuidekitError, match="extract hint must be True, False or None"):
+        run_method("controlnet", "fmnist-cfg", Params(extract_hint="yes", **p), sketch=drawing())
+
+
 def test_painted_layers_become_the_unknown_region():
     layer = np.zeros((256, 256, 4), dtype=np.uint8)
     layer[64:192, 64:192] = (255, 0, 0, 255)
@@ -229,8 +252,8 @@ def free_port() -> int:
 
 def sample_args(seed: int, steps: int = 2, cls: str = "Trouser", canvas=None, method: str = "sample") -> tuple:
     """The /run endpoint's inputs, in the order of build_app's run()."""
-    return (method, "fmnist-cfg", cls, 0.3, "fmnist-classifier", 5, True, "fmnist-sketch", 1, False, 0.5, 5, 2, False,
-            "ddim", steps, seed, 1, canvas, "", "")
+    return (method, "fmnist-cfg", cls, 0.3, "fmnist-classifier", 5, True, "fmnist-sketch", 1, "auto", 0.5, 5, 2,
+            False, "ddim", steps, seed, 1, canvas, "", "")
 
 
 def serve(monkeypatch, tmp_path, **options):
@@ -297,5 +320,69 @@ def test_a_full_queue_refuses_requests(tmp_path, monkeypatch):
         with ThreadPoolExecutor(6) as pool:
             outcomes = list(pool.map(request, range(6)))
         assert outcomes.count(True) >= 1 and any("queue" in str(o).lower() for o in outcomes), outcomes
+    finally:
+        demo.close()
+
+
+def canvas_arg(client_lib, tmp_path, image: np.ndarray, name: str) -> dict:
+    """An ImageEditor value for gradio_client: image as background and composite, nothing painted."""
+    path = tmp_path / name
+    Image.fromarray(image).save(path)
+    return {"background": client_lib.handle_file(str(path)), "layers": [],
+            "composite": client_lib.handle_file(str(path))}
+
+
+@pytest.mark.filterwarnings("ignore:::gradio.queueing")
+def test_a_loaded_test_image_sets_its_class_and_an_upload_sets_null(tmp_path, monkeypatch):
+    client_lib = pytest.importorskip("gradio_client")
+    demo, client = serve(monkeypatch, tmp_path)
+    try:
+        for index in (0, 3):
+            canvas, cls = client.predict(index, False, api_name="/load_test_image")
+            assert cls == service.dataset_class(index) == service.dataset_image(index)[1].split(" ", 1)[1]
+        assert cls == "Dress" and Image.open(canvas["background"]).size == (256, 256)
+        garment = tmp_path / "garment.png"
+        Image.fromarray(service.dataset_image(0)[0]).save(garment)
+        canvas, cls = client.predict(client_lib.handle_file(str(garment)), "fmnist-cfg", api_name="/upload")
+        assert cls == "null"
+        # the loaded canvas through /run: the default hint option extracts the hint from the garment
+        value = canvas_arg(client_lib, tmp_path, np.asarray(Image.open(canvas["background"])), "loaded.png")
+        info = client.predict(*sample_args(0, cls="null", canvas=value, method="controlnet"), api_name="/run")[3]
+        assert info["extract_hint"] is True and info["class"] == "null"
+    finally:
+        demo.close()
+
+
+def error_lines(err: str) -> list[str]:
+    """The lines of a server log that report a request's error."""
+    return [line for line in err.splitlines() if "error" in line.lower() or "Traceback" in line]
+
+
+@pytest.mark.filterwarnings("ignore:::gradio.queueing")
+def test_user_errors_log_one_line_and_unexpected_ones_a_traceback(tmp_path, monkeypatch, capfd):
+    pytest.importorskip("gradio_client")
+    demo, client = serve(monkeypatch, tmp_path)
+    try:
+        capfd.readouterr()
+        with pytest.raises(Exception, match="unknown class 'spaceship'"):
+            client.predict(*sample_args(0, cls="spaceship"), api_name="/run")
+        with pytest.raises(Exception, match="image index must be a whole number"):
+            client.predict(10**6, False, api_name="/load_test_image")
+        time.sleep(0.5)  # the server thread's log lands after the client's reply
+        err = capfd.readouterr().err
+        assert "Traceback" not in err, err
+        lines = error_lines(err)
+        assert len(lines) == 2 and lines[0].startswith("guidekit ui: error: unknown class 'spaceship'"), err
+        assert lines[1].startswith("guidekit ui: error: image index must be a whole number"), err
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("a bug, not the user's fault")
+        monkeypatch.setattr(service, "run_method", broken)
+        with pytest.raises(Exception):
+            client.predict(*sample_args(0), api_name="/run")
+        time.sleep(0.5)
+        err = capfd.readouterr().err
+        assert "Traceback" in err and "RuntimeError: a bug, not the user's fault" in err, err
+        assert "guidekit ui: error" not in err
     finally:
         demo.close()

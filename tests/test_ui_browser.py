@@ -60,6 +60,7 @@ def test_draw_a_mask_and_repaint_in_chromium(app_url):
             steps.press("Enter")
             page.click("#load")  # the embedded test image #0
             page.get_by_text("loaded").first.wait_for()
+            sync_api.expect(page.locator("#class input").first).to_have_value("Ankle boot")  # its class, not Trouser
 
             result, error = page.locator("#result img"), page.locator(".toast-body.error")
             for attempt in range(3):  # on a loaded machine the test image can land after the stroke, erasing it

@@ -6,7 +6,7 @@ import argparse
 import shlex
 import time
 
-from guidekit.cli.common import HelpFormatter, add_device, pick_device
+from guidekit.cli.common import HelpFormatter, add_data_arg, add_device, pick_device
 
 
 def panel_list(text: str) -> list[str]:
@@ -32,7 +32,7 @@ def register(sub) -> None:
                                    "minutes on 2 idle CPU cores; OUT is replaced atomically at the end.",
                        formatter_class=HelpFormatter)
     p.add_argument("--out", default="runs/demo", help="report folder (replaced)")
-    p.add_argument("--data", metavar="DIR", default=None, help="folder with the Fashion-MNIST IDX files")
+    add_data_arg(p)
     p.add_argument("--panels", type=panel_list, default=None, metavar="P[,P...]",
                    help="only these panels: cfg, classifier, controlnet, sdedit, repaint, combined (default: all)")
     p.add_argument("--quick", action="store_true", help="tiny sizes and steps (seconds; for tests)")
@@ -46,7 +46,7 @@ def run(args) -> None:
     from guidekit.io import check_output
 
     start = time.time()
-    check_output(args.out, overwrite=True)  # a file in the way fails now, not after the sampling
+    check_output(args.out, overwrite=True, command="demo")  # fails now, not after the sampling
     device = pick_device(args.device)
     argv = ["demo"] + (["--panels", ",".join(args.panels)] if args.panels else []) + \
         (["--quick"] if args.quick else []) + (["--data", args.data] if args.data else []) + ["--out", args.out]

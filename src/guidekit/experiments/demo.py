@@ -48,7 +48,8 @@ class DemoSettings:
     jump_n_sample: int = 3
     repaint_classes: tuple[int, ...] = (9, 0, 2, 3, 8, 7)  # one source image per mask type
     repaint_seeds: int = 2
-    combined_class: int = 3
+    combined_class: int = 8  # the third Bag: in the embedded samples a tall tote whose centre alone RePaint + CFG
+    combined_nth: int = 2  # completes as wide duffel bags (chosen by edge F1 with vs without the ControlNet)
     combined_mask: str = "expand"
     combined_w: float = 2.0
     combined_seeds: int = 3
@@ -116,11 +117,11 @@ class DemoContext:
         """`flag DATASET` (+ `--data DIR` when given) naming the images this demo used."""
         return [flag, self.dataset] + (["--data", str(self.data_dir)] if self.data_dir else [])
 
-    def first_index(self, cls: int) -> int:
-        """Index of the first test image of class cls."""
+    def first_index(self, cls: int, nth: int = 0) -> int:
+        """Index of the first (or the nth after it) test image of class cls."""
         hits = torch.nonzero(self.data.labels == cls)[:, 0]
-        check(len(hits) > 0, f"{self.data.name} has no image of class {cls}")
-        return int(hits[0])
+        check(len(hits) > nth, f"{self.data.name} has {len(hits)} image(s) of class {cls}, fewer than {nth + 1}")
+        return int(hits[nth])
 
     def demo_command(self, panels: Sequence[str], out: str) -> str:
         """`guidekit demo` computing only these panels with this run's settings."""
@@ -179,7 +180,7 @@ def run_demo(out: str | Path, settings: DemoSettings = FULL, device: torch.devic
              progress: bool = True, argv: str = "guidekit demo", start: float | None = None) -> Path:
     """Compute the chosen panels, then write OUT/index.html and OUT/summary.json atomically; returns the page."""
     start = time.time() if start is None else start
-    out = check_output(out, overwrite=True)
+    out = check_output(out, overwrite=True, command="demo")  # replaces only an earlier demo page
     table = panels()
     keys = list(keys or table)
     bad = [k for k in keys if k not in table]
@@ -201,7 +202,8 @@ def run_demo(out: str | Path, settings: DemoSettings = FULL, device: torch.devic
               f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads), torch {torch.__version__}."
               f"</p>")
     page = render("guidekit demo: guidance methods composed in one sampling loop", lead(ctx, argv), sections, footer)
-    summary = {"seconds": round(total, 1), "device": ctx.device.type, "dataset": ctx.dataset, "quick": quick,
+    summary = {"command": "demo", "seconds": round(total, 1), "device": ctx.device.type, "dataset": ctx.dataset,
+               "quick": quick,
                "settings": dataclasses.asdict(settings),
                "panels": [{"key": s.key, "title": s.title, "seconds": round(s.seconds, 1),
                            "cpu_seconds": round(s.cpu_seconds, 1), "commands": s.commands}

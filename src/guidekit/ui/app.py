@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import inspect
 import ipaddress
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -19,7 +21,7 @@ from PIL import Image  # noqa: E402
 
 from guidekit import zoo  # noqa: E402
 from guidekit.data import FASHION_MNIST_CLASSES  # noqa: E402
-from guidekit.errors import GuidekitError  # noqa: E402
+from guidekit.errors import GuidekitError, check  # noqa: E402
 from guidekit.ui import service  # noqa: E402
 from guidekit.ui.inputs import MAX_BYTES, MAX_SIDE, mask_from_paint, read_upload, thumbnail, tile  # noqa: E402
 
@@ -29,12 +31,18 @@ KEEP_FILES = 192  # PNGs kept (3 per request: the result, the model input and th
 METHODS = [("sample (classifier-free guidance)", "sample"), ("classifier guidance", "classifier"),
            ("ControlNet (sketch / canny)", "controlnet"), ("SDEdit (drawing → image)", "sdedit"),
            ("RePaint (inpainting)", "repaint")]
+HINTS = [("by the canvas: extract it from a loaded or uploaded image, a drawing is the hint", "auto"),
+         ("extract it from the canvas (a garment)", "extract"),
+         ("the canvas is the hint (a drawing or an uploaded sketch)", "as drawn")]
+EXTRACT = {"auto": None, "extract": True, "as drawn": False}  # HINTS value → Params.extract_hint
 HELP = f"""**guidekit** — steer the Fashion-MNIST diffusion models (32×32 gray, light garment on black).
 Draw on the black canvas (white or grey strokes: a ControlNet hint or an SDEdit guide), or load a test image / upload
-one and, for **RePaint**, paint the region to regenerate over it. Model: a zoo name or a local model folder path
-(read from this machine; no checkpoint upload). Limits: uploads ≤ {MAX_BYTES / 1e6:g} MB and
-≤ {MAX_SIDE}×{MAX_SIDE} pixels, ≤ {service.MAX_STEPS} steps, ≤ {service.MAX_N} images, RePaint ≤ {service.MAX_NFE}
-model evaluations per image."""
+one and, for **RePaint**, paint the region to regenerate over it. A loaded test image sets the class to its own; an
+upload, whose class is unknown, sets it to null (∅). **ControlNet** extracts its hint (edges, sketch) from a loaded or
+uploaded image and takes a drawing on the blank canvas as the hint itself (the hint option overrides this). Model: a
+zoo name or a local model folder path (read from this machine; no checkpoint upload). Limits: uploads
+≤ {MAX_BYTES / 1e6:g} MB and ≤ {MAX_SIDE}×{MAX_SIDE} pixels, ≤ {service.MAX_STEPS} steps, ≤ {service.MAX_N} images,
+RePaint ≤ {service.MAX_NFE} model evaluations per image."""
 
 
 def kwargs_for(target, **kwargs) -> dict:
@@ -91,24 +99,50 @@ class Outputs:
         return str(path)
 
 
+def user_errors(fn):
+    """fn whose GuidekitError reaches the user as a gr.Error and the server log as one line, without a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except GuidekitError as e:
+            print(f"guidekit ui: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+            raise gr.Error(str(e), **kwargs_for(gr.Error, print_exception=False)) from None
+
+    return wrapper
+
+
+def dataset_canvas(index, stroke) -> tuple[dict, str, str]:
+    """(canvas, class, note) of test image `index`: the class control takes the image's class (null if unlabelled)."""
+    image, name = service.dataset_image(index, stroke)
+    label = service.dataset_class(index) or "null"
+    return canvas_value(image), label, f"loaded {name}; class set to {label}"
+
+
+def upload_canvas(file, model) -> tuple[dict, str, str]:
+    """(canvas, class, note) of an uploaded file: its class is unknown, so the class control is reset to null (∅)."""
+    image = thumbnail(read_upload(getattr(file, "name", file)), service.image_size(model))
+    return canvas_value(image), "null", "class set to null (∅: an upload's class is unknown); pick it if you know it"
+
+
 def build_app(device="cpu", max_queue: int = 16, concurrency: int = 1) -> gr.Blocks:
     """The Gradio Blocks of `guidekit ui`, queued with at most max_queue waiting and `concurrency` running."""
     outputs = Outputs()
 
-    def run(method, model, cls, w, classifier, classifier_w, base_null, controlnet, control_scale, extract_hint,
-            t0, jump_length, jump_n_sample, invert, sampler, steps, seed, n, canvas, prompt, negative_prompt,
+    @user_errors
+    def run(method, model, cls, w, classifier, classifier_w, base_null, controlnet, control_scale, hint, t0,
+            jump_length, jump_n_sample, invert, sampler, steps, seed, n, canvas, prompt, negative_prompt,
             progress=gr.Progress()):
-        try:
-            image, mask, sketch = canvas_arrays(canvas)
-            params = service.Params(cls=cls, w=w, classifier=classifier, classifier_w=classifier_w,
-                                    base_null=base_null, controlnet=controlnet, control_scale=control_scale,
-                                    extract_hint=extract_hint, t0=t0, jump_length=jump_length,
-                                    jump_n_sample=jump_n_sample, invert=invert, steps=steps, seed=seed, n=n,
-                                    sampler=sampler, prompt=prompt, negative_prompt=negative_prompt)
-            result = service.run_method(method, model, params, image, mask, sketch, device,
-                                        lambda f, text: progress(f, desc=text))
-        except GuidekitError as e:
-            raise gr.Error(str(e)) from None
+        check(isinstance(hint, str) and hint in EXTRACT,
+              f"unknown hint source {hint!r}: use one of {', '.join(EXTRACT)}")
+        image, mask, sketch = canvas_arrays(canvas)
+        params = service.Params(cls=cls, w=w, classifier=classifier, classifier_w=classifier_w,
+                                base_null=base_null, controlnet=controlnet, control_scale=control_scale,
+                                extract_hint=EXTRACT[hint], t0=t0, jump_length=jump_length,
+                                jump_n_sample=jump_n_sample, invert=invert, steps=steps, seed=seed, n=n,
+                                sampler=sampler, prompt=prompt, negative_prompt=negative_prompt)
+        result = service.run_method(method, model, params, image, mask, sketch, device,
+                                    lambda f, text: progress(f, desc=text))
         full = tile(result.images)
         used = next(iter(result.inputs.values()), None)
         # every image as a uniquely named file: Gradio caches a returned array under its content hash and rewrites
@@ -117,20 +151,17 @@ def build_app(device="cpu", max_queue: int = 16, concurrency: int = 1) -> gr.Blo
         return (outputs.png(display(full)), None if used is None else outputs.png(display(used, CANVAS)),
                 outputs.png(full), result.info)
 
+    @user_errors
     def upload(file, model):
-        try:
-            image = thumbnail(read_upload(getattr(file, "name", file)), service.image_size(model))
-        except GuidekitError as e:
-            raise gr.Error(str(e)) from None
-        return canvas_value(image)
+        value, label, note = upload_canvas(file, model)
+        gr.Info(note)
+        return value, label
 
+    @user_errors
     def load_test_image(index, stroke):
-        try:
-            image, name = service.dataset_image(index, stroke)
-        except GuidekitError as e:
-            raise gr.Error(str(e)) from None
-        gr.Info(f"loaded {name}")
-        return canvas_value(image)
+        value, label, note = dataset_canvas(index, stroke)
+        gr.Info(note)
+        return value, label
 
     def show(method):
         return [gr.update(visible=method == m) for m in ("classifier", "controlnet", "sdedit", "repaint")]
@@ -144,7 +175,7 @@ def build_app(device="cpu", max_queue: int = 16, concurrency: int = 1) -> gr.Blo
                 model = gr.Dropdown(of_kind("model"), value="fmnist-cfg", allow_custom_value=True,
                                     label="model (zoo name or local folder)")
                 cls = gr.Dropdown(["null", *FASHION_MNIST_CLASSES], value="Trouser", allow_custom_value=True,
-                                  label="class (name, prefix, index or null; class models)")
+                                  label="class (name, prefix, index or null; class models)", elem_id="class")
                 with gr.Accordion("prompt (text models: guidekit train --captions)", open=False):
                     prompt = gr.Textbox("", label="prompt (empty = ∅)", placeholder="a dark pair of trousers",
                                         max_length=service.MAX_PROMPT)
@@ -160,7 +191,7 @@ def build_app(device="cpu", max_queue: int = 16, concurrency: int = 1) -> gr.Blo
                     controlnet = gr.Dropdown(of_kind("controlnet"), value="fmnist-sketch", allow_custom_value=True,
                                              label="ControlNet (zoo name or folder)")
                     control_scale = gr.Slider(0, 3, value=1, step=0.05, label="control scale")
-                    extract_hint = gr.Checkbox(False, label="the canvas is a garment: extract the hint from it")
+                    hint = gr.Radio(HINTS, value="auto", label="hint", elem_id="hint")
                 with gr.Column(visible=False) as sdedit_box:
                     t0 = gr.Slider(0.05, 1, value=0.5, step=0.05, label="t0 (small = faithful, 1 = pure noise)")
                 with gr.Column(visible=False) as repaint_box:
@@ -196,11 +227,11 @@ def build_app(device="cpu", max_queue: int = 16, concurrency: int = 1) -> gr.Blo
                 download = gr.File(label="full-resolution PNG", interactive=False, elem_id="download")
                 info = gr.JSON(label="info")
         method.change(show, method, [classifier_box, control_box, sdedit_box, repaint_box], queue=False)
-        upload_button.upload(upload, [upload_button, model], canvas, api_name="upload")
+        upload_button.upload(upload, [upload_button, model], [canvas, cls], api_name="upload")
         blank.click(lambda: canvas_value(None), None, canvas, queue=False)
-        load.click(load_test_image, [index, stroke], canvas)
-        go.click(run, [method, model, cls, w, classifier, classifier_w, base_null, controlnet, control_scale,
-                       extract_hint, t0, jump_length, jump_n_sample, invert, sampler, steps, seed, n, canvas, prompt,
+        load.click(load_test_image, [index, stroke], [canvas, cls], api_name="load_test_image")
+        go.click(run, [method, model, cls, w, classifier, classifier_w, base_null, controlnet, control_scale, hint,
+                       t0, jump_length, jump_n_sample, invert, sampler, steps, seed, n, canvas, prompt,
                        negative_prompt],
                  [result, used, download, info], api_name="run")
     demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)

@@ -40,7 +40,8 @@ class Params:
     base_null: bool = True  # classifier guidance of the model's null class (the paper's unconditional base)
     controlnet: str = "fmnist-sketch"
     control_scale: float = 1.0
-    extract_hint: bool = False  # run the ControlNet's condition on the drawing (a garment) instead of using it as hint
+    extract_hint: bool | None = None  # True: run the ControlNet's condition on the canvas (a garment); False: the
+    # canvas is the hint; None: by the canvas's origin (a picture under the strokes is extracted, a drawing is not)
     t0: float = 0.5
     jump_length: int = 5
     jump_n_sample: int = 2
@@ -134,8 +135,14 @@ def dataset_image(index: int, stroke: bool = False) -> tuple[np.ndarray, str]:
     i = _integer(index, "image index", 0, len(data) - 1)
     x = data.images(slice(i, i + 1))
     x = stroke_painting(x) if stroke else x
-    label = data.class_names[int(data.labels[i])] if data.labels is not None else ""
-    return to_uint8(x)[0], f"{data.name}[{i}] {label}".strip()
+    return to_uint8(x)[0], f"{data.name}[{i}] {dataset_class(i) or ''}".strip()
+
+
+def dataset_class(index: int) -> str | None:
+    """The class name of test image `index` (as dataset_image numbers them), or None for an unlabelled set."""
+    data = _test_images()
+    i = _integer(index, "image index", 0, len(data) - 1)
+    return data.class_names[int(data.labels[i])] if data.labels is not None and data.class_names else None
 
 
 def _integer(value, name: str, lo: int, hi: int) -> int:
@@ -166,6 +173,8 @@ def check_params(method: str, p: Params) -> Params:
     check(q.t0 > 0, "t0 must be above 0 (0 returns the guide untouched); try 0.5")
     q.jump_length = _integer(p.jump_length, "jump length", 1, MAX_STEPS)
     q.jump_n_sample = _integer(p.jump_n_sample, "jump n sample", 1, 100)
+    check(p.extract_hint is None or isinstance(p.extract_hint, bool),
+          f"extract hint must be True, False or None (by the canvas's origin), got {p.extract_hint!r}")
     for name in ("prompt", "negative_prompt"):
         text = getattr(p, name)
         check(text is None or isinstance(text, str), f"{name.replace('_', ' ')} must be text, got {text!r}")
@@ -215,4 +224,5 @@ def run_method(method: str, model: str, params: Params, image: np.ndarray | None
     return Result(to_uint8(images), {k: to_uint8(v)[0] for k, v in inputs.items()}, info)
 
 
-__all__ = ["METHODS", "MAX_N", "MAX_NFE", "MAX_STEPS", "Params", "Result", "dataset_image", "run_method"]
+__all__ = ["METHODS", "MAX_N", "MAX_NFE", "MAX_STEPS", "Params", "Result", "dataset_class", "dataset_image",
+           "run_method"]
