@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     p.add_argument("--code", nargs="+", help="Inductor output-code files to scan instead of compiling")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--preset", default="base", help="guidekit UNet preset (base = the issue's 16M UNet)")
+    p.add_argument("--preset", default="base", help="guidekit UNet preset (base = the 16M reference UNet)")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--keep", help="write the generated code here (default: a temporary folder)")
     p.add_argument("--like-cuda", action="store_true", help="on the CPU: oneDNN off, so Inductor's layout decision "

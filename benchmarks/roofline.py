@@ -1,4 +1,5 @@
-"""Roofline bounds for the UNet's forward and training step on a GPU (issue 8's 40 %-of-peak and 2.5× targets).
+"""Roofline bounds for the UNet's forward and training step on a GPU (the 40 %-of-peak forward and 2.5× training
+targets).
 
 Records every aten op of one eager forward (and forward + backward) of a guidekit UNet on the CPU, with its FLOPs
 and the bytes it reads and writes (bf16 for every float tensor, as under autocast at best), and bounds the time any
@@ -233,7 +234,7 @@ def measure(device: str, size: int) -> tuple[float, float]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="base", help="guidekit UNet preset (base = the issue's 16M UNet)")
+    p.add_argument("--preset", default="base", help="guidekit UNet preset (base = the 16M reference UNet)")
     p.add_argument("--peak", type=float, default=757.0, help="matmul peak, TFLOP/s (H100 bf16, measured: 757)")
     p.add_argument("--bandwidth", type=float, default=3.35, help="memory bandwidth, TB/s (H100 SXM HBM3: 3.35)")
     p.add_argument("--forward-batch", type=int, default=2000)

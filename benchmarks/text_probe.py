@@ -1,4 +1,4 @@
-"""How much class information the frozen sentence encoder gives held-out paraphrases (issue 10).
+"""How much class information the frozen sentence encoder gives held-out paraphrases.
 
 Fits classifiers from caption embeddings to the class on training captions (guidekit.text.captions, random measured
 attribute levels) and scores them on `guidekit sweep prompts`' fixed evaluation prompts, per group (seen,

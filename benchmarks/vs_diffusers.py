@@ -1,6 +1,6 @@
 """guidekit vs diffusers in one process, on the same class-conditional UNet: forward, CFG DDIM sampling, training.
 
-The network is the issue's diffusers UNet2DModel (32x32x1, block_out_channels 64/128/256, attention at the two
+The network is the reference diffusers UNet2DModel (32x32x1, block_out_channels 64/128/256, attention at the two
 lower resolutions, layers_per_block 2, 10 classes + null = 11 class embeddings, ~16M parameters; --small uses
 widths 32/64/128 and 8 GroupNorm groups, like guidekit's small preset, for ~4M). Rows:
   forward   no-grad forward at --batch: UNet2DModel vs guidekit's own UNet of matching size
@@ -95,7 +95,7 @@ class Bench:
 
 
 def build_models(small: bool, device: torch.device):
-    """The diffusers UNet2DModel of the issue and guidekit's UNet preset of the same shape."""
+    """The reference diffusers UNet2DModel and guidekit's UNet preset of the same shape."""
     from diffusers import UNet2DModel
 
     from guidekit.models import UNet, UNetConfig

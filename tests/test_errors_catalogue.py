@@ -77,6 +77,10 @@ def _bad_models(root: Path, f: SimpleNamespace) -> None:
     (f.shape / "config.json").write_text(json.dumps(cfg))
     f.corrupt = _model_copy(root, "corrupt")
     (f.corrupt / "model.safetensors").write_bytes(b"not a tensor file")
+    f.intw = _model_copy(root, "int-weights")
+    w = load_file(str(f.intw / "model.safetensors"))
+    w["conv_in.weight"] = w["conv_in.weight"].to(torch.int64)
+    save_file(w, str(f.intw / "model.safetensors"))
     f.badjson = _model_copy(root, "bad-json")
     (f.badjson / "config.json").write_text('{"format": "guidekit-unet/1", ')
     f.nocfg = _model_copy(root, "no-config")
@@ -123,6 +127,13 @@ def _bad_files(root: Path, f: SimpleNamespace) -> None:
     (f.samples / "manifest.json").write_text('{"images": [{"file": "0.png"}]}')
     f.file_out = root / "existing-file"
     f.file_out.write_text("mine")
+    for name, array in (("float-negative.tif", np.full((32, 32), -0.5, np.float32)),
+                        ("float-nan.tif", np.full((32, 32), np.nan, np.float32)),
+                        ("int-negative.tif", np.full((32, 32), -5, np.int32)),
+                        ("int-deep.tif", np.full((32, 32), 40000, np.int32))):
+        Image.fromarray(array).save(root / name)
+    f.float_neg, f.float_nan, f.int_neg, f.int_deep = (root / n for n in (
+        "float-negative.tif", "float-nan.tif", "int-negative.tif", "int-deep.tif"))
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +257,7 @@ CLI = [
                                                        "0", "--out", o], ["--jump-n-sample must be >= 1"], None),
     ("inpaint-jump-longer-than-steps", lambda f, o: INP + ["--image", str(f.gray), "--mask", "half", "--steps", "5",
                                                            "--jump-length", "10", "--out", o],
-     ["jump_length 10 leaves no room", "use a jump_length below 5"], None),
+     ["--jump-length 10 leaves no room", "use a --jump-length below 5"], None),
     ("inpaint-from-dataset-out-of-range", lambda f, o: INP + ["--from-dataset", "99999", "--dataset", "samples",
                                                               "--mask", "half", "--out", o],
      ["--from-dataset 99999 is out of range", "500 images"], None),
@@ -298,6 +309,68 @@ CLI = [
     ("control-prompt-on-class-model", lambda f, o: CTL + ["--condition-image", str(f.gray), "--prompt", "a bag",
                                                           "--out", o],
      ["--prompt: fmnist-cfg takes no text prompt", "guidekit train --captions"], None),
+]
+
+
+def _no_data(monkeypatch):
+    """A machine without Fashion-MNIST: the system folder hidden, $GUIDEKIT_DATA unset."""
+    from guidekit.data import idx
+
+    monkeypatch.setenv(idx.HIDE_SYSTEM_ENV, "1")
+    monkeypatch.delenv(idx.ENV_VAR, raising=False)
+
+
+def _tiny_run(root: Path) -> Path:
+    """A one-step tiny training run on the embedded samples (made once)."""
+    run_dir = root / "tiny-run"
+    if not run_dir.exists():
+        assert main(["train", "--data", "samples", "--preset", "tiny", "--steps", "1", "--batch-size", "4",
+                     "--no-progress", "--out", str(run_dir)]) == 0
+    return run_dir
+
+
+CLI += [
+    ("inpaint-float-image-out-of-range", lambda f, o: INP + ["--image", str(f.float_neg), "--mask", "half",
+                                                             "--out", o],
+     ["float-negative.tif is a float image with values in [-0.5, -0.5]", "rescale it to [0, 1]"], None),
+    ("sample-out-is-the-model", lambda f, o: ["sample", str(f.shape), "--out", str(f.shape), "--overwrite"],
+     ["is the input MODEL", "never writes over its inputs"], None),
+    ("sample-out-in-the-package", lambda f, o: S + ["--out", str(WEIGHTS / "fmnist-cfg"), "--overwrite"],
+     ["lies inside guidekit's own files", "choose an --out outside it"], None),
+    ("edit-out-holds-the-guide", lambda f, o: ED + ["--guide", str(f.gray), "--out", str(f.root), "--overwrite"],
+     ["holds the input --guide", "gray.png"], None),
+    ("sample-overwrite-not-a-sample-folder", lambda f, o: S + ["--out", str(f.junk), "--overwrite"],
+     ["--overwrite replaces only an earlier output of 'guidekit sample'", "it holds a.png"], None),
+    ("sample-out-under-a-file", lambda f, o: S + ["--out", str(f.file_out / "x")],
+     ["lies under", "existing-file, which is a file"], None),
+    ("sample-out-unwritable", lambda f, o: S + ["--out", "/proc/guidekit-out"],
+     ["nothing can be created in /proc", "choose a folder you can write to"], None),
+    ("sample-out-working-folder", lambda f, o: S + ["--out", ".", "--overwrite"],
+     ["--out . is the working folder or holds it", "--out out/"], None),
+    ("sample-out-empty", lambda f, o: S + ["--out", ""], ["--out is empty"], None),
+    ("train-out-not-a-run", lambda f, o: TR + ["--data", "samples", "--out", str(f.junk)],
+     ["is not empty and is not a guidekit run", "a.png"], None),
+    ("sweep-out-is-a-file", lambda f, o: ["sweep", "cfg", "fmnist-cfg", "--out", str(f.file_out)],
+     ["exists and is a file, not a folder"], None),
+    ("eval-json-unwritable", lambda f, o: ["eval", "fmnist-cfg", "--json", "/proc/guidekit.json"],
+     ["--json /proc/guidekit.json: nothing can be created"], None),
+    ("sample-seed-too-large", lambda f, o: S + ["--seed", str(2 ** 64), "--out", o],
+     ["--seed must be <= 4294967295", "18446744073709551616"], None),
+    ("sample-class-no-letters", lambda f, o: S + ["--class", "—", "--out", o],
+     ["class '—' has no letters or digits", "0=T-shirt/top"], None),
+    ("sample-class-value-huge", lambda f, o: S + ["--class", "x" * 10000, "--out", o],
+     ["unknown class", "characters cut"], None),
+    ("inpaint-image-is-a-folder", lambda f, o: INP + ["--image", str(f.empty), "--mask", "half", "--out", o],
+     ["is a folder, not an image file"], None),
+    ("sample-integer-weights", lambda f, o: ["sample", str(f.intw), "--out", o],
+     ["stores 1 weight tensor(s) as integers", "conv_in.weight (torch.int64)"], None),
+    ("eval-no-dataset", lambda f, o: ["eval", "fmnist-cfg", "--n", "10"],
+     ["no IDX data found", "--data samples (or GUIDEKIT_DATA=samples)"], _no_data),
+    ("sweep-no-dataset-before-sampling", lambda f, o: ["sweep", "cfg", "fmnist-cfg", "--n", "20", "--out", o],
+     ["no IDX data found", "--data samples"], _no_data),
+    ("train-resume-contradicting-preset", lambda f, o: ["train", "--out", str(_tiny_run(f.root)), "--resume",
+                                                        "--preset", "small", "--no-progress"],
+     ["was trained with --preset tiny, not small", "drop --preset"], None),
 ]
 
 
@@ -420,6 +493,7 @@ def _api():
     from guidekit.guides import load_guide, stroke_painting
     from guidekit.metrics.evaluate import load_sample_dir
     from guidekit.metrics.inception import read_weights
+    from guidekit.metrics.scores import inception_score
     from guidekit.models.unet import UNetConfig
     from guidekit.sampling.repaint import inpaint, repaint_levels
     from guidekit.sampling.sdedit import check_guide, check_t0, sdedit, sdedit_levels
@@ -563,6 +637,16 @@ def _api():
          ["is not an FID InceptionV3 state dict"]),
         ("memory-estimate-too-big", lambda f, M: check_memory(M.net, 10 ** 9, 64, "cpu"), ["lower --n"]),
         ("memory-allocator-failure", lambda f, M: _memory_guard(), ["ran out of memory", "lower --batch-size"]),
+        ("condition-image-nan-pixels", lambda f, M: load_condition_image(f.float_nan),
+         ["float-nan.tif has 1024 NaN or infinite pixels", "numpy.nan_to_num"]),
+        ("mask-negative-integers", lambda f, M: m.load_mask(f.int_neg),
+         ["32-bit signed image with values in [-5, -5]", "save it as an 8- or 16-bit PNG"]),
+        ("guide-reads-all-black", lambda f, M: load_guide(f.int_deep),
+         ["only reach 40000", "reads as all black", "stretch its contrast"]),
+        ("inception-score-seed-not-int", lambda f, M: inception_score(torch.full((10, 2), 0.5), seed="x"),
+         ["seed must be an integer, got 'x'"]),
+        ("load-model-integer-weights", lambda f, M: load_model(f.intw),
+         ["stores 1 weight tensor(s) as integers", "conv_in.weight (torch.int64)", "float32"]),
     ]
 
 

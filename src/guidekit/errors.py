@@ -5,6 +5,14 @@ class GuidekitError(ValueError):
     """A bad input or missing resource; the CLI prints the message and exits with code 2."""
 
 
+def shown(value, limit: int = 120) -> str:
+    """A user's value for an error message, cut in the middle past limit characters."""
+    text = str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit // 2]}…[{len(text) - limit} characters cut]…{text[-limit // 2:]}"
+
+
 def check(ok: bool, message: str) -> None:
     """Raise GuidekitError(message) unless ok."""
     if not ok:

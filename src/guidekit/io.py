@@ -17,6 +17,7 @@ import contextlib
 import csv
 import ctypes
 import errno
+import json
 import os
 import re
 import shutil
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from guidekit.errors import check
+from guidekit.errors import GuidekitError, check, shown
 
 # Test hook: seconds to pause at each stage of a write, so that a test's kill can land inside one.
 SLOW_WRITES_ENV = "GUIDEKIT_TEST_SLOW_WRITES"
@@ -61,13 +62,93 @@ def slow_point() -> None:
         time.sleep(float(pause))
 
 
-def check_output(dest: str | Path, overwrite: bool) -> Path:
-    """Refuse an output folder that exists (unless overwrite) or is a file; call before long work."""
-    dest = Path(dest)
-    check(not dest.exists() or dest.is_dir(), f"{dest} exists and is a file; choose another --out")
-    check(overwrite or not (dest.exists() and any(dest.iterdir())),
-          f"{dest} already exists and is not empty; choose another --out or pass --overwrite")
+#: Where an output folder says which command wrote it: manifest.json (image commands) or summary.json (the demo),
+#: each with a "command" field. `--overwrite` replaces only a folder marked by the same command.
+MARKERS = ("manifest.json", "summary.json")
+#: Demo pages written before the "command" field: their summary.json has these keys.
+_LEGACY_DEMO_KEYS = ("panels", "settings")
+
+
+def written_by(folder: Path) -> str | None:
+    """The guidekit command that wrote output folder `folder` (its manifest.json/summary.json says), or None."""
+    for name in MARKERS:
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("command"), str):
+            return data["command"]
+        if name == "summary.json" and isinstance(data, dict) and all(k in data for k in _LEGACY_DEMO_KEYS):
+            return "demo"
+    return None
+
+
+def _first_existing(path: Path) -> Path:
+    """path, or its nearest ancestor that exists (as a file or folder)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(dest: Path, flag: str = "--out") -> None:
+    """Refuse an output path under a file or in a folder where nothing can be created (probed with a temp folder)."""
+    base = _first_existing(dest.parent if dest.name else dest)
+    check(base.is_dir(), f"{flag} {shown(dest)} lies under {base}, which is a file, not a folder; choose another {flag}")
+    try:
+        probe = tempfile.mkdtemp(prefix=".guidekit-probe-", dir=base)
+    except OSError as e:
+        raise GuidekitError(f"{flag} {shown(dest)}: nothing can be created in {base} ({e.strerror or e}); choose a "
+                            f"folder you can write to") from e
+    os.rmdir(probe)
+
+
+def check_output(dest: str | Path, overwrite: bool, command: str | None = None, flag: str = "--out") -> Path:
+    """Refuse an output folder that is a file, cannot be created, or exists and is not empty, unless overwrite and
+    it is an earlier output of `command` (written_by); call before long work."""
+    check(str(dest).strip() != "", f"{flag} is empty; name the output folder, e.g. {flag} out/")
+    dest = Path(dest).expanduser()
+    check(not dest.exists() or dest.is_dir(), f"{flag} {shown(dest)} exists and is a file; choose another {flag}")
+    check_writable(dest, flag)
+    if not (dest.exists() and any(dest.iterdir())):
+        return dest
+    check(overwrite, f"{shown(dest)} already exists and is not empty; choose another {flag} or pass --overwrite")
+    owner = written_by(dest)
+    check(command is not None and owner == command,
+          f"--overwrite replaces only an earlier output of 'guidekit {command}' (a folder whose manifest.json says "
+          f"\"command\": \"{command}\"), and {shown(dest)} is "
+          + (f"an output of 'guidekit {owner}'" if owner else "not one (it holds "
+             + ", ".join(sorted(p.name for p in dest.iterdir())[:5]) + ("…" if len(list(dest.iterdir())) > 5 else "")
+             + ")") + f"; choose another {flag}, or delete it yourself if you mean to")
     return dest
+
+
+def package_root() -> Path:
+    """The installed guidekit package's folder (zoo weights, evaluator, samples): never an output."""
+    import guidekit
+
+    return Path(guidekit.__file__).resolve().parent
+
+
+def _overlap(a: Path, b: Path) -> bool:
+    """Whether a and b are the same path or one lies inside the other."""
+    return a == b or a in b.parents or b in a.parents
+
+
+def check_no_overlap(outputs: dict[str, Path], inputs: dict[str, Path]) -> None:
+    """Refuse an output that is, contains or lies inside an input, the package's own files or the working folder."""
+    here = Path.cwd().resolve()
+    guarded = dict(inputs, **{"guidekit's own files": package_root()})
+    for flag, out in outputs.items():
+        o = Path(out).expanduser().resolve()
+        check(not (o == here or o in here.parents), f"{flag} {shown(out)} is the working folder or holds it; "
+                                                    f"name a new folder inside it, e.g. {flag} out/")
+        for what, path in guarded.items():
+            i = Path(path).expanduser().resolve()
+            if not _overlap(o, i):
+                continue
+            where = "is" if o == i else ("holds" if o in i.parents else "lies inside")
+            raise GuidekitError(f"{flag} {shown(out)} {where} {what} ({shown(path)}): guidekit never writes over "
+                                f"its inputs or its own files, whatever --overwrite says; choose an {flag} outside it")
 
 
 def make_dirs(folder: Path) -> None:
@@ -137,7 +218,10 @@ def _replace(tmp: Path, dest: Path) -> Path | None:
 @contextlib.contextmanager
 def atomic_folder(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temp folder beside dest; on success it replaces dest, on error it is removed."""
-    dest = check_output(dest, overwrite)
+    dest = Path(dest)
+    check(not dest.exists() or dest.is_dir(), f"{dest} exists and is a file; choose another --out")
+    check(overwrite or not (dest.exists() and any(dest.iterdir())),
+          f"{dest} already exists and is not empty; choose another --out or pass --overwrite")
     make_dirs(dest.parent)
     recover_leftovers(dest.parent, dest.name)  # what an earlier, killed write of dest left behind
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))

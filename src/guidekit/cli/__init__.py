@@ -11,11 +11,18 @@ from guidekit import __version__
 from guidekit.errors import GuidekitError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its usage errors (which echo the bad value) cut to a readable length; subcommands inherit it."""
+
+    def error(self, message: str):
+        super().error(clip_message(message, 600))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from guidekit.cli import (control, demo, edit, evaluate, inpaint, sample, sweep, train, train_classifier,
                               train_controlnet, ui, zoo)
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="guidekit",
         description="Steer diffusion models: train, sample with classifier-free guidance, and more.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -30,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while starting up (imports, argument parsing): no traceback
+        print("guidekit: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     typed = list(argv)
@@ -37,9 +52,17 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["eval-train-evaluator"] + argv[2:]
     args = parser.parse_args(argv)
     try:
+        from guidekit.cli.common import check_paths
+
+        check_paths(args)
         args.run(args)
     except GuidekitError as e:
-        print(f"guidekit {args.command}: error: {e}", file=sys.stderr)
+        print(f"guidekit {args.command}: error: {clip_message(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system refused (a full disk, a path that vanished): say which file, no traceback
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"guidekit {args.command}: error: cannot read or write{where}: {e.strerror or e}; check the path, its "
+              f"permissions and the free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # training's TrainingInterrupted says what it saved and its exit code
         saved = getattr(e, "checkpoint", None) is not None
@@ -47,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"guidekit {args.command}: {str(e) or 'interrupted'}{hint}", file=sys.stderr)
         return getattr(e, "exit_code", 130)
     return 0
+
+
+def clip_message(text: str, limit: int = 2000) -> str:
+    """An error message cut in the middle past limit characters, so a huge echoed value cannot flood the terminal."""
+    from guidekit.errors import shown
+
+    return shown(text, limit)
 
 
 def resume_command(argv: list[str]) -> str:

@@ -10,20 +10,23 @@ from typing import Iterator
 import torch
 
 from guidekit.diffusion.schedule import SPACINGS
-from guidekit.errors import GuidekitError, check
+from guidekit.errors import GuidekitError, check, shown
 from guidekit.sampling.steps import SAMPLERS
 
 
-def _number(kind, name: str, lo=None, lo_open=False):
+def _number(kind, name: str, lo=None, lo_open=False, hi=None):
     def parse(text: str):
         try:
             v = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a{'n integer' if kind is int else ' number'}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"{name} must be a{'n integer' if kind is int else ' number'}, got "
+                                             f"{shown(repr(text), 60)}")
         if not math.isfinite(v):
             raise argparse.ArgumentTypeError(f"{name} must be a finite number, got {text!r}; e.g. {lo or 1}")
         if lo is not None and (v <= lo if lo_open else v < lo):
-            raise argparse.ArgumentTypeError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {text}")
+            raise argparse.ArgumentTypeError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {shown(text, 60)}")
+        if hi is not None and v > hi:
+            raise argparse.ArgumentTypeError(f"{name} must be <= {hi}, got {shown(text, 60)}")
         return v
     parse.__name__ = name
     return parse
@@ -37,6 +40,15 @@ def positive_int(name: str):
 def nonneg_int(name: str):
     """argparse type: integer >= 0."""
     return _number(int, name, 0)
+
+
+#: Seeds are 32-bit: every derived seed (seed + image index, seed·1000003 + step in training) fits torch's 64 bits.
+MAX_SEED = 2 ** 32 - 1
+
+
+def seed_int(name: str = "--seed"):
+    """argparse type: a seed, integer in 0..MAX_SEED."""
+    return _number(int, name, 0, hi=MAX_SEED)
 
 
 def nonneg_float(name: str):
@@ -215,7 +227,9 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
 def add_output_args(p: argparse.ArgumentParser) -> None:
     """--out/--overwrite/--no-progress/--device of the commands that write one folder of images."""
     p.add_argument("--out", required=True, help="output folder (created; see --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it is an earlier output of this command (its manifest.json names the "
+                        "command); any other folder is refused, and no output may overlap an input")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device(p)
 
@@ -226,10 +240,22 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
 FEW_STEP = {"sampler": "dpmpp-2m-sde", "steps": 15, "spacing": "logsnr"}
 
 
+#: Why a command's sampler default is what it is (each command's --sampler help says it).
+DEFAULT_WHY = {
+    "few-step": "the measured best few-step setting (docs/results.md, 'The default sampler'); edit, inpaint and "
+                "the sweeps default to ddim 50 trailing instead",
+    "ddim": "the setting this command's numbers in docs/results.md were measured with; sample, control and eval "
+            "default to dpmpp-2m-sde 15 logsnr, the measured best few-step setting",
+}
+
+
 def add_sampler_args(p: argparse.ArgumentParser, steps: int = 50, batch: int = 64, sampler: str = "ddim",
                      spacing: str = "trailing") -> None:
-    """--sampler/--steps/--eta/--spacing/--no-clip/--batch-size with a command's defaults."""
-    p.add_argument("--sampler", default=sampler, choices=list(SAMPLERS), help="sampler")
+    """--sampler/--steps/--eta/--spacing/--no-clip/--batch-size with a command's defaults (the --sampler help says
+    why they differ between commands)."""
+    why = DEFAULT_WHY["few-step" if sampler == FEW_STEP["sampler"] else "ddim"]
+    p.add_argument("--sampler", default=sampler, choices=list(SAMPLERS),
+                   help=f"sampler; the default ({sampler} {steps} steps, {spacing} spacing) is {why}")
     p.add_argument("--steps", type=positive_int("--steps"), default=steps, help="model evaluations per image (per half)")
     p.add_argument("--eta", type=nonneg_float("--eta"), default=0.0, help="DDIM η (0 deterministic, 1 DDPM-like)")
     p.add_argument("--spacing", default=spacing, choices=list(SPACINGS),
@@ -259,6 +285,16 @@ def inception_weights_file(text: str) -> str:
     return text
 
 
+DATA_HELP = ("folder with the Fashion-MNIST IDX files (else $GUIDEKIT_DATA, else Debian's "
+             "/usr/share/datasets/fashion-mnist), or 'samples': the 500 Fashion-MNIST images embedded in guidekit "
+             "(a folder named samples: ./samples)")
+
+
+def add_data_arg(p) -> None:
+    """--data DIR|samples: where Fashion-MNIST is read from (one flag for every command)."""
+    p.add_argument("--data", metavar="DIR|samples", default=None, help=DATA_HELP)
+
+
 def add_eval_args(p: argparse.ArgumentParser) -> None:
     """--evaluator or --inception-weights, --reference, --split, --data: what the samples are measured against."""
     net = p.add_mutually_exclusive_group()
@@ -272,7 +308,7 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", default="fashion-mnist",
                    help="real data the samples are compared with: fashion-mnist (its --split), samples, or a folder")
     p.add_argument("--split", default="test", choices=["train", "test"], help="split of the reference data")
-    p.add_argument("--data", metavar="DIR", default=None, help="folder with the IDX files (as in train)")
+    add_data_arg(p)
 
 
 def load_eval(args, device, progress: bool = True):
@@ -286,6 +322,13 @@ def load_eval(args, device, progress: bool = True):
     if args.reference not in ("fashion-mnist", "samples"):
         dataset.name = f"folder-{dataset.name}"
     return net, reference(net, dataset, network_id(net), progress=progress)
+
+
+def preload_eval(args, device):
+    """load_eval now, before any sampling (a missing dataset or bad weights fail first), as the zero-argument
+    callable the sweeps take."""
+    loaded = load_eval(args, device, not args.no_progress)
+    return lambda: loaded
 
 
 def add_guidance_args(p: argparse.ArgumentParser, cfg_weight: bool = True) -> None:
@@ -327,6 +370,46 @@ def guidance_from_args(args, model, device, w_override: float | None = None):
         conditional = model.net.config.num_classes > 0 or model.takes_text
         w = 1.0 if conditional and classifier is None and not args.base_null else 0.0
     return Guidance(w, classifier, args.classifier_w, bool(args.clean_classifier), args.base_null)
+
+
+#: The options that name what a command writes; every other option naming an existing path is one of its inputs.
+OUTPUT_OPTIONS = ("out", "json")
+_POSITIONAL = {"model": "MODEL", "target": "TARGET", "base": "BASE", "run_dir": "RUN_DIR", "sweeps": "DIR"}
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Before any work: no output (--out, --json) is, holds or lies inside an input path, the package or the working
+    folder (guidekit.io.check_no_overlap); the inputs are every other option's value that exists on disk."""
+    from pathlib import Path
+
+    from guidekit.io import check_no_overlap, check_writable
+
+    outputs, inputs = {}, {}
+    for dest, value in vars(args).items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            flag = _POSITIONAL.get(dest, f"--{dest.rstrip('_').replace('_', '-')}")
+            if dest in OUTPUT_OPTIONS and isinstance(v, str):
+                check(v.strip() != "", f"{flag} is empty; name what to write, e.g. {flag} out/")
+                outputs[flag] = v
+                continue
+            if not isinstance(v, str) or not v.strip():
+                continue
+            path = Path(v.partition("=")[0] if dest == "sweeps" else v).expanduser()
+            try:
+                exists = path.exists()
+            except (OSError, ValueError):
+                exists = False
+            if exists:
+                inputs[f"the input {flag}"] = path
+    check_no_overlap(outputs, inputs)
+    for flag, v in outputs.items():
+        path = Path(v).expanduser()
+        file_out = flag == "--json" or getattr(args, "kind", None) == "compare"
+        check(not file_out or not path.is_dir(), f"{flag} {shown(v)} is a folder; give a file path")
+        check(file_out or not path.exists() or path.is_dir(),
+              f"{flag} {shown(v)} exists and is a file, not a folder; choose another {flag}")
+        check_writable(path, flag)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import time
 
-from guidekit.cli.common import (FEW_STEP, HelpFormatter, add_guidance_args, add_output_args, add_sampler_args,
-                                 check_memory, guidance_from_args, guidance_passes, load_fast_model, memory_guard,
-                                 nonneg_int, number_list, pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import (FEW_STEP, HelpFormatter, add_data_arg, add_guidance_args, add_output_args,
+                                 add_sampler_args, check_memory, guidance_from_args, guidance_passes, load_fast_model,
+                                 memory_guard, nonneg_int, number_list, pick_device, positive_int, sampler_settings,
+                                 seed_int)
 from guidekit.cli.sample_text import add_prompt_args, check_negative, condition_info, one_prompt
 from guidekit.errors import check
 
@@ -33,7 +34,7 @@ def register(sub) -> None:
     p.add_argument("--dataset", default="fashion-mnist",
                    help="images of --condition-from: fashion-mnist (test split), samples (the embedded set), or a "
                         "folder")
-    p.add_argument("--data", metavar="DIR", default=None, help="folder with the IDX files (as in train)")
+    add_data_arg(p)
     p.add_argument("--class", dest="class_", metavar="C", default=None,
                    help="class name, prefix or index, or 'null' (∅). Default: the source image's class with "
                         "--condition-from, null with --condition-image")
@@ -48,7 +49,7 @@ def register(sub) -> None:
     p.add_argument("--hint-cond-only", action="store_true",
                    help="give the hint only to the conditional half of CFG (the ∅ half runs uncontrolled)")
     p.add_argument("--n", type=positive_int("--n"), default=8, help="images (seeds --seed .. --seed+n-1)")
-    p.add_argument("--seed", type=nonneg_int("--seed"), default=0,
+    p.add_argument("--seed", type=seed_int("--seed"), default=0,
                    help="first seed; also seeds the hint extraction (sketch jitter)")
     add_sampler_args(p, **FEW_STEP)
     add_output_args(p)
@@ -75,11 +76,11 @@ def hints_from_files(files: list[str], nets: list, size: int) -> list:
 
 def source_image(args, model):
     """(image (1, C, H, W) in [-1, 1], its label or None, dataset name) of --condition-from."""
-    from guidekit.data import load_dataset
+    from guidekit.data import load_or_samples
 
     c = model.net.config
-    data = load_dataset(args.dataset, split="test", data_dir=args.data, resolution=c.image_size,
-                        channels=c.in_channels)
+    data = load_or_samples(args.dataset, split="test", data_dir=args.data, resolution=c.image_size,
+                           channels=c.in_channels)
     i = args.condition_from
     check(i < len(data), f"--condition-from {i} is out of range: {data.name} has {len(data)} images "
                          f"(use 0..{len(data) - 1})")
@@ -111,7 +112,7 @@ def run(args) -> None:
     from guidekit.io import atomic_folder, check_output
     from guidekit.training import load_controlnet
 
-    check_output(args.out, args.overwrite)
+    check_output(args.out, args.overwrite, "control")
     device = pick_device(args.device)
     model = load_fast_model(args.model, args, device)
     nets = [load_controlnet(path, model.net) for path in args.controlnet]
@@ -170,7 +171,7 @@ def run(args) -> None:
         title = (f"{' | '.join(heads)} | {args.n} seed(s); {what}, scale "
                  f"{','.join(f'{v:g}' for v in scale)}, w = {guidance.w:g}")
         save_png(labelled(control_grid(lead, images), title), tmp / "grid.png")
-        manifest = {"model": str(model.path),
+        manifest = {"command": "control", "model": str(model.path),
                     "controlnets": [{"path": str(n.path), "condition": n.condition, "control_scale": s,
                                      "control_start": a, "control_end": b, "hint_file": f}
                                     for n, s, a, b, f in zip(nets, scale, start, end, hint_files)],

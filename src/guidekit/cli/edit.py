@@ -6,9 +6,9 @@ import argparse
 import json
 import time
 
-from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, check_memory,
-                                 guidance_from_args, guidance_passes, load_fast_model, memory_guard, nonneg_int,
-                                 pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import (HelpFormatter, add_data_arg, add_guidance_args, add_output_args, add_sampler_args,
+                                 check_memory, guidance_from_args, guidance_passes, load_fast_model, memory_guard,
+                                 nonneg_int, pick_device, positive_int, sampler_settings, seed_int)
 from guidekit.cli.sample_text import add_prompt_args, check_negative, condition_info, one_prompt
 from guidekit.errors import check
 
@@ -48,7 +48,7 @@ def register(sub) -> None:
     p.add_argument("--invert", action="store_true", help="invert --guide (a dark drawing on white paper)")
     add_stroke_args(p)
     p.add_argument("--dataset", default="fashion-mnist", help="data set of --stroke-from: fashion-mnist | samples")
-    p.add_argument("--data", metavar="DIR", default=None, help="folder with the IDX files (as in train)")
+    add_data_arg(p)
     p.add_argument("--t0", type=t0_value, default=0.5, help="noise level in (0, 1]: realism grows, faithfulness "
                                                             "falls with t0")
     p.add_argument("--repeats", type=positive_int("--repeats"), default=1, help="K noise-then-denoise rounds")
@@ -61,7 +61,7 @@ def register(sub) -> None:
     add_prompt_args(p)
     add_guidance_args(p)
     p.add_argument("--n", type=positive_int("--n"), default=4, help="outputs (seeds --seed .. --seed+n-1)")
-    p.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed")
+    p.add_argument("--seed", type=seed_int("--seed"), default=0, help="first seed")
     add_sampler_args(p)
     add_output_args(p)
     p.set_defaults(run=run)
@@ -69,7 +69,7 @@ def register(sub) -> None:
 
 def read_guide(args, model):
     """(guide (1, C, H, W) in [−1, 1], its dataset label or None, a description) from --guide / --stroke-from."""
-    from guidekit.data import load_dataset
+    from guidekit.data import load_or_samples
     from guidekit.guides import load_guide, stroke_painting
 
     c = model.net.config
@@ -77,8 +77,8 @@ def read_guide(args, model):
         guide = load_guide(args.guide, c.image_size, args.invert)
         return guide.expand(-1, c.in_channels, -1, -1), None, {"guide": str(args.guide), "invert": args.invert}
     check(not args.invert, "--invert applies to a --guide drawing, not to --stroke-from")
-    data = load_dataset(args.dataset, split="test", data_dir=args.data, resolution=c.image_size,
-                        channels=c.in_channels)
+    data = load_or_samples(args.dataset, split="test", data_dir=args.data, resolution=c.image_size,
+                           channels=c.in_channels)
     check(args.stroke_from < len(data), f"--stroke-from {args.stroke_from} is out of range: {data.name} has "
                                         f"{len(data)} images (0..{len(data) - 1})")
     label = None if data.labels is None else int(data.labels[args.stroke_from])
@@ -98,7 +98,7 @@ def run(args) -> None:
     from guidekit.io import atomic_folder, check_output
     from guidekit.masks import check_mask, mask_from_arg
 
-    check_output(args.out, args.overwrite)
+    check_output(args.out, args.overwrite, "edit")
     device = pick_device(args.device)
     model = load_fast_model(args.model, args, device)
     guide, label, source = read_guide(args, model)
@@ -145,7 +145,7 @@ def run(args) -> None:
             (f", w = {guidance.w:g}" if guidance.w else "")
         cells = torch.cat([guide, images])
         save_png(labelled(grid(cells, len(cells), scale=3), title), tmp / "grid.png")
-        manifest = {"model": str(model.path), "method": "sdedit", "t0": args.t0,
+        manifest = {"command": "edit", "model": str(model.path), "method": "sdedit", "t0": args.t0,
                     "start_timestep": model.schedule.t_from_fraction(args.t0), "repeats": args.repeats,
                     **source, "mask": args.mask, **said, **settings.to_dict(),
                     **guidance.describe(), "seeds": seeds, "device": str(device), "seconds": round(elapsed, 3),

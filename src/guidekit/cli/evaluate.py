@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 from guidekit.errors import check
-from guidekit.cli.common import (FEW_STEP, HelpFormatter, add_device, add_eval_args, add_guidance_args,
-                                 add_sampler_args, guidance_from_args, load_eval, load_fast_model, nonneg_int,
-                                 pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import (FEW_STEP, HelpFormatter, add_data_arg, add_device, add_eval_args, add_guidance_args,
+                                 add_sampler_args, guidance_from_args, load_eval, load_fast_model, pick_device,
+                                 positive_int, sampler_settings, seed_int)
 
 
 def register(sub) -> None:
@@ -25,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("target", help="sample folder, model folder or run folder")
     p.add_argument("--n", type=positive_int("--n"), default=1000, help="images to sample when TARGET is a model")
     add_guidance_args(p)
-    p.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed when sampling")
+    p.add_argument("--seed", type=seed_int("--seed"), default=0, help="first seed when sampling")
     add_sampler_args(p, **FEW_STEP)
     add_eval_args(p)
     p.add_argument("--json", default=None, metavar="FILE", help="also write the metrics to FILE")
@@ -39,8 +39,8 @@ def register(sub) -> None:
                        formatter_class=HelpFormatter)
     t.add_argument("--out", required=True, help="output folder for the evaluator")
     t.add_argument("--epochs", type=positive_int("--epochs"), default=None, help="epochs (default: the recipe's)")
-    t.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="seed")
-    t.add_argument("--data", metavar="DIR", default=None, help="folder with the Fashion-MNIST IDX files")
+    t.add_argument("--seed", type=seed_int("--seed"), default=0, help="seed")
+    add_data_arg(t)
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(run=run_train_evaluator)
 
@@ -52,8 +52,11 @@ def run(args) -> None:
 
     device = pick_device(args.device)
     progress = not args.no_progress
-    target = Path(args.target)
-    check(target.exists(), f"{target} does not exist; pass a folder of samples or a model/run folder")
+    from guidekit.zoo import resolve
+
+    target = resolve(args.target)  # a zoo name works as a model folder, as everywhere
+    check(target.exists(), f"{target} does not exist; pass a folder of samples, a model/run folder or a zoo name "
+                           f"('guidekit zoo list')")
     start = time.time()
     evaluator, ref = load_eval(args, device, progress)  # first: bad weights fail before any sampling
     if target.is_dir() and not (target / "config.json").exists() and not (target / "model").exists() \
@@ -76,6 +79,7 @@ def run(args) -> None:
                "seconds": round(time.time() - start, 2)}
     print(format_table([metrics], key="n"))
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(args.json).with_name(f".{Path(args.json).name}.tmp")
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
         tmp.replace(args.json)

@@ -5,19 +5,23 @@ from __future__ import annotations
 import json
 import time
 
-from guidekit.cli.common import (HelpFormatter, add_guidance_args, add_output_args, add_sampler_args, check_memory,
-                                 guidance_from_args, guidance_passes, load_fast_model, memory_guard, nonneg_float,
-                                 nonneg_int, pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import (HelpFormatter, add_data_arg, add_guidance_args, add_output_args, add_sampler_args,
+                                 check_memory, guidance_from_args, guidance_passes, load_fast_model, memory_guard,
+                                 nonneg_float, nonneg_int, pick_device, positive_int, sampler_settings, seed_int)
 from guidekit.cli.sample_text import add_prompt_args, check_negative, condition_info, one_prompt
-from guidekit.errors import GuidekitError, check
+from guidekit.errors import check
 from guidekit.masks import MASK_KINDS
+
+
+JUMP_LENGTH = 10  # the paper's j (of its 250 DDPM steps)
 
 
 def add_jump_args(p, jump_n_sample: int = 10) -> None:
     """--jump-length j and --jump-n-sample r of RePaint's resampling schedule."""
     j = p.add_mutually_exclusive_group()
-    j.add_argument("--jump-length", type=positive_int("--jump-length"), default=10,
-                   help="j: every j sampler steps, go back up j steps (RePaint's jump length)")
+    j.add_argument("--jump-length", type=positive_int("--jump-length"), default=None,
+                   help=f"j: every j sampler steps, go back up j steps (RePaint's jump length; default "
+                        f"{JUMP_LENGTH}, or steps // 2 with {JUMP_LENGTH} --steps or fewer)")
     j.add_argument("--jump-timesteps", type=positive_int("--jump-timesteps"), default=None, metavar="N",
                    help="the jump length in training timesteps instead (the paper's j = 10 of 250 DDPM steps is "
                         "40): j = round(N·steps/T), so a few-step sampler jumps as far back in noise as the paper")
@@ -26,12 +30,21 @@ def add_jump_args(p, jump_n_sample: int = 10) -> None:
 
 
 def jump_length_of(args, num_timesteps: int) -> int:
-    """--jump-length, or --jump-timesteps converted to sampler steps (at least 1)."""
+    """--jump-length, or --jump-timesteps converted to sampler steps (at least 1), or the default; refused (in the
+    command's flags) where it leaves no room to jump back within --steps."""
     from guidekit.sampling.repaint import jump_length_for
 
-    if args.jump_timesteps is None:
-        return args.jump_length
-    return jump_length_for(args.jump_timesteps, args.steps, num_timesteps)
+    if args.jump_timesteps is not None:
+        j, said = jump_length_for(args.jump_timesteps, args.steps, num_timesteps), \
+            f" (--jump-timesteps {args.jump_timesteps} at --steps {args.steps})"
+    elif args.jump_length is not None:
+        j, said = args.jump_length, ""
+    else:
+        j, said = (JUMP_LENGTH if args.steps > JUMP_LENGTH else max(1, args.steps // 2)), " (the default)"
+    check(args.jump_n_sample == 1 or j < args.steps,
+          f"--jump-length {j}{said} leaves no room to jump back within --steps {args.steps}: use a --jump-length "
+          f"below {args.steps}, more --steps, or --jump-n-sample 1 (no resampling)")
+    return j
 
 
 def register(sub) -> None:
@@ -51,10 +64,10 @@ def register(sub) -> None:
                      help="inpaint image INDEX of --dataset's --split")
     p.add_argument("--dataset", default="fashion-mnist", help="dataset of --from-dataset: fashion-mnist or samples")
     p.add_argument("--split", default="test", choices=["train", "test"], help="split of --from-dataset")
-    p.add_argument("--data", metavar="DIR", default=None, help="folder with the IDX files (as in train)")
+    add_data_arg(p)
     p.add_argument("--mask", required=True, metavar="KIND|FILE",
                    help=f"mask type ({', '.join(MASK_KINDS)}) or a mask image: white = known, black = inpaint")
-    p.add_argument("--mask-seed", type=nonneg_int("--mask-seed"), default=0, help="seed of random mask types")
+    p.add_argument("--mask-seed", type=seed_int("--mask-seed"), default=0, help="seed of random mask types")
     p.add_argument("--class", dest="class_", metavar="C", default=None,
                    help="class name or index for a class-conditional model; 'null' = ∅ (default: the dataset "
                         "image's label with --from-dataset, else null)")
@@ -67,42 +80,38 @@ def register(sub) -> None:
                    help="scale of the ControlNets' residuals (0 = off)")
     add_jump_args(p)
     p.add_argument("--n", type=positive_int("--n"), default=4, help="completions (seeds --seed .. --seed+n-1)")
-    p.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed")
+    p.add_argument("--seed", type=seed_int("--seed"), default=0, help="first seed")
     add_sampler_args(p, steps=50, batch=64)
     add_output_args(p)
     p.set_defaults(run=run)
 
 
 def load_image(path: str, size: int, channels: int):
-    """One (1, C, size, size) image in [−1, 1] from a file (28x28 padded with background to 32x32, else resized)."""
+    """One (1, C, size, size) image in [−1, 1] from a file: read by guidekit.imageio (16-bit/float scaled, transparency
+    on black), padded with background to a square, 28x28 padded to 32x32, else resized."""
     from pathlib import Path
 
-    import numpy as np
     import torch
-    from PIL import Image, UnidentifiedImageError
 
     from guidekit.data.dataset import to_resolution
+    from guidekit.imageio import pad_square, read_image
 
-    check(Path(path).is_file(), f"--image {path} does not exist; give a PNG or JPEG file")
-    try:
-        with Image.open(path) as img:
-            a = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise GuidekitError(f"cannot read --image {path} as an image ({e}); give a PNG or JPEG file") from e
-    t = torch.from_numpy(a.copy())
-    t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
-    return to_resolution(t, size).float() / 127.5 - 1
+    check(Path(path).exists(), f"--image {path} does not exist; give a PNG or JPEG file")
+    check(Path(path).is_file(), f"--image {path} is a folder, not an image file; give a PNG or JPEG file (a folder "
+                                f"of images: --dataset FOLDER --from-dataset INDEX)")
+    a = pad_square(read_image(path, channels, "--image", "give a PNG or JPEG file"), f"--image {path}")
+    return to_resolution(torch.from_numpy(a).permute(2, 0, 1)[None], size).float() / 127.5 - 1
 
 
 def source_image(args, model):
     """(x0 of shape (1, C, H, W), its dataset label or None, a description) from --image or --from-dataset."""
-    from guidekit.data import load_dataset
+    from guidekit.data import load_or_samples
 
     c = model.net.config
     if args.image:
         return load_image(args.image, c.image_size, c.in_channels), None, args.image
-    data = load_dataset(args.dataset, split=args.split, data_dir=args.data, resolution=c.image_size,
-                        channels=c.in_channels)
+    data = load_or_samples(args.dataset, split=args.split, data_dir=args.data, resolution=c.image_size,
+                           channels=c.in_channels)
     i = args.from_dataset
     check(i < len(data), f"--from-dataset {i} is out of range: {data.name} has {len(data)} images (0..{len(data) - 1})")
     label = None if data.labels is None else int(data.labels[i])
@@ -144,7 +153,7 @@ def run(args) -> None:
     from guidekit.masks import check_mask, mask_from_arg
     from guidekit.sampling.repaint import repaint_levels
 
-    check_output(args.out, args.overwrite)
+    check_output(args.out, args.overwrite, "inpaint")
     device = pick_device(args.device)
     model = load_fast_model(args.model, args, device)
     x0, dataset_label, source = source_image(args, model)
@@ -182,7 +191,8 @@ def run(args) -> None:
         title = (f"RePaint {args.sampler}-{args.steps} j={args.jump_length} r={args.jump_n_sample} NFE={nfe} "
                  + (f"class={name}" if prompt is None else f"prompt={prompt!r}"))
         save_png(labelled(grid(row, len(row), scale=3), title), tmp / "grid.png")
-        manifest = {"model": str(model.path), "source": source, "mask": args.mask, "mask_seed": args.mask_seed,
+        manifest = {"command": "inpaint", "model": str(model.path), "source": source, "mask": args.mask,
+                    "mask_seed": args.mask_seed,
                     "known_fraction": float(mask.mean()), **said,
                     **settings.to_dict(), **guidance.describe(), "jump_length": args.jump_length,
                     "jump_n_sample": args.jump_n_sample, "controlnets": args.controlnet,

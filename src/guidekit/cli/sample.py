@@ -8,7 +8,7 @@ import time
 
 from guidekit.cli.common import (FEW_STEP, HelpFormatter, add_guidance_args, add_output_args, add_sampler_args,
                                  check_memory, guidance_from_args, guidance_passes, load_fast_model, memory_guard,
-                                 nonneg_int, pick_device, positive_int, sampler_settings)
+                                 nonneg_int, pick_device, positive_int, sampler_settings, seed_int)
 from guidekit.errors import check
 
 
@@ -34,7 +34,7 @@ def register(sub) -> None:
                    help="with --prompt and w > 0: replaces ∅ in eps = (1+w)·eps(x, c) − w·eps(x, c_neg)")
     add_guidance_args(p)
     p.add_argument("--n", type=positive_int("--n"), default=4, help="images per class or prompt (seeds --seed .. --seed+n-1)")
-    p.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed; image (class, seed) is "
+    p.add_argument("--seed", type=seed_int("--seed"), default=0, help="first seed; image (class, seed) is "
                    "reproducible whatever the batch size")
     add_sampler_args(p, **FEW_STEP)
     add_output_args(p)
@@ -72,7 +72,7 @@ def run(args) -> None:
     from guidekit.images import grid, labelled, save_png, to_pil
     from guidekit.io import atomic_folder, check_output
 
-    check_output(args.out, args.overwrite)
+    check_output(args.out, args.overwrite, "sample")
     device = pick_device(args.device)
     model = load_fast_model(args.model, args, device, null_class_index=args.null_class_index)
     from guidekit.cli.sample_text import check_prompt_args, run_prompts
@@ -102,7 +102,8 @@ def run(args) -> None:
             files.append({"file": name, "class": y, "class_name": names[classes.index(y)], "seed": s})
         cell = (c.image_size + 2) * 3
         save_png(labelled(grid(images, len(seeds), scale=3), title(guidance), names, cell), tmp / "grid.png")
-        manifest = {"model": str(model.path), **settings.to_dict(), **guidance.describe(), "classes": classes,
+        manifest = {"command": "sample", "model": str(model.path), **settings.to_dict(), **guidance.describe(),
+                    "classes": classes,
                     "seeds": seeds, "device": str(device), "fast": dataclasses.asdict(model.fast),
                     "seconds": round(elapsed, 3),
                     "images_per_second": round(len(all_seeds) / elapsed, 3), "images": files}

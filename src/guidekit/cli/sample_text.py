@@ -108,7 +108,8 @@ def run_prompts(args, model, device) -> None:
         title = f"w = {guidance.w:g}" + (f", negative: {args.negative_prompt!r}" if args.negative_prompt else "")
         save_png(labelled(grid(images, len(seeds), scale=3), title, [p or '"" (∅)' for p in prompts],
                           (size + 2) * 3, margin=230, max_chars=40), tmp / "grid.png")
-        manifest = {"model": str(model.path), **settings.to_dict(), **guidance.describe(), "prompts": prompts,
+        manifest = {"command": "sample", "model": str(model.path), **settings.to_dict(), **guidance.describe(),
+                    "prompts": prompts,
                     "negative_prompt": args.negative_prompt, "seeds": seeds, "device": str(device),
                     "fast": dataclasses.asdict(model.fast) if model.fast else None, "seconds": round(elapsed, 3),
                     "images_per_second": round(len(all_seeds) / elapsed, 3), "images": files}

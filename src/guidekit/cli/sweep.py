@@ -6,8 +6,8 @@ import argparse
 import importlib
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, load_fast_model, nonneg_int, number_list,
-                                 pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_fast_model, number_list, pick_device,
+                                 positive_int, preload_eval, sampler_settings, seed_int)
 from guidekit.errors import check
 
 # Further sweep kinds live in their own modules, each with register_kind(kinds) adding one subparser.
@@ -23,7 +23,7 @@ def _common(p: argparse.ArgumentParser, ws: str) -> None:
     p.add_argument("model", help="model or run folder (with class labels)")
     p.add_argument("--w", type=number_list("--w"), default=number_list("--w")(ws), help="weights, comma-separated")
     p.add_argument("--n", type=positive_int("--n"), default=10000, help="images per weight")
-    p.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed (the same seeds for every w)")
+    p.add_argument("--seed", type=seed_int("--seed"), default=0, help="first seed (the same seeds for every w)")
     add_sweep_args(p)
 
 
@@ -114,7 +114,7 @@ def run(args) -> None:
     if args.inception_weights:  # recorded so a resume cannot mix FMNIST and Inception rows
         spec.update(inception_weights=str(args.inception_weights), feature_network="Inception")
     rows = run_sweep(model, args.w, guidance_at, args.n, sampler_settings(args),
-                     lambda: load_eval(args, device, not args.no_progress), Path(args.out), args.seed, device,
+                     preload_eval(args, device), Path(args.out), args.seed, device,
                      not args.no_progress, title, spec)
     print(format_table(rows))
     print(f"wrote {args.out}/results.csv, results.md, fid_vs_is.png, metrics_vs_w.png, grids/")

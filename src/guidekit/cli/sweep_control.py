@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, load_fast_model, nonneg_float, nonneg_int,
-                                 number_list, pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_fast_model, nonneg_float, number_list,
+                                 pick_device, positive_int, preload_eval, sampler_settings, seed_int)
 from guidekit.errors import check
 
 SOURCE = ("For --n class-balanced test images of --dataset (a seeded choice) the ControlNet's own condition gives "
@@ -18,7 +18,7 @@ SOURCE = ("For --n class-balanced test images of --dataset (a seeded choice) the
 
 def _common(p, n: int = 1000) -> None:
     p.add_argument("--n", type=positive_int("--n"), default=n, help="test images (and samples) per row")
-    p.add_argument("--seed", type=nonneg_int("--seed"), default=0,
+    p.add_argument("--seed", type=seed_int("--seed"), default=0,
                    help="seed of the image choice, the hint extraction and the first sample (same for every row)")
     p.add_argument("--dataset", default="fashion-mnist",
                    help="where the test images come from: fashion-mnist (test split), samples, or a folder")
@@ -100,7 +100,7 @@ def run_scale(args) -> None:
     cset, guidance, spec = _setup(args, model, nets)
     spec["controlnets"] = [str(n.path) for n in nets]
     rows = run_control_sweep(model, nets, args.scale, cset, sampler_settings(args),
-                             lambda: load_eval(args, device, not args.no_progress), Path(args.out), args.seed,
+                             preload_eval(args, device), Path(args.out), args.seed,
                              device, not args.no_progress, guidance, not args.hint_cond_only, spec, args.base_null)
     print(format_table(rows, key="scale", extra=tuple(score_keys(cset))))
     print(f"wrote {args.out}/results.csv, results.md, adherence_vs_scale.png, grids/")
@@ -131,7 +131,7 @@ def run_curve(args) -> None:
     spec["run"] = str(Path(args.run_dir))
     load = lambda folder: load_controlnet(folder, model.net)  # noqa: E731
     rows = run_control_curve(model, ckpts, load, cset, args.scale, sampler_settings(args),
-                             lambda: load_eval(args, device, not args.no_progress), Path(args.out), args.seed,
+                             preload_eval(args, device), Path(args.out), args.seed,
                              device, not args.no_progress, guidance, not args.hint_cond_only, spec, args.base_null)
     print(format_table(rows, key="step", extra=tuple(score_keys(cset))))
     print(f"wrote {args.out}/results.csv, results.md, adherence_vs_step.png, grids/")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, load_fast_model, nonneg_float, nonneg_int,
-                                 pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_fast_model, nonneg_float, pick_device,
+                                 positive_int, preload_eval, sampler_settings, seed_int)
 from guidekit.cli.inpaint import add_jump_args, jump_length_of
 from guidekit.errors import check
 from guidekit.masks import MASK_KINDS
@@ -34,7 +34,7 @@ def register_kind(kinds) -> None:
     p.add_argument("model", help="model or run folder")
     p.add_argument("--masks", type=mask_list, default=list(MASK_KINDS), help="mask types, comma-separated")
     p.add_argument("--n", type=positive_int("--n"), default=1000, help="images per row (at least 10)")
-    p.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed (also seeds the masks)")
+    p.add_argument("--seed", type=seed_int("--seed"), default=0, help="first seed (also seeds the masks)")
     add_jump_args(p)
     p.add_argument("--labels", default="null", choices=["null", "true"],
                    help="condition a class-conditional model on ∅ (unconditional, as in the paper) or on each "
@@ -83,7 +83,7 @@ def run(args) -> None:
     if args.inception_weights:
         spec.update(inception_weights=str(args.inception_weights), feature_network="Inception")
     rows = run_repaint_sweep(model, truth, truth_labels, labels, args.masks, rs, args.jump_length,
-                             Guidance(w=args.w), settings, lambda: load_eval(args, device, not args.no_progress),
+                             Guidance(w=args.w), settings, preload_eval(args, device),
                              Path(args.out), args.seed, device, not args.no_progress, spec, cond)
     print(format_table(rows, spec.get("feature_network", "FMNIST")))
     print(f"wrote {args.out}/results.csv, results.md, grid.png")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, load_fast_model, nonneg_float, nonneg_int,
-                                 number_list, pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_fast_model, nonneg_float, number_list,
+                                 pick_device, positive_int, preload_eval, sampler_settings, seed_int)
 from guidekit.cli.edit import add_stroke_args
 from guidekit.errors import check
 
@@ -23,7 +23,7 @@ def register_kind(kinds) -> None:
     k.add_argument("--t0", type=number_list("--t0"), default=[i / 10 for i in range(1, 11)],
                    help="noise levels in (0, 1], comma-separated")
     k.add_argument("--n", type=positive_int("--n"), default=1000, help="guides (and outputs) per t0")
-    k.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed (the same seeds for every t0)")
+    k.add_argument("--seed", type=seed_int("--seed"), default=0, help="first seed (the same seeds for every t0)")
     k.add_argument("--w", type=nonneg_float("--w"), default=0.0, help="classifier-free guidance weight (0 = the "
                                                                       "plain class-conditional model)")
     k.add_argument("--repeats", type=positive_int("--repeats"), default=1, help="SDEdit's K rounds")
@@ -63,7 +63,7 @@ def run(args) -> None:
     if args.inception_weights:
         spec.update(inception_weights=str(args.inception_weights), feature_network="Inception")
     rows = run_sdedit_sweep(model, args.t0, guides, labels, Guidance(w=args.w), sampler_settings(args),
-                            lambda: load_eval(args, device, not args.no_progress), Path(args.out), args.seed,
+                            preload_eval(args, device), Path(args.out), args.seed,
                             args.repeats, device, not args.no_progress, spec, data.class_names, cond)
     print(format_table(rows, key="t0", extra=("rmse", "l2")))
     print(f"wrote {args.out}/results.csv, results.md, realism_faithfulness.png, grid.png")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, load_eval, load_fast_model, nonneg_float,
-                                 nonneg_int, number_list, pick_device, positive_int)
+from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, load_fast_model, nonneg_float,
+                                 number_list, pick_device, positive_int, preload_eval, seed_int)
 from guidekit.diffusion.schedule import SPACINGS
 from guidekit.errors import check
 
@@ -40,7 +40,7 @@ def register_kind(kinds) -> None:
                    help="the row every other is compared with")
     k.add_argument("--w", type=nonneg_float("--w"), default=0.0, help="CFG weight (0 = the conditional model)")
     k.add_argument("--n", type=positive_int("--n"), default=5000, help="images per setting")
-    k.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed (the same for every setting)")
+    k.add_argument("--seed", type=seed_int("--seed"), default=0, help="first seed (the same for every setting)")
     k.add_argument("--eta", type=nonneg_float("--eta"), default=0.0, help="DDIM η of the ddim rows")
     k.add_argument("--spacing", default="trailing", choices=list(SPACINGS),
                    help="how the steps are spread over the T training timesteps")
@@ -69,7 +69,7 @@ def run(args) -> None:
         spec.update(inception_weights=str(args.inception_weights), feature_network="Inception")
     out = Path(args.out)
     series = run_steps_sweep(model, samplers, sorted(set(args.nfe)), args.baseline, args.w, args.n, settings,
-                             lambda: load_eval(args, device, not args.no_progress), out, args.seed, device,
+                             preload_eval(args, device), out, args.seed, device,
                              not args.no_progress, spec)
     tag = spec.get("feature_network", "FMNIST")
     table = steps_table(series, tag)

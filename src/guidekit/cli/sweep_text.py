@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_eval, load_fast_model, nonneg_int, number_list,
-                                 pick_device, positive_int, sampler_settings)
+from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_fast_model, number_list, pick_device,
+                                 positive_int, preload_eval, sampler_settings, seed_int)
 
 
 def register_kind(kinds) -> None:
@@ -24,7 +24,7 @@ def register_kind(kinds) -> None:
     p.add_argument("--w", type=number_list("--w"), default=[0.0, 0.5, 1.0, 2.0, 4.0],
                    help="weights, comma-separated")
     p.add_argument("--n", type=positive_int("--n"), default=1200, help="images per weight (spread over the prompts)")
-    p.add_argument("--seed", type=nonneg_int("--seed"), default=0, help="first seed (the same seeds for every w)")
+    p.add_argument("--seed", type=seed_int("--seed"), default=0, help="first seed (the same seeds for every w)")
     add_sweep_args(p)
     p.set_defaults(run=run)
 
@@ -46,7 +46,7 @@ def run_model(args, model, device) -> None:
                                                         "accuracy, which needs the Fashion-MNIST evaluator")
     spec = {"reference": args.reference, "split": args.split, "evaluator": args.evaluator}
     rows = run_prompt_sweep(model, args.w, args.n, sampler_settings(args),
-                            lambda: load_eval(args, device, not args.no_progress), Path(args.out), args.seed, device,
+                            preload_eval(args, device), Path(args.out), args.seed, device,
                             not args.no_progress, spec)
     print(format_rows(rows))
     print(f"wrote {args.out}/results.csv, results.md, adherence_vs_w.png, grids/")

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_train_compile_args, defaults_of, nonneg_float, nonneg_int,
-                                 positive_float, positive_int, train_compile_mode)
+from guidekit.cli.common import (HelpFormatter, add_data_arg, add_train_compile_args, defaults_of, nonneg_float,
+                                 nonneg_int, positive_float, positive_int, seed_int, train_compile_mode)
+from guidekit.cli.resume import data_source, keep_recorded, preset_of, saved_run
 from guidekit.errors import check
 from guidekit.training.classifier_trainer import ClassifierTrainConfig
 
 DEFAULTS = defaults_of(ClassifierTrainConfig, ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip",
                                                "ema_decay", "seed", "save_every", "log_every", "keep"))
+
+
+#: Data and model options of a new run (None on the command line: --resume takes the run's recorded values).
+NEW_RUN = {"dataset": "fashion-mnist", "schedule": "linear", "timesteps": 1000, "preset": "small", "pool": "attention"}
 
 
 def register(sub) -> None:
@@ -22,17 +27,23 @@ def register(sub) -> None:
                                    "The classifier's noise schedule must match the diffusion model it will guide: "
                                    "pass --like MODEL to copy it.",
                        formatter_class=HelpFormatter)
-    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | mnist | samples | image folder")
-    p.add_argument("--data", metavar="DIR", default=None, help="folder with the IDX files")
+    p.add_argument("--dataset", default=None,
+                   help=f"fashion-mnist | mnist | samples | image folder (default {NEW_RUN['dataset']}; a resumed "
+                        f"run reads its own)")
+    add_data_arg(p)
     p.add_argument("--like", metavar="MODEL", default=None, help="diffusion model whose noise schedule to use")
-    p.add_argument("--schedule", default="linear", choices=["linear", "cosine"], help="noise schedule (no --like)")
-    p.add_argument("--timesteps", type=positive_int("--timesteps"), default=1000, help="T (no --like)")
-    p.add_argument("--preset", default="small", choices=["tiny", "small", "base"], help="encoder size (UNet presets)")
-    p.add_argument("--pool", default="attention", choices=["attention", "avg"], help="pooling before the head")
+    p.add_argument("--schedule", default=None, choices=["linear", "cosine"],
+                   help=f"noise schedule without --like (default {NEW_RUN['schedule']})")
+    p.add_argument("--timesteps", type=positive_int("--timesteps"), default=None,
+                   help=f"T without --like (default {NEW_RUN['timesteps']})")
+    p.add_argument("--preset", default=None, choices=["tiny", "small", "base"],
+                   help=f"encoder size, as the UNet presets (default {NEW_RUN['preset']})")
+    p.add_argument("--pool", default=None, choices=["attention", "avg"],
+                   help=f"pooling before the head (default {NEW_RUN['pool']})")
     for name, default in DEFAULTS.items():
         kind = {int: positive_int, float: positive_float}[type(default)]
-        if name in ("seed",):
-            kind = nonneg_int
+        if name == "seed":
+            kind = seed_int
         if name in ("weight_decay", "grad_clip", "ema_decay", "warmup"):
             kind = nonneg_float if isinstance(default, float) else nonneg_int
         p.add_argument(f"--{name.replace('_', '-')}", type=kind(f"--{name.replace('_', '-')}"), default=None,
@@ -49,31 +60,43 @@ def run(args) -> None:
     from guidekit.data import load_dataset
     from guidekit.diffusion import NoiseSchedule
     from guidekit.models.classifier import ClassifierConfig
-    from guidekit.training.checkpoint import read_json
-    from guidekit.training.runs import newest_checkpoint
     from guidekit.training.classifier_trainer import ClassifierTrainConfig, ClassifierTrainer
 
     overrides = {k: getattr(args, k) for k in DEFAULTS if getattr(args, k) is not None}
-    train = load_dataset(args.dataset, split="train", data_dir=args.data)
-    check(train.num_classes > 1, f"{train.name} has no class labels; a classifier needs a labelled dataset")
-    held_out = load_dataset(args.dataset, split="test", data_dir=args.data) \
-        if args.dataset in ("fashion-mnist", "mnist") else None
     if args.resume:
-        ckpt = newest_checkpoint(args.out)
-        saved = read_json(ckpt / "config.json")
-        config = ClassifierConfig.from_dict(saved["classifier"])
-        schedule = NoiseSchedule.from_config(saved["schedule"])
-        train_config = ClassifierTrainConfig(**dict(read_json(ckpt / "state.json")["train"], **overrides))
-    else:
+        saved = saved_run(args.out)
+        config = ClassifierConfig.from_dict(saved["config"]["classifier"])
+        schedule = NoiseSchedule.from_config(saved["config"]["schedule"])
+        like = None
         if args.like:
             from guidekit.training import load_model
+
+            like = load_model(args.like).schedule.to_config()
+        keep_recorded(args.out, {"--preset": args.preset, "--pool": args.pool, "--schedule": args.schedule,
+                                 "--timesteps": args.timesteps, "--like": like},
+                      {"--preset": preset_of(config.unet) or "(a custom configuration)", "--pool": config.pool,
+                       "--schedule": schedule.kind, "--timesteps": schedule.num_timesteps,
+                       "--like": schedule.to_config()})
+        source = data_source(args.out, args, saved["state"])
+        train_config = ClassifierTrainConfig(**dict(saved["state"]["train"], **overrides))
+    else:
+        opt = {k: NEW_RUN[k] if getattr(args, k) is None else getattr(args, k) for k in NEW_RUN}
+        if args.like:
+            from guidekit.training import load_model
+
             schedule = load_model(args.like).schedule
         else:
-            schedule = (NoiseSchedule.linear if args.schedule == "linear" else NoiseSchedule.cosine)(args.timesteps)
-        config = ClassifierConfig.from_preset(args.preset, train.num_classes, pool=args.pool,
+            schedule = (NoiseSchedule.linear if opt["schedule"] == "linear" else NoiseSchedule.cosine)(opt["timesteps"])
+        source = {"dataset": opt["dataset"], "data": args.data}
+        config, train_config = None, ClassifierTrainConfig(**dict(DEFAULTS, **overrides))
+    train = load_dataset(source["dataset"], split="train", data_dir=source["data"])
+    check(train.num_classes > 1, f"{train.name} has no class labels; a classifier needs a labelled dataset")
+    held_out = load_dataset(source["dataset"], split="test", data_dir=source["data"]) \
+        if source["dataset"] in ("fashion-mnist", "mnist") and train.name != "samples" else None
+    if config is None:
+        config = ClassifierConfig.from_preset(opt["preset"], train.num_classes, pool=opt["pool"],
                                               image_size=train.resolution, in_channels=train.channels,
                                               num_train_timesteps=schedule.num_timesteps)
-        train_config = ClassifierTrainConfig(**dict(DEFAULTS, **overrides))
     trainer = ClassifierTrainer(config, train, schedule, train_config, args.out, resume=args.resume,
                                 eval_dataset=held_out)
     if train_compile_mode(args):

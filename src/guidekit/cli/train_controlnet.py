@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from guidekit.cli.common import (HelpFormatter, add_run_args, defaults_of, nonneg_float, nonneg_int, positive_float,
-                                 positive_int, train_compile_mode)
+from guidekit.cli.common import (HelpFormatter, add_data_arg, add_run_args, defaults_of, nonneg_float, nonneg_int,
+                                 positive_float, positive_int, seed_int, train_compile_mode)
+from guidekit.cli.resume import data_source
 from guidekit.errors import check
 from guidekit.training.controlnet_trainer import ControlNetTrainConfig
 
@@ -31,13 +32,14 @@ def register(sub) -> None:
     p.add_argument("--pairs", type=positive_int("--pairs"), default=None,
                    help=f"training images whose hints are extracted once (default {PAIRS}; a resumed run keeps "
                         f"its own)")
-    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | mnist | samples | image folder")
-    p.add_argument("--data", metavar="DIR", default=None, help="folder with the IDX files (as in train)")
+    p.add_argument("--dataset", default=None, help="fashion-mnist | mnist | samples | image folder (default "
+                                                  "fashion-mnist; a resumed run reads its own)")
+    add_data_arg(p)
     o = p.add_argument_group("optimization (defaults apply to new runs; --resume keeps the run's own)")
     for name, default in DEFAULTS.items():
         flag = f"--{name.replace('_', '-')}"
         kind = positive_float if name == "lr" else nonneg_float if isinstance(default, float) else \
-            nonneg_int if name in ("warmup", "seed") else positive_int
+            seed_int if name == "seed" else nonneg_int if name == "warmup" else positive_int
         o.add_argument(flag, type=kind(flag), default=None, help=f"{HELP[name]} (default {default})")
     add_run_args(p)
     p.set_defaults(run=run)
@@ -64,13 +66,15 @@ def run(args) -> None:
         condition, pairs = saved.get("condition"), state.get("pairs")
         widths = tuple(saved.get("controlnet", {}).get("hint_widths", widths))
         train_config = ControlNetTrainConfig(**dict(state["train"], **overrides))
+        source = data_source(args.out, args, state)
     else:
         check(condition is not None, f"--condition is required for a new run: one of {', '.join(CONDITIONS)}")
         pairs = PAIRS if pairs is None else pairs
         train_config = ControlNetTrainConfig(**dict(DEFAULTS, **overrides))
+        source = {"dataset": args.dataset or "fashion-mnist", "data": args.data}
     check(condition in CONDITIONS, f"--condition {condition!r} is unknown: use one of {', '.join(CONDITIONS)}")
     c = base.net.config
-    dataset = load_dataset(args.dataset, split="train", data_dir=args.data, resolution=c.image_size,
+    dataset = load_dataset(source["dataset"], split="train", data_dir=source["data"], resolution=c.image_size,
                            channels=c.in_channels)
     cond = get_condition(condition)
     data, hints = make_pairs(dataset, cond, pairs, seed=train_config.seed)

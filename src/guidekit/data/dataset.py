@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from guidekit.data import idx
-from guidekit.errors import check
+from guidekit.errors import GuidekitError, check, shown
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -34,6 +35,9 @@ class ImageDataset:
     labels: torch.Tensor | None
     class_names: list[str] | None
     name: str
+    #: how load_dataset read it ({"dataset": name or absolute folder, "split", "data": absolute IDX folder or None}),
+    #: recorded by training so that --resume reads the same data; None when built in memory
+    source: dict | None = field(default=None, compare=False)
 
     def __post_init__(self):
         """Check shapes and dtypes so that a bad dataset fails here, not deep inside training."""
@@ -72,6 +76,16 @@ class ImageDataset:
     def resolution(self) -> int:
         return self.pixels.shape[-1]
 
+    def fingerprint(self) -> str:
+        """12 hex digits of SHA-256 of the pixels, labels and class names: equal data, equal fingerprint."""
+        import hashlib
+
+        h = hashlib.sha256(f"{tuple(self.pixels.shape)}:{self.class_names}".encode())
+        h.update(self.pixels.contiguous().numpy().tobytes())
+        if self.labels is not None:
+            h.update(self.labels.numpy().tobytes())
+        return h.hexdigest()[:12]
+
     def subset(self, index) -> ImageDataset:
         """A new dataset with the items at index (int, slice, list or LongTensor)."""
         if isinstance(index, int):
@@ -79,12 +93,12 @@ class ImageDataset:
         if isinstance(index, list):
             index = torch.as_tensor(index, dtype=torch.int64)
         labels = None if self.labels is None else self.labels[index]
-        return ImageDataset(self.pixels[index], labels, self.class_names, self.name)
+        return ImageDataset(self.pixels[index], labels, self.class_names, self.name, self.source)
 
 
 def _normalize(text: str) -> str:
-    """Lower-case and drop everything but letters and digits ("Ankle boot" -> "ankleboot")."""
-    return re.sub(r"[^0-9a-z]", "", text.lower())
+    """Case-folded letters and digits of any script, nothing else ("Ankle boot" -> "ankleboot", "Hosé" -> "hosé")."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold() if ch.isalnum())
 
 
 def class_index(names: list[str] | None, value: str | int) -> int:
@@ -92,19 +106,20 @@ def class_index(names: list[str] | None, value: str | int) -> int:
     check(bool(names), f"class {value!r} given but the dataset is unconditional (no classes): drop the class")
     listing = ", ".join(f"{i}={n}" for i, n in enumerate(names))
     text = str(value).strip()
-    if re.fullmatch(r"[+-]?\d+", text):
+    if re.fullmatch(r"[+-]?\d{1,18}", text):
         i = int(text)
         check(0 <= i < len(names), f"class index {i} is out of range: use 0..{len(names) - 1} ({listing})")
         return i
     key = _normalize(text)
-    check(key != "", f"class {value!r} is empty: use an index or a name ({listing})")
+    check(text != "", f"class {value!r} is empty: use an index or a name ({listing})")
+    check(key != "", f"class {shown(repr(text), 60)} has no letters or digits: use an index or a name ({listing})")
     exact = [i for i, n in enumerate(names) if _normalize(n) == key]
     if exact:
         return exact[0]
     matches = [i for i, n in enumerate(names) if _normalize(n).startswith(key)]
-    check(len(matches) < 2, f"class {value!r} is ambiguous: it could be "
+    check(len(matches) < 2, f"class {shown(repr(text), 60)} is ambiguous: it could be "
           f"{', '.join(names[i] for i in matches)}; type more of the name ({listing})")
-    check(len(matches) == 1, f"unknown class {value!r}: use an index or a name ({listing})")
+    check(len(matches) == 1, f"unknown class {shown(repr(text), 60)}: use an index or a name ({listing})")
     return matches[0]
 
 
@@ -186,6 +201,10 @@ def load_dataset(
           f"resolution {resolution!r} is not valid: use an integer from 4 to 4096, e.g. 32")
     check(channels in (None, 1, 3), f"channels {channels!r} is not valid: use 1 (gray), 3 (RGB) or None (auto)")
     key = "" if is_path else spec.lower()
+    if key == "fashion-mnist" and idx.wants_samples(data_dir):
+        key = "samples"  # --data samples: the embedded images stand in for both splits
+    check(not (key == "mnist" and idx.wants_samples(data_dir)),
+          "--data samples stands for the embedded Fashion-MNIST images, not MNIST; point --data at MNIST's IDX files")
     if key in DATASETS:
         if key == "samples":
             pixels, labels, names = _load_samples()
@@ -195,8 +214,28 @@ def load_dataset(
         if channels == 3:
             pixels = pixels.expand(-1, 3, -1, -1)
         name = key if key == "samples" else f"{key}-{split}"
-        return ImageDataset(pixels.contiguous(), labels, list(names), name)
+        data = None if key == "samples" or data_dir is None else str(Path(data_dir).expanduser().resolve())
+        source = {"dataset": key, "split": None if key == "samples" else split, "data": data}
+        return ImageDataset(pixels.contiguous(), labels, list(names), name, source)
     check(is_path or _looks_like_path(spec), f"unknown dataset {spec!r}: use {choices}")
     from guidekit.data.folder import load_folder
 
-    return load_folder(spec, resolution=resolution, channels=channels)
+    folder = load_folder(spec, resolution=resolution, channels=channels)
+    folder.source = {"dataset": str(Path(spec).expanduser().resolve()), "split": None, "data": None}
+    return folder
+
+
+def load_or_samples(spec: str = "fashion-mnist", split: str = "test", data_dir=None, resolution: int = 32,
+                    channels: int | None = None) -> ImageDataset:
+    """load_dataset for picking single images (a hint, a guide, an image to inpaint): without an installed
+    Fashion-MNIST (and no --data / $GUIDEKIT_DATA given) the embedded samples instead, said on stderr."""
+    try:
+        return load_dataset(spec, split=split, data_dir=data_dir, resolution=resolution, channels=channels)
+    except GuidekitError:
+        if spec != "fashion-mnist" or data_dir is not None or os.environ.get(idx.ENV_VAR):
+            raise  # an explicit --data or $GUIDEKIT_DATA without the files is a mistake, not a fallback
+    import sys
+
+    print("note: Fashion-MNIST is not installed (make data, or --data DIR); using the 500 images embedded in "
+          "guidekit instead (--data samples)", file=sys.stderr)
+    return load_dataset("samples", resolution=resolution, channels=channels)

@@ -25,6 +25,8 @@ GZIP_MAGIC = b"\x1f\x8b"
 # Where Debian's dataset-fashion-mnist package installs the files (read at call time, so tests can patch it).
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 ENV_VAR = "GUIDEKIT_DATA"
+#: Set (to anything) to look nowhere but --data and $GUIDEKIT_DATA: the suite as a machine without the dataset sees it.
+HIDE_SYSTEM_ENV = "GUIDEKIT_HIDE_SYSTEM_DATA"
 IDX_NAMES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -35,6 +37,16 @@ FOLDER_HINT = (
     "(each may be gzipped with a .gz suffix)"
 )
 HOW_TO_GET = f"install Fashion-MNIST with `apt-get install dataset-fashion-mnist`, or {FOLDER_HINT}"
+#: The value of --data (or $GUIDEKIT_DATA) that stands for the 500 Fashion-MNIST images embedded in guidekit.
+SAMPLES = "samples"
+SAMPLES_HINT = (f"or use the 500 Fashion-MNIST images embedded in guidekit (50 per class): --data {SAMPLES} (or "
+                f"{ENV_VAR}={SAMPLES})")
+
+
+def wants_samples(data_dir) -> bool:
+    """Whether --data (else $GUIDEKIT_DATA) names the embedded sample set rather than a folder."""
+    value = os.environ.get(ENV_VAR) if data_dir is None else data_dir
+    return isinstance(value, str) and value == SAMPLES
 DEFAULT_FIX = "replace it with a complete copy"
 
 
@@ -144,11 +156,14 @@ def find_idx_dir(data_dir: str | os.PathLike | None = None, system: bool = True)
     candidates = [(f"${ENV_VAR}", Path(env).expanduser())] if env else []
     if not env:
         looked.append(f"${ENV_VAR}: not set")
-    if system:
+    if system and not os.environ.get(HIDE_SYSTEM_ENV):
         candidates.append(("Debian dataset-fashion-mnist", DEBIAN_FASHION_MNIST))
+    elif system:
+        looked.append(f"Debian dataset-fashion-mnist: hidden by ${HIDE_SYSTEM_ENV}")
     for label, folder in candidates:
         problem = _problem(folder)
         if problem is None:
             return folder
         looked.append(f"{label} ({folder}): {problem}")
-    raise GuidekitError("no IDX data found; looked at:\n  " + "\n  ".join(looked) + f"\nTo fix, {how_to}.")
+    raise GuidekitError("no IDX data found; looked at:\n  " + "\n  ".join(looked) + f"\nTo fix, {how_to}"
+                        + (f"; {SAMPLES_HINT}." if system else "."))

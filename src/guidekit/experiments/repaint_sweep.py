@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from guidekit.errors import check
 from guidekit.experiments.generation import Guidance, SamplerSettings
 from guidekit.experiments.repaint import inpaint_guided, masked_errors
-from guidekit.experiments.sweep import cached_samples, check_spec, write_rows
+from guidekit.experiments.sweep import cached_samples, check_spec, row_line, write_rows
 from guidekit.images import grid, labelled, save_png
 from guidekit.masks import MASK_KINDS, make_mask
 from guidekit.metrics.evaluate import evaluate
@@ -88,6 +88,9 @@ def run_repaint_sweep(model: LoadedModel, truth: torch.Tensor, truth_labels: tor
         order = lambda row: (MASK_KINDS.index(row["mask"]), row["r"])  # noqa: E731
         rows.sort(key=order)
         write_rows(out / "results.csv", rows, FIELDS)
+        if not progress:  # no bars: still one line per finished row
+            print(row_line("repaint sweep", "mask", next(x for x in rows if (x["mask"], x["r"]) == (kind, r)))
+                  + f" r = {r}", flush=True)
     rows = [row for row in rows if row["mask"] in kinds and row["r"] in rs]
     tag = getattr(evaluator, "metric_tag", (spec or {}).get("feature_network", "FMNIST"))
     (out / "results.md").write_text(format_table(rows, tag) + "\n")

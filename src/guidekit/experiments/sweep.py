@@ -93,7 +93,21 @@ def sweep_rows(out: Path, key: str, values: list[float], sample_at: Callable[[fl
         rows.append({key: v, **score(v, images, *loaded),
                      "img_per_s": len(images) / seconds if seconds else None, "seconds": seconds})
         write_rows(out / "results.csv", sorted(rows, key=lambda r: r[key]), fields)
+        if not progress:  # no bars: still one line per finished row, so long work shows it is alive
+            print(row_line(desc, key, rows[-1]), flush=True)
     return sorted(rows, key=lambda r: r[key])
+
+
+def row_line(desc: str, key: str, row: dict) -> str:
+    """One finished sweep row as a log line: its setting, FID, accuracy and time."""
+    v = row[key]
+    parts = [f"{desc} {key} = {v:g}:" if isinstance(v, (int, float)) else f"{desc} {key} = {v}:"]
+    for name, label in (("fid", "FID"), ("accuracy", "accuracy"), ("l2", "L2"), ("nfe", "NFE")):
+        if isinstance(row.get(name), (int, float)):
+            parts.append(f"{label} {row[name]:.4g}")
+    if row.get("seconds"):
+        parts.append(f"({row['seconds']:.0f} s sampling)")
+    return " ".join(parts).strip()
 
 
 def run_sweep(model: LoadedModel, ws: list[float], guidance_at: Callable[[float], Guidance], n: int,

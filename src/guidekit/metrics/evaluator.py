@@ -343,10 +343,12 @@ def load_evaluator(path: str | Path | None = None, device: torch.device | str = 
                 for k, v in expected.items() if k in weights and weights[k].shape != v.shape]
     problems += [f"missing {k}" for k in expected if k not in weights]
     problems += [f"unexpected {k}" for k in weights if k not in expected]
+    problems += [f"{k} is stored as {v.dtype}, not a float type" for k, v in weights.items()
+                 if k in expected and expected[k].is_floating_point() and not v.is_floating_point()]
     problems += [f"{k} holds NaN/inf" for k, v in weights.items() if v.is_floating_point() and not v.isfinite().all()]
     check(not problems, f"{file} does not match {folder / 'config.json'} ({len(problems)} problem(s)): "
                         + "; ".join(problems[:10]) + ("; ..." if len(problems) > 10 else ""))
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
+    model.load_state_dict({k: v.to(expected[k].dtype).contiguous() for k, v in weights.items()})
     return model.to(device, memory_format=torch.channels_last).eval()
 
 

@@ -69,6 +69,41 @@ def _same_files(src: Path, dest: Path, names: list[str]) -> bool:
     return all(filecmp.cmp(src / n, dest / n, shallow=False) for n in names)
 
 
+class EtaNotice:
+    """On the CPU, once a few steps are timed: how long the rest of the run will take, if that is long (stderr)."""
+
+    after, long_seconds = 5, 600  # steps timed (the first one excluded: it warms caches up); what counts as long
+
+    def __init__(self, first: int, total: int, desc: str, enabled: bool):
+        self.first, self.total, self.desc, self.enabled, self.t0 = first, total, desc, enabled, None
+
+    def at(self, step: int) -> None:
+        """Call before each step."""
+        if not self.enabled:
+            return
+        if step == self.first + 1:
+            self.t0 = time.time()
+        elif self.t0 is not None and step == self.first + 1 + self.after:
+            self.enabled = False
+            per_step = (time.time() - self.t0) / self.after
+            left = per_step * (self.total - step)
+            if left > self.long_seconds:
+                print(f"{self.desc}: {per_step:.2g} s per step on this CPU, so the {self.total - step} steps left "
+                      f"take about {duration(left)}; --max-minutes M stops (and saves) earlier, --resume continues "
+                      f"later, and a GPU is far faster", file=sys.stderr, flush=True)
+
+
+def duration(seconds: float) -> str:
+    """A rough human duration: 40 s, 12 min, 3.5 h, 2.1 days."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """fit stopped by SIGINT/SIGTERM: after saving `checkpoint` (first signal), or at once without saving."""
 
@@ -129,7 +164,7 @@ class BaseTrainer:
         else:
             if self.acc.is_main_process:
                 recover_run(self.out)
-            refuse_existing(self.out)
+            refuse_existing(self.out, self.export_name)
             if self.acc.is_main_process:  # the log of an attempt killed before its first checkpoint
                 (self.out / "log.csv").unlink(missing_ok=True)
 
@@ -159,6 +194,22 @@ class BaseTrainer:
 
     def check_resume(self, ckpt: Path, config: dict, state: dict) -> None:
         """Refuse a checkpoint written with another model configuration."""
+
+    @functools.cached_property
+    def data_fingerprint(self) -> str:
+        """The training data's fingerprint (ImageDataset.fingerprint), recorded in every checkpoint."""
+        return self.dataset.fingerprint()
+
+    def check_data(self, ckpt: Path, recorded) -> None:
+        """Refuse to resume on other data than the run recorded (size, then fingerprint where recorded)."""
+        if not isinstance(recorded, dict):
+            return
+        what = f"{recorded.get('name')}, {recorded.get('size')} images"
+        check(recorded.get("size") in (None, len(self.dataset)) and recorded.get("fingerprint") in (
+              None, self.data_fingerprint), f"--resume: {ckpt.parent.parent} was trained on other data ({what}, "
+              f"fingerprint {recorded.get('fingerprint')}) than found now ({self.dataset.name}, {len(self.dataset)} "
+              f"images, fingerprint {self.data_fingerprint}); point --data/--dataset at the same files, or start a "
+              f"new run in another --out")
 
     def extra_state(self) -> dict:
         """More entries of state.json."""
@@ -220,7 +271,9 @@ class BaseTrainer:
         images, window_t, norm = 0, time.time(), float("nan")
         params = [p for p in self.net.parameters() if p.requires_grad]
         self._bad = 0
+        eta = EtaNotice(self.step, cfg.steps, self.desc, self.acc.device.type == "cpu" and self.acc.is_main_process)
         while self.step < cfg.steps:
+            eta.at(self.step)
             self._stop_if_signalled()
             for group in self.opt.param_groups:
                 group["lr"] = self.lr_at(self.step)
@@ -362,7 +415,8 @@ class BaseTrainer:
         files = self.export_files(raw if self.ema is None else self.ema.state_dict())
         opt_tensors, groups = flatten_optimizer(self.opt)
         state = {"step": self.step, "train": dataclasses.asdict(self.cfg), "param_groups": groups,
-                 "dataset": {"name": self.dataset.name, "size": len(self.dataset)},
+                 "dataset": {"name": self.dataset.name, "size": len(self.dataset), "source": self.dataset.source,
+                             "fingerprint": self.data_fingerprint},
                  "processes": self.acc.num_processes, **self.extra_state()}
         ckpt = dict(files, **{"optimizer.safetensors": opt_tensors, "state.json": state})
         if self.ema is not None:
@@ -399,6 +453,7 @@ class BaseTrainer:
                     ckpt.rename(aside)
                 self.acc.wait_for_everyone()
         self.check_resume(ckpt, config, state)
+        self.check_data(ckpt, state.get("dataset"))
         load_weights(self.trained, raw, ckpt / ("raw.safetensors" if self.ema is not None else "model.safetensors"))
         if self.ema is not None:
             self.ema.load_state_dict(ema)

@@ -172,8 +172,18 @@ def load_weights(net: torch.nn.Module, weights: dict[str, torch.Tensor], source:
                         + "; ".join(problems[:10]) + (f"; ... and {len(problems) - 10} more" if len(problems) > 10
                                                       else "")
                         + "; keep each model.safetensors with the config.json it was saved with")
+    check_float(weights, expected, source)
     check_finite(weights, source)
-    net.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
+    net.load_state_dict({k: v.to(expected[k].dtype).contiguous() for k, v in weights.items()})
+
+
+def check_float(weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: Path) -> None:
+    """Refuse weights stored as integers (or bool) where the network holds floats, naming tensor and dtype."""
+    bad = [f"{k} ({v.dtype})" for k, v in weights.items()
+           if k in expected and expected[k].is_floating_point() and not v.is_floating_point()]
+    check(not bad, f"{source} stores {len(bad)} weight tensor(s) as integers, not floats: {', '.join(bad[:5])}"
+                   f"{' ...' if len(bad) > 5 else ''}; a conversion truncated them: re-export the weights as float32 "
+                   f"or float16 safetensors")
 
 
 def check_finite(weights: dict[str, torch.Tensor], source: Path) -> None:

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from guidekit.errors import check
-from guidekit.io import recover_leftovers, slow_point
+from guidekit.io import LEFTOVER, recover_leftovers, slow_point
 
 # what a checkpoint written before state.json listed its files must hold
 LEGACY_FILES = ("state.json", "config.json", "model.safetensors", "optimizer.safetensors")
@@ -44,10 +44,27 @@ def newest_checkpoint(out: str | Path) -> Path:
     return ckpts[-1]
 
 
-def refuse_existing(out: str | Path) -> None:
-    """A new run must not write over an earlier run's (complete) checkpoints."""
+def refuse_existing(out: str | Path, export: str = "model") -> None:
+    """A new run must not write over an earlier run's (complete) checkpoints, nor into a folder that holds anything
+    but what a run killed before its first checkpoint leaves (log.csv, checkpoints/, its export folder)."""
     check(not complete_checkpoints(out),
           f"{out} already holds checkpoints: pass --resume to continue that run, or choose another --out")
+    folder = Path(out)
+    if not folder.is_dir():
+        return
+    other = sorted(p.name for p in folder.iterdir()
+                   if not (p.name in ("log.csv", "checkpoints") or LEFTOVER.match(p.name)
+                           or (p.name == export and _is_export(p))))
+    check(not other, f"{out} is not empty and is not a guidekit run (it holds {', '.join(other[:5])}"
+                     f"{', …' if len(other) > 5 else ''}); a new run needs a new or empty --out")
+
+
+def _is_export(folder: Path) -> bool:
+    """Whether folder is a guidekit export (its config.json names a guidekit format)."""
+    try:
+        return str(json.loads((folder / "config.json").read_text()).get("format", "")).startswith("guidekit-")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
 
 
 def prune(out: str | Path, keep: int) -> None:
