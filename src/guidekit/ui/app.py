@@ -198,7 +198,9 @@ def build_app(device="cpu", max_queue: int = 16, concurrency: int = 1) -> gr.Blo
                     jump_length = gr.Slider(1, 50, value=5, step=1, label="jump length j")
                     jump_n_sample = gr.Slider(1, 20, value=2, step=1, label="jump n sample r (1 = no resampling)")
                 with gr.Accordion("sampler", open=False, elem_id="sampler"):
-                    sampler = gr.Radio(list(service.SAMPLERS), value="ddim", label="sampler")
+                    sampler = gr.Radio(list(service.SAMPLERS), value="ddim", label="sampler",
+                                       info="DDIM 20 steps here, for quick previews; the command line's sample "
+                                            "defaults to dpmpp-2m-sde 15 logsnr, edit and inpaint to DDIM 50")
                     steps = gr.Slider(1, service.MAX_STEPS, value=20, step=1, label="steps", elem_id="steps")
                     seed = gr.Number(0, precision=0, minimum=0, label="seed")
                     n = gr.Slider(1, service.MAX_N, value=1, step=1, label="images")
