@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -64,8 +65,10 @@ def test_sample_is_independent_of_batch_size(run_dir, tmp_path):
     assert main(args + ["--batch-size", "1", "--out", str(tmp_path / "a")]) == 0
     assert main(args + ["--batch-size", "3", "--out", str(tmp_path / "b")]) == 0
     for name in ("0000_class3_seed0.png", "0002_class3_seed2.png"):
-        a, b = (Image.open(tmp_path / d / name).tobytes() for d in "ab")
-        assert a == b
+        a, b = (np.asarray(Image.open(tmp_path / d / name), dtype=np.int16) for d in "ab")
+        # The same noise and labels; only the network's arithmetic may differ with the batch (a CPU can pick another
+        # convolution kernel per batch size), which can flip a pixel's last 8-bit level, never more.
+        assert np.abs(a - b).max() <= 1 and (a == b).mean() > 0.99
 
 
 @pytest.mark.parametrize("args,message", [

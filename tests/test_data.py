@@ -262,7 +262,7 @@ def test_folder_truncated_image_names_file(tmp_path):
         load_dataset(str(tmp_path), channels=3)
 
 
-@pytest.mark.skipif(idx.missing_files(idx.DEBIAN_FASHION_MNIST) != [], reason="dataset-fashion-mnist not installed")
+@pytest.mark.system_data
 def test_real_fashion_mnist_sizes():
     folder = idx.DEBIAN_FASHION_MNIST
     assert read_idx(idx.idx_file(folder, "train-labels-idx1-ubyte")).shape == (60000,)

@@ -15,7 +15,7 @@ from guidekit.models.controlnet import ControlledUNet, ControlNet
 from guidekit.models.unet import UNet, UNetConfig
 from guidekit.training.checkpoint import LoadedModel
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+cuda = pytest.mark.gpu  # skipped without a CUDA GPU (conftest.py)
 
 
 def tiny_net(seed=0) -> UNet:
