@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from guidekit.checkpoints import load_model
 from guidekit.data import load_dataset
 from guidekit.diffusion import NULL
 from guidekit.experiments.generation import Guidance, SamplerSettings, sample_guided
@@ -26,7 +27,6 @@ from guidekit.masks import make_mask
 from guidekit.metrics.evaluate import evaluate
 from guidekit.metrics.network import load_network, network_id
 from guidekit.metrics.reference import reference
-from guidekit.training import load_model
 
 LOW = {F.conv2d, F.linear, F.scaled_dot_product_attention, torch.matmul, torch.bmm, torch.baddbmm, torch.mm,
        torch.addmm, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.Tensor.bmm}

@@ -22,9 +22,9 @@ def step_flops(net, x, t, y, **kw) -> int:
 
 
 def main(argv=None) -> None:
+    from guidekit.checkpoints import load_model
     from guidekit.conditions import get_condition
     from guidekit.models.controlnet import ControlledUNet, ControlNet
-    from guidekit.training import load_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", default="fmnist-cfg", help="base model (zoo name or folder)")

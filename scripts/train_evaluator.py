@@ -11,9 +11,10 @@ import time
 
 import torch
 
+from guidekit.checkpoints import save_evaluator
 from guidekit.data import load_dataset
 from guidekit.io import check_output
-from guidekit.metrics.evaluator import save_evaluator, train_evaluator
+from guidekit.metrics.evaluator import train_evaluator
 
 
 def main() -> None:

@@ -10,11 +10,11 @@ from guidekit.guidance.classifier import log_prob_grad
 import torch.nn.functional as F
 
 from guidekit import GuidekitError
+from guidekit.checkpoints import load_classifier, save_classifier, write_folder
 from guidekit.data.dataset import ImageDataset
 from guidekit.diffusion import NoiseSchedule
 from guidekit.models import UNetConfig
-from guidekit.models.classifier import (ClassifierConfig, NoisyClassifier, load_classifier, save_classifier)
-from guidekit.training import write_folder
+from guidekit.models.classifier import ClassifierConfig, NoisyClassifier
 from guidekit.training.classifier_trainer import (ClassifierTrainConfig, ClassifierTrainer, bucket_edges,
                                                   evaluate_buckets)
 

@@ -8,12 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
+from guidekit.checkpoints import load_controlnet, load_model, model_files, save_controlnet, write_folder
 from guidekit.cli import main
 from guidekit.data import load_dataset
 from guidekit.diffusion import NoiseSchedule
 from guidekit.models import ControlNet, UNet, UNetConfig
-from guidekit.training import load_controlnet, load_model, save_controlnet, write_folder
-from guidekit.training.checkpoint import model_files
 
 T = 100
 MICRO = dict(channels=8, norm_groups=4, num_train_timesteps=T)

@@ -6,14 +6,13 @@ import pytest
 import torch
 
 from guidekit import GuidekitError
+from guidekit.checkpoints import load_controlnet, model_files, save_controlnet, write_folder
 from guidekit.cli import main
 from guidekit.data import load_dataset
 from guidekit.diffusion import NULL, ModelDenoiser, NoiseSchedule
 from guidekit.guidance import ClassifierFreeGuidance
 from guidekit.models import ControlledUNet, ControlNet, ControlNetConfig, UNet, UNetConfig
 from guidekit.sampling import generate
-from guidekit.training import load_controlnet, save_controlnet, write_folder
-from guidekit.training.checkpoint import model_files
 from guidekit.training.controlnet_trainer import ControlNetTrainConfig, ControlNetTrainer, make_pairs
 
 T = 100
@@ -275,7 +274,7 @@ def test_cli_train_controlnet(base_dir, tmp_path):
     assert main(args) == 0
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000002", "step-00000003"]
     assert json.loads((out / "controlnet" / "config.json").read_text())["condition"] == "canny"
-    from guidekit.training import load_model
+    from guidekit.checkpoints import load_model
     loaded = load_controlnet(out, load_model(base_dir).net)
     assert loaded.condition == "canny" and loaded.path == out / "controlnet"
     assert main(["train-controlnet", str(base_dir), "--dataset", "samples", "--out", str(out), "--resume",

@@ -9,16 +9,15 @@ pytest.importorskip("diffusers")
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel  # noqa: E402
 
 from guidekit import GuidekitError  # noqa: E402
+from guidekit.checkpoints import fingerprint, load_controlnet, load_model, save_controlnet  # noqa: E402
+from guidekit.checkpoints.diffusers_folder import schedule_from_scheduler  # noqa: E402
 from guidekit.cli import main  # noqa: E402
 from guidekit.data import load_dataset  # noqa: E402
 from guidekit.diffusion import NULL, NoiseSchedule  # noqa: E402
 from guidekit.guidance import ClassifierFreeGuidance  # noqa: E402
 from guidekit.models import ControlledUNet, ControlNet  # noqa: E402
 from guidekit.models.diffusers_unet import DiffusersUNet  # noqa: E402
-from guidekit.training import load_controlnet, load_model, save_controlnet  # noqa: E402
-from guidekit.training.checkpoint import fingerprint  # noqa: E402
 from guidekit.training.controlnet_trainer import ControlNetTrainConfig, ControlNetTrainer, make_pairs  # noqa: E402
-from guidekit.training.diffusers_folder import schedule_from_scheduler  # noqa: E402
 
 ATTN = dict(down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"))
 PLAIN = dict(down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))

@@ -83,6 +83,9 @@ def _bad_models(root: Path, f: SimpleNamespace) -> None:
     save_file(w, str(f.intw / "model.safetensors"))
     f.badjson = _model_copy(root, "bad-json")
     (f.badjson / "config.json").write_text('{"format": "guidekit-unet/1", ')
+    f.newer = _model_copy(root, "newer-format")
+    cfg = json.loads((f.newer / "config.json").read_text())
+    (f.newer / "config.json").write_text(json.dumps({**cfg, "format": "guidekit-unet/2"}))
     f.nocfg = _model_copy(root, "no-config")
     (f.nocfg / "config.json").unlink()
     f.marker = root / "PWNED"
@@ -149,7 +152,7 @@ def files(tmp_path_factory) -> SimpleNamespace:
 @pytest.fixture(scope="module")
 def model():
     """The zoo's class-conditional Fashion-MNIST UNet."""
-    from guidekit.training import load_model
+    from guidekit.checkpoints import load_model
 
     return load_model("fmnist-cfg")
 
@@ -437,8 +440,8 @@ def _mask_nan():
 
 def _sample_nan_net(f, model):
     """Sample a freshly loaded model after writing a NaN into one of its weights."""
+    from guidekit.checkpoints import load_model
     from guidekit.experiments.generation import Guidance, SamplerSettings, sample_guided
-    from guidekit.training import load_model
 
     broken = load_model("fmnist-cfg")
     with torch.no_grad():
@@ -463,8 +466,8 @@ def _class_prompt_cond(M, labels):
 
 def _controlled(model, **kw):
     """The model steered by the zoo's canny ControlNet."""
+    from guidekit.checkpoints import load_controlnet
     from guidekit.models.controlnet import ControlledUNet
-    from guidekit.training import load_controlnet
 
     return ControlledUNet(model.net, load_controlnet("fmnist-canny", model.net).net, **kw)
 
@@ -497,7 +500,7 @@ def _api():
     from guidekit.models.unet import UNetConfig
     from guidekit.sampling.repaint import inpaint, repaint_levels
     from guidekit.sampling.sdedit import check_guide, check_t0, sdedit, sdedit_levels
-    from guidekit.training import load_model
+    from guidekit.checkpoints import load_classifier, load_model
     import guidekit.masks as m
     from guidekit.cli.common import check_memory
 
@@ -647,6 +650,12 @@ def _api():
          ["seed must be an integer, got 'x'"]),
         ("load-model-integer-weights", lambda f, M: load_model(f.intw),
          ["stores 1 weight tensor(s) as integers", "conv_in.weight (torch.int64)", "float32"]),
+        ("load-model-newer-format", lambda f, M: load_model(f.newer),
+         ["written by a newer guidekit (format 'guidekit-unet/2'", "reads unet folders up to 'guidekit-unet/1'",
+          "upgrade guidekit"]),
+        ("load-classifier-other-kind", lambda f, M: load_classifier(WEIGHTS / "fmnist-canny"),
+         ["has format 'guidekit-controlnet/1', expected 'guidekit-classifier/1'", "that is a ControlNet",
+          "pass a noise-aware classifier (guidekit train-classifier)"]),
     ]
 
 
@@ -665,8 +674,8 @@ def test_api(files, model, call, needles):
 
 def test_planted_pickle_payload_is_live_but_never_runs(files, tmp_path):
     """The payload works when unpickled carelessly; guidekit's loaders never run it."""
+    from guidekit.checkpoints import load_model
     from guidekit.metrics.inception import read_weights
-    from guidekit.training import load_model
 
     probe = tmp_path / "probe"
     pickle.loads(pickle.dumps(Payload(probe)))  # the plain unpickler runs it: the payload is real

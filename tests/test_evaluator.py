@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
+from guidekit.checkpoints.evaluator import SHIPPED, evaluator_id, load_evaluator, save_evaluator
 from guidekit.data import load_dataset
 from guidekit.errors import GuidekitError
-from guidekit.metrics.evaluator import (
-    SHIPPED, Evaluator, EvaluatorConfig, accuracy, evaluator_id, load_evaluator, save_evaluator, train_evaluator,
-)
+from guidekit.metrics.evaluator import accuracy, train_evaluator
+from guidekit.models.evaluator import Evaluator, EvaluatorConfig
 
 TINY = EvaluatorConfig(widths=(8, 16), depths=(1, 1), feature_dim=16)
 

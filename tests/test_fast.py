@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
+from guidekit.checkpoints import LoadedModel
 from guidekit.cli import main
 from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import GuidekitError
 from guidekit.fast import Fast
 from guidekit.models.controlnet import ControlledUNet, ControlNet
 from guidekit.models.unet import UNet, UNetConfig
-from guidekit.training.checkpoint import LoadedModel
 
 cuda = pytest.mark.gpu  # skipped without a CUDA GPU (conftest.py)
 

@@ -274,8 +274,8 @@ def zoo_files():
 @given(st.data())
 def test_checkpoint_loading_on_broken_files(zoo_files, data):
     """load_model and the weights readers on a folder with a broken config.json or safetensors: a GuidekitError."""
+    from guidekit.checkpoints import load_model
     from guidekit.metrics.inception import read_weights
-    from guidekit.training import load_model
     from guidekit.zoo import WEIGHTS
 
     config, weights = zoo_files

@@ -24,11 +24,12 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from guidekit import io
+from guidekit.checkpoints.runs import complete_checkpoints, newest_checkpoint
 from guidekit.data import load_dataset
 from guidekit.diffusion import NoiseSchedule
 from guidekit.models import UNetConfig
 from guidekit.training import TrainConfig, Trainer
-from guidekit.training.runs import complete_checkpoints, newest_checkpoint, prune
+from guidekit.training.runs import prune
 
 STEPS, KILLS, SEED = 32, 22, 20261126
 ARGS = ["train", "--dataset", "samples", "--preset", "tiny", "--steps", str(STEPS), "--batch-size", "4",

@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from guidekit.checkpoints import load_model
 from guidekit.cli import main
 from guidekit.data import load_dataset
 from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import GuidekitError
 from guidekit.models.unet import UNetConfig
-from guidekit.training import load_model
 from guidekit.training.trainer import TrainConfig, Trainer
 from guidekit.zoo import resolve
 
@@ -96,7 +96,7 @@ def test_too_many_non_finite_losses_in_a_row_abort_with_a_message(tmp_path):
 
 
 def test_loading_a_run_folder_skips_a_checkpoint_a_kill_cut_short(tmp_path):
-    from guidekit.training.checkpoint import resolve_model_dir
+    from guidekit.checkpoints import resolve_model_dir
 
     out = tmp_path / "run"
     assert main(["train", "--dataset", "samples", "--preset", "tiny", "--steps", "2", "--batch-size", "4",

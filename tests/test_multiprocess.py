@@ -10,11 +10,11 @@ import sys
 import torch
 from safetensors.torch import load_file
 
+from guidekit.checkpoints import LoadedModel
 from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.guidance import ClassifierFreeGuidance
 from guidekit.models.unet import UNet, UNetConfig
 from guidekit.sampling.generate import generate
-from guidekit.training.checkpoint import LoadedModel
 
 TRAIN = ["-m", "guidekit.cli", "train", "--dataset", "samples", "--preset", "tiny", "--steps", "4",
          "--batch-size", "8", "--save-every", "4", "--no-progress"]

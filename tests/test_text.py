@@ -104,7 +104,7 @@ def test_old_unet_configs_still_load():
     d = cfg.to_dict()
     assert "text_dim" not in d  # unchanged file format (and base fingerprints) for models without text
     assert UNetConfig.from_dict(d) == cfg
-    from guidekit.training import load_model
+    from guidekit.checkpoints import load_model
     model = load_model("fmnist-cfg")  # a shipped config.json written before text_dim existed
     assert model.net.config.text_dim == 0 and model.text is None
     t = UNetConfig.preset("tiny", text_dim=5)
@@ -155,10 +155,10 @@ def test_cfg_with_text_null_and_negative_prompt():
 
 
 def test_score_prompts_extracts_features_once_and_matches_evaluate(monkeypatch):
+    from guidekit.checkpoints import load_evaluator
     from guidekit.data import load_dataset
     from guidekit.experiments.text_sweep import score_prompts
     from guidekit.metrics.evaluate import evaluate
-    from guidekit.metrics.evaluator import load_evaluator
     from guidekit.metrics.reference import reference
 
     data = load_dataset("samples")
@@ -363,9 +363,9 @@ def test_sweep_control_on_a_text_base_scores_hint_class_and_attribute(text_run, 
 
 
 def test_control_set_prompts_name_the_class_and_alternate_brightness_per_round(text_run):
+    from guidekit.checkpoints import load_model
     from guidekit.data import load_dataset
     from guidekit.experiments.control import control_set, with_prompts
-    from guidekit.training import load_model
 
     cset = with_prompts(control_set(load_dataset("samples"), [], 20, seed=0), load_model(text_run))
     assert cset.labels.tolist() == list(range(10)) * 2

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from guidekit import io
+from guidekit.checkpoints import complete_checkpoints
 from guidekit.data import load_dataset
 from guidekit.diffusion import NoiseSchedule
 from guidekit.models import UNetConfig
 from guidekit.training import TrainConfig, Trainer
 from guidekit.training.base import TrainingInterrupted
-from guidekit.training.runs import complete_checkpoints
 
 MICRO = dict(channels=8, norm_groups=4)
 CLI = [sys.executable, "-m", "guidekit.cli"]

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from guidekit import GuidekitError
+from guidekit.checkpoints import load_model, write_folder
 from guidekit.data import load_dataset
 from guidekit.diffusion import NoiseSchedule
 from guidekit.models import UNetConfig
-from guidekit.training import TrainConfig, Trainer, load_model, write_folder
+from guidekit.training import TrainConfig, Trainer
 from guidekit.training.trainer import batch_indices
 
 MICRO = dict(channels=8, norm_groups=4)

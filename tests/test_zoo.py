@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from guidekit import zoo
+from guidekit.checkpoints import load_classifier, load_controlnet, load_model
 from guidekit.cli import main
-from guidekit.models.classifier import load_classifier
-from guidekit.training import load_controlnet, load_model
 
 
 def test_registry_matches_the_shipped_folders():

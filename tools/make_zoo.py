@@ -9,8 +9,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from guidekit.training import load_model
-from guidekit.training.checkpoint import fingerprint, resolve_model_dir
+from guidekit.checkpoints import fingerprint, load_model, resolve_model_dir
 
 ZOO = Path(__file__).resolve().parents[1] / "src" / "guidekit" / "zoo" / "weights"
 

@@ -151,7 +151,7 @@ def add_device(p: argparse.ArgumentParser) -> None:
 
 def load_fast_model(path, args: argparse.Namespace, device: torch.device, **kwargs):
     """load_model(path, device, **kwargs) running through the command's --precision/--compile/--cuda-graphs."""
-    from guidekit.training import load_model
+    from guidekit.checkpoints import load_model
 
     model = load_model(path, device, **kwargs)
     model.fast = fast_of(args, device)

@@ -106,11 +106,11 @@ def pick_label(text: str | None, default: int | None, model) -> int:
 def run(args) -> None:
     import torch
 
+    from guidekit.checkpoints import load_controlnet
     from guidekit.diffusion import NULL
     from guidekit.experiments.control import condition_of, control_samples, controlled, extract_hints, hint_image
     from guidekit.images import labelled, save_png, to_pil
     from guidekit.io import atomic_folder, check_output
-    from guidekit.training import load_controlnet
 
     check_output(args.out, args.overwrite, "control")
     device = pick_device(args.device)

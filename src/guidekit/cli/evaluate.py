@@ -87,9 +87,10 @@ def run(args) -> None:
 
 
 def run_train_evaluator(args) -> None:
+    from guidekit.checkpoints import save_evaluator
     from guidekit.data import load_dataset
     from guidekit.io import check_output
-    from guidekit.metrics.evaluator import save_evaluator, train_evaluator
+    from guidekit.metrics.evaluator import train_evaluator
 
     check_output(args.out, overwrite=False)
     train = load_dataset("fashion-mnist", split="train", data_dir=args.data)

@@ -135,8 +135,8 @@ def with_controlnets(args, model, x0):
     """(model, cond): the model steered by --controlnet with hints extracted from x0 (Zhang et al. 2023)."""
     if not args.controlnet:
         return model, None
+    from guidekit.checkpoints import load_controlnet
     from guidekit.experiments.control import as_nets, condition_of, controlled, extract_hints, join_hints
-    from guidekit.training import load_controlnet
 
     nets = [load_controlnet(path, model.net) for path in args.controlnet]
     hints = [extract_hints(condition_of(n), x0, seed=args.seed) for n in nets]

@@ -15,8 +15,7 @@ CLI_FIELDS = ("image_size", "in_channels", "out_channels", "num_classes", "text_
 
 def saved_run(out: str) -> dict:
     """The newest checkpoint's config.json and state.json, for --resume."""
-    from guidekit.training.checkpoint import read_json
-    from guidekit.training.runs import newest_checkpoint
+    from guidekit.checkpoints import newest_checkpoint, read_json
 
     ckpt = newest_checkpoint(out)
     return {"config": read_json(ckpt / "config.json"), "state": read_json(ckpt / "state.json")}

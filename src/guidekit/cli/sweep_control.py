@@ -89,9 +89,9 @@ def _setup(args, model, nets):
 
 
 def run_scale(args) -> None:
+    from guidekit.checkpoints import load_controlnet
     from guidekit.experiments.control import run_control_sweep, score_keys
     from guidekit.metrics.evaluate import format_table
-    from guidekit.training import load_controlnet
 
     check(all(s >= 0 for s in args.scale), f"--scale values must be >= 0, got {args.scale}")
     device = pick_device(args.device)
@@ -108,7 +108,7 @@ def run_scale(args) -> None:
 
 def checkpoints_of(run_dir: str | Path) -> dict[int, Path]:
     """{step: folder} of a train-controlnet run's complete checkpoints."""
-    from guidekit.training.runs import complete_checkpoints
+    from guidekit.checkpoints import complete_checkpoints
 
     run_dir = Path(run_dir)
     check(run_dir.is_dir(), f"RUN_DIR {run_dir} is not a folder; pass the --out of 'guidekit train-controlnet'")
@@ -119,9 +119,9 @@ def checkpoints_of(run_dir: str | Path) -> dict[int, Path]:
 
 
 def run_curve(args) -> None:
+    from guidekit.checkpoints import load_controlnet
     from guidekit.experiments.control import run_control_curve, score_keys
     from guidekit.metrics.evaluate import format_table
-    from guidekit.training import load_controlnet
 
     device = pick_device(args.device)
     model = load_fast_model(args.base, args, device)

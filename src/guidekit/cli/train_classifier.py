@@ -69,7 +69,7 @@ def run(args) -> None:
         schedule = NoiseSchedule.from_config(saved["config"]["schedule"])
         like = None
         if args.like:
-            from guidekit.training import load_model
+            from guidekit.checkpoints import load_model
 
             like = load_model(args.like).schedule.to_config()
         keep_recorded(args.out, {"--preset": args.preset, "--pool": args.pool, "--schedule": args.schedule,
@@ -82,7 +82,7 @@ def run(args) -> None:
     else:
         opt = {k: NEW_RUN[k] if getattr(args, k) is None else getattr(args, k) for k in NEW_RUN}
         if args.like:
-            from guidekit.training import load_model
+            from guidekit.checkpoints import load_model
 
             schedule = load_model(args.like).schedule
         else:

@@ -46,12 +46,10 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
+    from guidekit.checkpoints import load_model, newest_checkpoint, read_json
     from guidekit.conditions import CONDITIONS, get_condition
     from guidekit.data import load_dataset
-    from guidekit.training import load_model
-    from guidekit.training.checkpoint import read_json
     from guidekit.training.controlnet_trainer import ControlNetTrainer, make_pairs
-    from guidekit.training.runs import newest_checkpoint
 
     base = load_model(args.base)
     overrides = {k: getattr(args, k) for k in DEFAULTS if getattr(args, k) is not None}

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from guidekit.checkpoints import LoadedControlNet, LoadedModel
 from guidekit.conditions import Condition, get_condition
 from guidekit.data.dataset import ImageDataset
 from guidekit.diffusion.denoiser import NULL
@@ -17,7 +18,6 @@ from guidekit.errors import GuidekitError, check
 from guidekit.experiments.generation import Guidance, SamplerSettings, sample_guided
 from guidekit.metrics.evaluate import METRICS, evaluate
 from guidekit.models.controlnet import ControlledUNet, ControlNet
-from guidekit.training.checkpoint import LoadedControlNet, LoadedModel
 
 
 def as_nets(controlnets) -> list[ControlNet]:

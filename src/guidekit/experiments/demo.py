@@ -70,7 +70,7 @@ class DemoContext:
 
     @cached_property
     def model(self):
-        from guidekit.training import load_model
+        from guidekit.checkpoints import load_model
 
         return load_model(BASE, self.device)
 
@@ -81,7 +81,7 @@ class DemoContext:
 
     def controlnet(self, name: str):
         """A zoo ControlNet, tied to the base model."""
-        from guidekit.training import load_controlnet
+        from guidekit.checkpoints import load_controlnet
 
         return load_controlnet(name, self.model.net)
 

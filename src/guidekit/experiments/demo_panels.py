@@ -323,12 +323,12 @@ def _snippet(ctx: DemoContext, index: int) -> str:
     s = ctx.settings
     data = (f"load_dataset('{ctx.dataset}', split='test'" + (f", data_dir={str(ctx.data_dir)!r})" if ctx.data_dir
                                                              else ")"))
-    return (f"from guidekit.data import load_dataset\n"
+    return (f"from guidekit.checkpoints import load_controlnet, load_model\n"
+            f"from guidekit.data import load_dataset\n"
             f"from guidekit.experiments.control import condition_of, controlled, extract_hints\n"
             f"from guidekit.experiments.generation import Guidance, SamplerSettings\n"
             f"from guidekit.experiments.repaint import inpaint_guided\n"
             f"from guidekit.masks import make_mask\n"
-            f"from guidekit.training import load_controlnet, load_model\n"
             f"import torch\n\n"
             f"model = load_model('{BASE}')\n"
             f"cn = load_controlnet('{CANNY}', model.net)\n"

@@ -6,10 +6,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from guidekit.checkpoints import LoadedModel
 from guidekit.errors import check
 from guidekit.guidance import ClassifierFreeGuidance, ClassifierGuidance, CleanClassifierGuidance, ClipX0
 from guidekit.sampling import generate
-from guidekit.training.checkpoint import LoadedModel
 
 
 @dataclass
@@ -91,12 +91,12 @@ def sample_guided(model: LoadedModel, labels: torch.Tensor, seeds: list[int], gu
 def load_guiding_classifier(path: str, model: LoadedModel, device, clean: bool = False) -> torch.nn.Module:
     """A noise-aware classifier folder (schedule checked against the model), or for clean=True an evaluator."""
     if clean:
-        from guidekit.metrics.evaluator import load_evaluator
+        from guidekit.checkpoints import load_evaluator
 
         net = load_evaluator(None if path == "evaluator" else path, device)
         net.class_names = getattr(net.config, "class_names", None)
         return net
-    from guidekit.models.classifier import load_classifier
+    from guidekit.checkpoints import load_classifier
 
     loaded = load_classifier(path, device)
     check(torch.allclose(loaded.schedule.alpha_bar_table, model.schedule.alpha_bar_table),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from guidekit.checkpoints import LoadedModel
 from guidekit.errors import check
 from guidekit.experiments.generation import Guidance, SamplerSettings, guided_denoiser
 from guidekit.sampling.repaint import inpaint
-from guidekit.training.checkpoint import LoadedModel
 
 
 def inpaint_guided(model: LoadedModel, x0: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, seeds: list[int],

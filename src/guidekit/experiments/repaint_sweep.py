@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from guidekit.checkpoints import LoadedModel
 from guidekit.errors import check
 from guidekit.experiments.generation import Guidance, SamplerSettings
 from guidekit.experiments.repaint import inpaint_guided, masked_errors
@@ -17,7 +18,6 @@ from guidekit.images import grid, labelled, save_png
 from guidekit.masks import MASK_KINDS, make_mask
 from guidekit.metrics.evaluate import evaluate
 from guidekit.sampling.repaint import expected_nfe
-from guidekit.training.checkpoint import LoadedModel
 
 FIELDS = ["mask", "r", "n", "known", "nfe", "l2", "psnr", "fid", "kid", "kid_std", "accuracy", "img_per_s", "seconds"]
 GRID_IMAGES = 3

@@ -7,6 +7,7 @@ from typing import Callable
 
 import torch
 
+from guidekit.checkpoints import LoadedModel
 from guidekit.data import ImageDataset
 from guidekit.diffusion import NULL
 from guidekit.errors import check
@@ -17,7 +18,6 @@ from guidekit.images import grid, labelled, save_png
 from guidekit.metrics.evaluate import evaluate, format_table
 from guidekit.sampling.sdedit import check_t0, sdedit
 from guidekit.sampling.steps import make_step
-from guidekit.training.checkpoint import LoadedModel
 
 FIELDS = ["t0", "n", "rmse", "l2", "fid", "kid", "kid_std", "is", "is_std", "accuracy", "precision", "recall",
           "img_per_s", "seconds"]

@@ -12,13 +12,13 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from guidekit.checkpoints import LoadedModel
 from guidekit.errors import check
-from guidekit.io import write_csv
 from guidekit.experiments.generation import Guidance, SamplerSettings, class_names, sample_guided
 from guidekit.experiments.plots import fid_vs_is, metrics_vs_w
 from guidekit.images import grid, labelled, save_png
+from guidekit.io import write_csv
 from guidekit.metrics.evaluate import evaluate, format_table
-from guidekit.training.checkpoint import LoadedModel
 
 FIELDS = ["w", "n", "fid", "kid", "kid_std", "is", "is_std", "accuracy", "precision", "recall", "img_per_s",
           "seconds"]

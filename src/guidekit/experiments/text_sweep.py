@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from guidekit.checkpoints import LoadedModel
 from guidekit.diffusion import NULL
 from guidekit.errors import check
 from guidekit.experiments.generation import Guidance, SamplerSettings, prompt_cond, sample_guided
@@ -15,7 +16,6 @@ from guidekit.metrics.evaluate import evaluate_features
 from guidekit.metrics.reference import extract
 from guidekit.text.attributes import ATTRIBUTES, Thresholds, adherence_of, measure
 from guidekit.text.captions import GROUPS, eval_prompts
-from guidekit.training.checkpoint import LoadedModel
 
 GROUP_KEYS = {g: g.replace("heldout-", "held_") for g in GROUPS}  # column suffixes: seen, held_phrase, held_combo
 FIELDS = (["w", "n", "fid", "is", "accuracy"] + [f"acc_{GROUP_KEYS[g]}" for g in GROUPS]

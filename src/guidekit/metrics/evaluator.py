@@ -1,153 +1,25 @@
-"""The Fashion-MNIST evaluator: a small CNN whose features feed FID/KID/P&R and whose probabilities feed IS/accuracy."""
+"""Training the Fashion-MNIST evaluator (guidekit eval train-evaluator): recipe, augmentation and accuracy.
+
+The network is guidekit.models.evaluator; its folders are read and written by guidekit.checkpoints.evaluator
+(re-exported here, where earlier versions defined them).
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
-import hashlib
-import json
 import math
-import os
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from guidekit.checkpoints.evaluator import FORMAT, SHIPPED, evaluator_id, load_evaluator, save_evaluator
 from guidekit.data.dataset import FASHION_MNIST_CLASSES, ImageDataset
-from guidekit.errors import GuidekitError, check, check_config_keys
-from guidekit.io import atomic_folder
+from guidekit.errors import check
+from guidekit.models.evaluator import HEADS, Evaluator, EvaluatorConfig
 
-FORMAT = "guidekit-evaluator/1"
-SHIPPED = Path(__file__).resolve().parent / "weights" / "fmnist-evaluator"
-HEADS = ("flatten", "average")
-PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
-
-
-@dataclass
-class EvaluatorConfig:
-    """Shape of an Evaluator; stored in config.json so the network can be rebuilt from its file."""
-
-    in_channels: int = 1  # image channels (1 for Fashion-MNIST)
-    image_size: int = 32  # square input size; the stride-2 stem and each stage but the last halve it
-    widths: tuple = (32, 64, 128)  # channels of each stage (stage 1 runs at image_size / 2)
-    depths: tuple = (1, 2, 2)  # conv-BN-ReLU blocks of each stage
-    feature_dim: int = 256  # width of the penultimate features (after BN + ReLU)
-    head: str = "flatten"  # flatten: last feature map -> linear -> features; average: 1x1 conv -> global average pool
-    mirror: bool = True  # in eval mode, average the features of the image and of its left-right mirror
-    num_classes: int = 10  # outputs of the linear classifier
-    class_names: tuple = tuple(FASHION_MNIST_CLASSES)  # one name per class
-
-    def __post_init__(self):
-        """Accept lists (e.g. from JSON) for the tuple fields."""
-        for k in ("widths", "depths", "class_names"):
-            if isinstance(getattr(self, k), list):
-                setattr(self, k, tuple(getattr(self, k)))
-
-    def to_dict(self) -> dict:
-        """JSON-serializable dict of every field (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> EvaluatorConfig:
-        """Rebuild and validate a config from to_dict() output; every field must be present."""
-        check_config_keys(cls, d)
-        return cls(**d).validate()
-
-    def validate(self) -> EvaluatorConfig:
-        """Raise GuidekitError naming the first bad field; return self when all are fine."""
-        def pos_int(v):
-            return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-        for k in ("in_channels", "image_size", "feature_dim", "num_classes"):
-            v = getattr(self, k)
-            check(pos_int(v), f"EvaluatorConfig.{k} must be a positive integer, got {v!r}")
-        check(isinstance(self.widths, tuple) and len(self.widths) >= 1 and all(pos_int(w) for w in self.widths),
-              f"EvaluatorConfig.widths must be a non-empty tuple of positive integers, got {self.widths!r}")
-        check(isinstance(self.depths, tuple) and len(self.depths) == len(self.widths)
-              and all(pos_int(d) for d in self.depths), f"EvaluatorConfig.depths must hold one positive integer "
-              f"per stage ({len(self.widths)} stages), got {self.depths!r}")
-        factor = 2 ** len(self.widths)
-        check(self.image_size % factor == 0, f"EvaluatorConfig.image_size={self.image_size} must be divisible by "
-                                             f"2**len(widths)={factor}; change image_size or use fewer stages")
-        check(isinstance(self.mirror, bool), f"EvaluatorConfig.mirror must be true or false, got {self.mirror!r}")
-        check(self.head in HEADS, f"EvaluatorConfig.head must be one of {HEADS}, got {self.head!r}")
-        check(isinstance(self.class_names, tuple) and len(self.class_names) == self.num_classes
-              and all(isinstance(n, str) for n in self.class_names),
-              f"EvaluatorConfig.class_names must hold num_classes={self.num_classes} strings, got {self.class_names!r}")
-        return self
-
-
-def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, padding: int = 1) -> nn.Sequential:
-    """Conv (no bias) → BatchNorm → ReLU."""
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
-
-
-class Evaluator(nn.Module):
-    """4x4 stride-2 stem, conv-BN-ReLU stages joined by max-pooling, a feature layer (config.head), a classifier."""
-
-    metric_tag = "FMNIST"  # a metrics.network.FeatureNetwork: metrics read FID-FMNIST, KID-FMNIST, IS-FMNIST
-    has_requested_classes = True  # its probabilities are over the Fashion-MNIST classes: accuracy is measured
-
-    def __init__(self, config: EvaluatorConfig | None = None):
-        super().__init__()
-        self.config = c = (config or EvaluatorConfig()).validate()
-        layers = [conv_bn_relu(c.in_channels, c.widths[0], kernel=4, stride=2, padding=1)]
-        cin = c.widths[0]
-        for i, (w, d) in enumerate(zip(c.widths, c.depths)):
-            if i > 0:
-                layers.append(nn.MaxPool2d(2))
-            for _ in range(d):
-                layers.append(conv_bn_relu(cin, w))
-                cin = w
-        if c.head == "average":
-            layers += [conv_bn_relu(cin, c.feature_dim, kernel=1, padding=0), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        else:
-            side = c.image_size // 2 ** len(c.widths)
-            layers += [nn.Flatten(), nn.Linear(cin * side * side, c.feature_dim, bias=False),
-                       nn.BatchNorm1d(c.feature_dim), nn.ReLU(inplace=True)]
-        self.body = nn.Sequential(*layers)
-        self.classifier = nn.Linear(c.feature_dim, c.num_classes)
-
-    def _check(self, x: torch.Tensor) -> torch.Tensor:
-        """Refuse anything but float (N, C, S, S) with the configured C and S; return x in channels-last layout."""
-        c = self.config
-        want = f"(N, {c.in_channels}, {c.image_size}, {c.image_size})"
-        check(isinstance(x, torch.Tensor) and x.ndim == 4 and tuple(x.shape[1:]) == (c.in_channels, c.image_size,
-              c.image_size), f"the evaluator needs images of shape {want} in [-1, 1], got "
-              f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}; pad or resize them to "
-              f"{c.image_size}x{c.image_size} (28x28 Fashion-MNIST: pad 2 px with -1)")
-        check(x.is_floating_point(), f"the evaluator needs float images in [-1, 1], got {x.dtype}; "
-                                     f"convert uint8 with x / 127.5 - 1")
-        p = next(self.parameters())
-        return x.to(p.device, p.dtype).contiguous(memory_format=torch.channels_last)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features (N, feature_dim), non-negative (after BN + ReLU; mirror-averaged in eval mode)."""
-        x = self._check(x)
-        if not (self.config.mirror and not self.training):
-            return self.body(x)
-        f = self.body(torch.cat([x, x.flip(3)]))
-        return (f[:len(x)] + f[len(x):]) / 2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits (N, num_classes)."""
-        return self.classifier(self.features(x))
-
-    def probs(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (N, num_classes): softmax of the logits."""
-        return self.forward(x).softmax(dim=1)
-
-    def features_and_probs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """features(x) and probs(x) from one pass over the network."""
-        f = self.features(x)
-        return f, self.classifier(f).softmax(dim=1)
+__all__ = ["FORMAT", "HEADS", "SHIPPED", "Evaluator", "EvaluatorConfig", "accuracy", "augment", "evaluator_id",
+           "load_evaluator", "save_evaluator", "train_evaluator"]
 
 
 @torch.no_grad()
@@ -285,78 +157,3 @@ def train_evaluator(train: ImageDataset, test: ImageDataset, epochs: int = 6, ba
     if curve:
         metrics["test_accuracy_per_pass"] = curve_acc + [result["accuracy"]]
     return model, metrics
-
-
-def _stored(v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A state-dict tensor as it is stored: floating tensors in dtype, others unchanged, contiguous on the CPU."""
-    v = v.detach().cpu()
-    return (v.to(dtype) if v.is_floating_point() else v).contiguous()
-
-
-def save_evaluator(model: Evaluator, folder: str | Path, metrics: dict | None = None, dtype: str | None = None,
-                   info: dict | None = None) -> Path:
-    """Write config.json (config, metrics, info) + model.safetensors into folder atomically; dtype float16|float32."""
-    metrics = dict(metrics or {})
-    dtype = dtype or metrics.get("weights_dtype", "float16")
-    check(dtype in ("float16", "float32"), f"save_evaluator: dtype must be 'float16' or 'float32', got {dtype!r}")
-    info = {"date": datetime.date.today().isoformat(), **(info or {})}
-    config = {"format": FORMAT, "evaluator": model.config.to_dict(), "weights_dtype": dtype,
-              "evaluator_id": evaluator_id(model), "metrics": metrics, **info}
-    tensors = {k: _stored(v, getattr(torch, dtype)) for k, v in model.state_dict().items()}
-    with atomic_folder(folder) as tmp:
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        save_file(tensors, str(tmp / "model.safetensors"))
-        for f, mode in ((tmp, 0o755), (tmp / "config.json", 0o644), (tmp / "model.safetensors", 0o644)):
-            os.chmod(f, mode)  # readable by all, like any installed file (the temp folder starts private)
-    return Path(folder)
-
-
-def load_evaluator(path: str | Path | None = None, device: torch.device | str = "cpu") -> Evaluator:
-    """Load an evaluator folder (config.json + model.safetensors; None: the shipped one) in eval mode, float32."""
-    folder = SHIPPED if path is None else Path(path)
-    check(folder.suffix.lower() not in PICKLE_SUFFIXES or folder.is_dir(),
-          f"{folder} looks like a pickled checkpoint ({folder.suffix}); guidekit loads only config.json + "
-          f"model.safetensors folders because unpickling can run arbitrary code")
-    if folder.is_file() and folder.suffix == ".safetensors":
-        folder = folder.parent
-    fix = "re-install guidekit" if path is None else "pass a folder written by save_evaluator / train-evaluator"
-    check(folder.is_dir(), f"evaluator not found: {folder}; {fix}")
-    for name in ("config.json", "model.safetensors"):
-        check((folder / name).is_file(), f"{folder / name} is missing; {fix}")
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise GuidekitError(f"cannot read {folder / 'config.json'}: {e}; the folder is corrupt; {fix}") from e
-    check(isinstance(config, dict) and config.get("format") == FORMAT, f"{folder / 'config.json'} is not a guidekit "
-          f"evaluator config (format {FORMAT!r} expected); {fix}")
-    try:
-        model = Evaluator(EvaluatorConfig.from_dict(config.get("evaluator")))
-    except GuidekitError as e:
-        raise GuidekitError(f"{folder / 'config.json'}: {e}") from e
-    file = folder / "model.safetensors"
-    try:
-        weights = load_file(str(file))
-    except (OSError, SafetensorError, ValueError) as e:
-        raise GuidekitError(f"cannot read {file}: {e}; the file is corrupt or not safetensors; {fix}") from e
-    expected = model.state_dict()
-    problems = [f"{k}: file {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
-                for k, v in expected.items() if k in weights and weights[k].shape != v.shape]
-    problems += [f"missing {k}" for k in expected if k not in weights]
-    problems += [f"unexpected {k}" for k in weights if k not in expected]
-    problems += [f"{k} is stored as {v.dtype}, not a float type" for k, v in weights.items()
-                 if k in expected and expected[k].is_floating_point() and not v.is_floating_point()]
-    problems += [f"{k} holds NaN/inf" for k, v in weights.items() if v.is_floating_point() and not v.isfinite().all()]
-    check(not problems, f"{file} does not match {folder / 'config.json'} ({len(problems)} problem(s)): "
-                        + "; ".join(problems[:10]) + ("; ..." if len(problems) > 10 else ""))
-    model.load_state_dict({k: v.to(expected[k].dtype).contiguous() for k, v in weights.items()})
-    return model.to(device, memory_format=torch.channels_last).eval()
-
-
-def evaluator_id(model: Evaluator) -> str:
-    """12 hex digits of SHA-256 of the config and the float16-rounded weights (equal before save and after load)."""
-    h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
-    for k, v in sorted(model.state_dict().items()):
-        v = _stored(v, torch.float16)
-        h.update(f"{k}:{v.dtype}:{tuple(v.shape)}".encode())
-        h.update(v.numpy().tobytes())
-    return h.hexdigest()[:12]

@@ -14,7 +14,7 @@ from guidekit.errors import check
 class FeatureNetwork(Protocol):
     """What evaluation needs: [-1, 1] images → (features, probabilities), a metric label and whether accuracy applies.
 
-    Implemented by metrics.evaluator.Evaluator (metric_tag "FMNIST", probabilities over the Fashion-MNIST classes)
+    Implemented by models.evaluator.Evaluator (metric_tag "FMNIST", probabilities over the Fashion-MNIST classes)
     and metrics.inception.InceptionV3 (metric_tag "Inception", 1008 ImageNet-graph outputs: no class accuracy).
     """
 
@@ -35,14 +35,15 @@ def load_network(evaluator: str | Path | None = None, inception_weights: str | P
         from guidekit.metrics.inception import load_inception
 
         return load_inception(inception_weights, device)
-    from guidekit.metrics.evaluator import load_evaluator
+    from guidekit.checkpoints import load_evaluator
 
     return load_evaluator(evaluator, device)
 
 
 def network_id(net: FeatureNetwork) -> str:
     """The id that keys a network's cached reference features (evaluator_id, or inception-<hash of the weights>)."""
-    from guidekit.metrics.evaluator import Evaluator, evaluator_id
+    from guidekit.checkpoints import evaluator_id
+    from guidekit.models.evaluator import Evaluator
 
     if isinstance(net, Evaluator):
         return evaluator_id(net)

@@ -1,24 +1,22 @@
 """Noise-aware classifier p_φ(y | x_t, t) for classifier guidance (Dhariwal & Nichol 2021).
 
 The network is the encoder half of guidekit's UNet (time embedding, conv_in, down levels, middle block),
-conditioned on the timestep only, followed by GroupNorm-SiLU, global pooling and a linear head.
+conditioned on the timestep only, followed by GroupNorm-SiLU, global pooling and a linear head. Its folders
+(config.json + model.safetensors) are read and written by guidekit.checkpoints.classifier.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import check, check_config_keys
 from guidekit.models.layers import zero_
 from guidekit.models.unet import UNet, UNetConfig, check_x_and_t
 
-FORMAT = "guidekit-classifier/1"
 POOLS = ("attention", "avg")
 
 
@@ -184,61 +182,3 @@ class NoisyClassifier(nn.Module):
               f"t must lie in [-1, {T}) (the schedule's timesteps), got {t.min().item()}..{t.max().item()}")
         return t
 
-
-# ---- model folders: config.json ("guidekit-classifier/1") + model.safetensors ----
-
-@dataclass
-class LoadedClassifier:
-    """A NoisyClassifier with the noise schedule it was trained on and its class names."""
-
-    net: NoisyClassifier
-    schedule: NoiseSchedule
-    class_names: list[str] | None
-    path: Path
-
-
-def classifier_files(net: NoisyClassifier, schedule: NoiseSchedule, class_names: list[str] | None = None,
-                     weights: dict[str, torch.Tensor] | None = None) -> dict:
-    """The files of a classifier folder: config.json and model.safetensors (weights default to net's)."""
-    check(isinstance(net, NoisyClassifier), f"classifier_files needs a NoisyClassifier, got {type(net).__name__}")
-    check(isinstance(schedule, NoiseSchedule), f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
-    T = net.config.num_train_timesteps
-    check(schedule.num_timesteps == T, f"the schedule has {schedule.num_timesteps} timesteps but the classifier "
-                                       f"was built for num_train_timesteps={T}; use matching values")
-    if class_names is not None:
-        check(len(class_names) == net.config.num_classes,
-              f"{len(class_names)} class names for a classifier with {net.config.num_classes} classes")
-    config = {"format": FORMAT, "classifier": net.config.to_dict(), "schedule": schedule.to_config(),
-              "class_names": None if class_names is None else list(class_names)}
-    return {"config.json": config, "model.safetensors": net.state_dict() if weights is None else weights}
-
-
-def save_classifier(net: NoisyClassifier, dest: str | Path, schedule: NoiseSchedule,
-                    class_names: list[str] | None = None) -> Path:
-    """Write net as a classifier folder (config.json + model.safetensors) atomically; return its path."""
-    from guidekit.training.checkpoint import write_folder  # lazy: guidekit.training imports the trainers
-
-    return write_folder(Path(dest), classifier_files(net, schedule, class_names))
-
-
-def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> LoadedClassifier:
-    """Load a classifier folder, or a classifier training run (its model/ export), onto device in eval mode."""
-    from guidekit.training.checkpoint import load_weights, read_json, read_tensors, resolve_model_dir
-
-    folder = resolve_model_dir(path)  # refuses pickles
-    config = read_json(folder / "config.json")
-    fmt = config.get("format")
-    check(fmt == FORMAT, f"{folder / 'config.json'} has format {fmt!r}, expected {FORMAT!r}: "
-                         + ("that is a diffusion model; pass a classifier trained with ClassifierTrainer"
-                            if fmt == "guidekit-unet/1" else "not a guidekit classifier folder"))
-    check(isinstance(config.get("classifier"), dict) and isinstance(config.get("schedule"), dict),
-          f"{folder / 'config.json'} lacks its 'classifier' or 'schedule' section")
-    net = NoisyClassifier(ClassifierConfig.from_dict(config["classifier"]))
-    file = folder / "model.safetensors"
-    check(file.exists(), f"{file} is missing; the classifier folder is incomplete")
-    load_weights(net, read_tensors(file), file)
-    schedule = NoiseSchedule.from_config(config["schedule"])
-    names = config.get("class_names")
-    check(names is None or (isinstance(names, list) and len(names) == net.config.num_classes),
-          f"{folder / 'config.json'}: class_names must list {net.config.num_classes} names, got {names!r}")
-    return LoadedClassifier(net.to(device).eval(), schedule, names, folder)

@@ -38,7 +38,7 @@ def backbone_kind(net) -> str:
     from guidekit.models.diffusers_unet import DiffusersUNet  # no diffusers import needed for this check
 
     check(isinstance(net, DiffusersUNet), f"need a guidekit UNet or a DiffusersUNet (a diffusers UNet2DModel "
-                                          f"loaded by guidekit.training.load_model), got {type(net).__name__}")
+                                          f"loaded by guidekit.checkpoints.load_model), got {type(net).__name__}")
     return "diffusers"
 
 

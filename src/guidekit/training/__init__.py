@@ -1,8 +1,7 @@
-"""Training (accelerate), EMA and atomic safetensors checkpoints."""
+"""Training (accelerate) and EMA; the model-folder loaders live in guidekit.checkpoints (re-exported here)."""
 
-from guidekit.training.checkpoint import (LoadedControlNet, LoadedModel, load_controlnet, load_model,
-                                         resolve_model_dir, save_controlnet, write_folder)
-from guidekit.training.diffusers_folder import load_diffusers_model
+from guidekit.checkpoints import (LoadedControlNet, LoadedModel, load_controlnet, load_diffusers_model, load_model,
+                                  resolve_model_dir, save_controlnet, write_folder)
 from guidekit.training.controlnet_trainer import ControlNetTrainConfig, ControlNetTrainer
 from guidekit.training.trainer import TrainConfig, Trainer
 

@@ -30,13 +30,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from guidekit.checkpoints.files import load_weights, read_json, read_tensors, write_folder
+from guidekit.checkpoints.runs import complete_checkpoints, newest_checkpoint, recover_run
 from guidekit.errors import GuidekitError, check
 from guidekit.fast import COMPILE_MODES, cudnn_benchmark
 from guidekit.io import atomic_folder, write_csv
-from guidekit.training.checkpoint import load_weights, read_json, read_tensors, write_folder
 from guidekit.training.ema import EMA
-from guidekit.training.runs import (complete_checkpoints, newest_checkpoint, prune, recover_run, refuse_existing,
-                                    warmup_lr)
+from guidekit.training.runs import prune, refuse_existing, warmup_lr
 from guidekit.training.state import flatten_optimizer, unflatten_optimizer
 
 LOG_FIELDS = ["step", "loss", "lr", "grad_norm", "img_per_s", "elapsed_s"]

@@ -22,11 +22,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from guidekit.checkpoints.classifier import classifier_files
 from guidekit.data.dataset import ImageDataset
 from guidekit.diffusion.parameterization import q_sample
 from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import check
-from guidekit.models.classifier import ClassifierConfig, NoisyClassifier, classifier_files
+from guidekit.models.classifier import ClassifierConfig, NoisyClassifier
 from guidekit.training.base import BaseTrainer, _step_generator, batch_indices
 
 

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from guidekit.checkpoints.controlnet import controlnet_files, fingerprint
 from guidekit.data.dataset import ImageDataset
 from guidekit.diffusion.parameterization import q_sample, target
 from guidekit.diffusion.schedule import NoiseSchedule
@@ -23,7 +24,6 @@ from guidekit.errors import check
 from guidekit.models.controlnet import ControlledUNet, ControlNet, backbone_kind
 from guidekit.training.base import BaseTrainer, _step_generator, batch_indices
 from guidekit.training.batch import DeviceImages, caption_embeddings, draw_noise, to_device
-from guidekit.training.checkpoint import controlnet_files, fingerprint
 from guidekit.training.trainer import TrainConfig
 
 

@@ -1,4 +1,5 @@
-"""Run folders shared by every trainer: OUT/checkpoints/step-N, the newest complete one, pruning, warm-up."""
+"""The write side of run folders shared by every trainer: refusing an earlier run's folder, pruning, warm-up.
+The read side (complete checkpoints, the newest, recovery) is guidekit.checkpoints.runs, re-exported here."""
 
 from __future__ import annotations
 
@@ -7,41 +8,12 @@ import os
 import shutil
 from pathlib import Path
 
+from guidekit.checkpoints.runs import LEGACY_FILES, complete_checkpoints, is_complete, newest_checkpoint, recover_run
 from guidekit.errors import check
-from guidekit.io import LEFTOVER, recover_leftovers, slow_point
+from guidekit.io import LEFTOVER, slow_point
 
-# what a checkpoint written before state.json listed its files must hold
-LEGACY_FILES = ("state.json", "config.json", "model.safetensors", "optimizer.safetensors")
-
-
-def is_complete(ckpt: Path) -> bool:
-    """Whether a checkpoint folder holds a readable state.json and every file it lists."""
-    try:
-        state = json.loads((ckpt / "state.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    files = state.get("files", LEGACY_FILES) if isinstance(state, dict) else None
-    return isinstance(files, (list, tuple)) and all((ckpt / str(name)).is_file() for name in files)
-
-
-def complete_checkpoints(out: str | Path) -> list[Path]:
-    """OUT/checkpoints/step-* folders that hold every file they should (see is_complete), oldest first."""
-    folder = Path(out) / "checkpoints"
-    return [c for c in sorted(folder.glob("step-*")) if is_complete(c)] if folder.is_dir() else []
-
-
-def recover_run(out: str | Path) -> list[Path]:
-    """Clean up after a killed save: restore folders moved aside, delete stale temp folders (see guidekit.io)."""
-    return recover_leftovers(Path(out) / "checkpoints") + recover_leftovers(out)
-
-
-def newest_checkpoint(out: str | Path) -> Path:
-    """The checkpoint --resume continues from (after recover_run), or an error saying there is none."""
-    recover_run(out)
-    ckpts = complete_checkpoints(out)
-    check(bool(ckpts), f"--resume: no checkpoint found under {Path(out) / 'checkpoints'}; "
-                       f"drop --resume to start a new run")
-    return ckpts[-1]
+__all__ = ["LEGACY_FILES", "complete_checkpoints", "is_complete", "newest_checkpoint", "recover_run", "refuse_existing",
+           "prune", "warmup_lr"]
 
 
 def refuse_existing(out: str | Path, export: str = "model") -> None:

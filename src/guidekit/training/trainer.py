@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from guidekit.checkpoints.model import model_files
 from guidekit.data.dataset import ImageDataset
 from guidekit.diffusion.parameterization import q_sample, target
 from guidekit.diffusion.schedule import NoiseSchedule
@@ -15,7 +16,6 @@ from guidekit.errors import check
 from guidekit.models.unet import UNet, UNetConfig
 from guidekit.training.base import BaseTrainer, _step_generator, batch_indices
 from guidekit.training.batch import DeviceImages, caption_embeddings, draw_noise, to_device
-from guidekit.training.checkpoint import model_files
 
 
 @dataclass

@@ -88,14 +88,14 @@ def _stamp(name: str) -> tuple:
 
 def load_model(name: str, device="cpu"):
     """A zoo model or local model folder (cached)."""
-    from guidekit.training import load_model as load
+    from guidekit.checkpoints import load_model as load
 
     return _cached(("model", *_stamp(name), str(device)), lambda: load(name.strip(), device))
 
 
 def load_controlnet(name: str, model, device="cpu"):
     """A ControlNet for the loaded model (cached; refused if trained on another base)."""
-    from guidekit.training import load_controlnet as load
+    from guidekit.checkpoints import load_controlnet as load
 
     key = ("controlnet", *_stamp(name), *_stamp(str(model.path)), str(device))
     return _cached(key, lambda: load(name.strip(), model.net))

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
+from guidekit.checkpoints.files import PICKLE_SUFFIXES, read_json
+from guidekit.checkpoints.model import LoadedModel
 from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import GuidekitError, check
-from guidekit.training.checkpoint import PICKLE_SUFFIXES, LoadedModel, read_json
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 OPTIONS = "guidekit.json"
