@@ -60,10 +60,24 @@ assert "guidekit.training" not in sys.modules
 print("isolated")
 """
 
+# The whole command line, parser included: its training commands show their settings' defaults from the light
+# guidekit.training.config, and nothing else of training (no trainer, no accelerate) loads for an inference command.
+COMMAND = r"""
+import sys, tempfile
+from guidekit.cli import main
+out = tempfile.mkdtemp() + "/out"
+assert main(["sample", "fmnist-cfg", "--class", "0", "--n", "1", "--steps", "1", "--no-progress", "--out", out]) == 0
+loaded = sorted(m for m in sys.modules if m.startswith("guidekit.training"))
+assert loaded == ["guidekit.training", "guidekit.training.config"] and "accelerate" not in sys.modules, loaded
+print("isolated")
+"""
 
-def test_inference_never_imports_training():
-    """Loaders, CLI inference commands, metrics, experiments and the UI (each method run once) in a fresh process."""
-    done = subprocess.run([sys.executable, "-c", ISOLATED], capture_output=True, text=True, timeout=600)
+
+@pytest.mark.parametrize("script", [ISOLATED, COMMAND], ids=["modules", "command-line"])
+def test_inference_never_imports_training(script):
+    """Loaders, CLI inference commands, metrics, experiments and the UI (each method run once), and `guidekit sample`
+    through the whole parser, in a fresh process."""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and "isolated" in done.stdout, done.stderr[-4000:]
 
 

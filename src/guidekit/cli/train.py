@@ -8,7 +8,7 @@ from guidekit.cli.common import (HelpFormatter, add_data_arg, add_run_args, defa
                                  positive_float, positive_int, seed_int, train_compile_mode)
 from guidekit.cli.resume import data_source, keep_recorded, preset_of, saved_run
 from guidekit.errors import check
-from guidekit.training.trainer import TrainConfig
+from guidekit.training.config import TrainConfig
 
 DEFAULTS = defaults_of(TrainConfig, ("steps", "batch_size", "lr", "warmup", "p_uncond", "ema_decay", "grad_clip",
                                      "save_every", "log_every", "keep", "seed"))

@@ -8,7 +8,7 @@ from guidekit.cli.common import (HelpFormatter, add_data_arg, add_train_compile_
                                  nonneg_int, positive_float, positive_int, seed_int, train_compile_mode)
 from guidekit.cli.resume import data_source, keep_recorded, preset_of, saved_run
 from guidekit.errors import check
-from guidekit.training.classifier_trainer import ClassifierTrainConfig
+from guidekit.training.config import ClassifierTrainConfig
 
 DEFAULTS = defaults_of(ClassifierTrainConfig, ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip",
                                                "ema_decay", "seed", "save_every", "log_every", "keep"))

@@ -6,7 +6,7 @@ from guidekit.cli.common import (HelpFormatter, add_data_arg, add_run_args, defa
                                  positive_float, positive_int, seed_int, train_compile_mode)
 from guidekit.cli.resume import data_source
 from guidekit.errors import check
-from guidekit.training.controlnet_trainer import ControlNetTrainConfig
+from guidekit.training.config import ControlNetTrainConfig
 
 DEFAULTS = defaults_of(ControlNetTrainConfig, ("steps", "batch_size", "lr", "warmup", "p_uncond", "p_drop_hint",
                                                "ema_decay", "grad_clip", "save_every", "log_every", "keep", "seed"))

@@ -16,7 +16,6 @@ that falls while the training loss keeps dropping means over-fitting.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,46 +28,7 @@ from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import check
 from guidekit.models.classifier import ClassifierConfig, NoisyClassifier
 from guidekit.training.base import BaseTrainer, _step_generator, batch_indices
-
-
-@dataclass
-class ClassifierTrainConfig:
-    """Optimization settings of one classifier run; saved in every checkpoint."""
-
-    steps: int = 10_000  # optimizer steps in total
-    batch_size: int = 128  # global batch (split across processes)
-    lr: float = 3e-4  # AdamW peak learning rate
-    weight_decay: float = 0.05  # AdamW weight decay
-    warmup: int = 200  # linear learning-rate warm-up steps
-    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
-    ema_decay: float = 0.0  # 0 = no EMA (the raw weights are exported); else EMA decay of the exported weights
-    seed: int = 0  # seeds data order, t and ε of every step (and the held-out evaluation draws)
-    save_every: int = 1000  # checkpoint interval in steps (and at the end)
-    log_every: int = 100  # CSV log / accuracy interval in steps
-    keep: int = 2  # checkpoints kept on disk (newest)
-    buckets: int = 4  # noise-level buckets of the accuracy report
-    eval_size: int = 256  # held-out images evaluated in every bucket at each log step (with an eval_dataset)
-    max_bad_steps: int = 10  # abort after this many consecutive non-finite losses
-
-    def validate(self) -> "ClassifierTrainConfig":
-        """Raise GuidekitError naming the first bad field; return self when all are fine."""
-        for name in ("steps", "batch_size", "save_every", "log_every", "keep", "buckets", "eval_size",
-                     "max_bad_steps"):
-            v = getattr(self, name)
-            check(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-                  f"{name} must be an integer >= 1, got {v!r}")
-        for name in ("warmup", "seed"):
-            v = getattr(self, name)
-            check(isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-                  f"{name} must be an integer >= 0, got {v!r}")
-        check(isinstance(self.lr, (int, float)) and self.lr > 0, f"lr must be > 0, got {self.lr!r}")
-        check(isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0,
-              f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        check(isinstance(self.grad_clip, (int, float)) and self.grad_clip >= 0,
-              f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip!r}")
-        check(isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1,
-              f"ema_decay must lie in [0, 1) (0 = no EMA), got {self.ema_decay!r}")
-        return self
+from guidekit.training.config import ClassifierTrainConfig
 
 
 def bucket_edges(num_timesteps: int, buckets: int) -> list[int]:

@@ -9,7 +9,6 @@ every checkpoint verifies that the base weights are unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,24 +23,7 @@ from guidekit.errors import check
 from guidekit.models.controlnet import ControlledUNet, ControlNet, backbone_kind
 from guidekit.training.base import BaseTrainer, _step_generator, batch_indices
 from guidekit.training.batch import DeviceImages, caption_embeddings, draw_noise, to_device
-from guidekit.training.trainer import TrainConfig
-
-
-@dataclass
-class ControlNetTrainConfig(TrainConfig):
-    """Optimization settings of one ControlNet run; saved in every checkpoint."""
-
-    steps: int = 5_000  # optimizer steps in total
-    batch_size: int = 64  # global batch (split across processes)
-    lr: float = 1e-4  # AdamW peak learning rate
-    warmup: int = 100  # linear learning-rate warm-up steps
-    ema_decay: float = 0.999  # EMA decay of the exported ControlNet weights
-    p_drop_hint: float = 0.0  # probability of replacing a hint by zeros
-
-    def validate(self) -> "ControlNetTrainConfig":
-        super().validate()
-        check(0 <= self.p_drop_hint < 1, f"p_drop_hint must lie in [0, 1), got {self.p_drop_hint}")
-        return self
+from guidekit.training.config import ControlNetTrainConfig
 
 
 def make_pairs(dataset: ImageDataset, condition: Callable, n: int, seed: int = 0,

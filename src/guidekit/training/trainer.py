@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,36 +15,7 @@ from guidekit.errors import check
 from guidekit.models.unet import UNet, UNetConfig
 from guidekit.training.base import BaseTrainer, _step_generator, batch_indices
 from guidekit.training.batch import DeviceImages, caption_embeddings, draw_noise, to_device
-
-
-@dataclass
-class TrainConfig:
-    """Optimization settings of one run; saved in every checkpoint."""
-
-    steps: int = 20_000  # optimizer steps in total
-    batch_size: int = 128  # global batch (split across processes)
-    lr: float = 2e-4  # AdamW peak learning rate
-    warmup: int = 500  # linear learning-rate warm-up steps
-    weight_decay: float = 0.0  # AdamW weight decay
-    p_uncond: float = 0.1  # probability of replacing the label by ∅ (CFG training); ignored if unconditional
-    ema_decay: float = 0.9999  # EMA decay (with warm-up), the weights exported as the model
-    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
-    save_every: int = 1000  # checkpoint interval in steps (and at the end)
-    log_every: int = 50  # CSV log interval in steps
-    keep: int = 2  # checkpoints kept on disk (newest)
-    seed: int = 0  # seeds data order, t, ε and dropout of every step
-    max_bad_steps: int = 10  # abort after this many consecutive non-finite losses
-
-    def validate(self) -> "TrainConfig":
-        for name in ("steps", "batch_size", "save_every", "log_every", "keep", "max_bad_steps"):
-            v = getattr(self, name)
-            check(isinstance(v, int) and v >= 1, f"{name} must be an integer >= 1, got {v!r}")
-        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        check(0 <= self.p_uncond < 1, f"p_uncond must lie in [0, 1), got {self.p_uncond}")
-        check(0 <= self.ema_decay < 1, f"ema_decay must lie in [0, 1), got {self.ema_decay}")
-        check(self.warmup >= 0 and self.grad_clip >= 0 and self.seed >= 0 and self.weight_decay >= 0,
-              "warmup, grad_clip, weight_decay and seed must be >= 0")
-        return self
+from guidekit.training.config import TrainConfig
 
 
 class Trainer(BaseTrainer):
