@@ -20,8 +20,8 @@ from torch.overrides import TorchFunctionMode
 from guidekit.checkpoints import load_model
 from guidekit.data import load_dataset
 from guidekit.diffusion import NULL
-from guidekit.experiments.generation import Guidance, SamplerSettings, sample_guided
-from guidekit.experiments.repaint import inpaint_guided, masked_errors
+from guidekit.pipelines import Guidance, SamplerSettings, sample_guided
+from guidekit.pipelines import inpaint_guided, masked_errors
 from guidekit.fast import Fast
 from guidekit.masks import make_mask
 from guidekit.metrics.evaluate import evaluate

@@ -12,8 +12,8 @@ import torch
 from guidekit.checkpoints import load_model
 from guidekit.data import load_dataset
 from guidekit.diffusion import NULL
-from guidekit.experiments.generation import Guidance, SamplerSettings
-from guidekit.experiments.repaint import inpaint_guided, masked_errors
+from guidekit.pipelines import Guidance, SamplerSettings
+from guidekit.pipelines import inpaint_guided, masked_errors
 from guidekit.masks import make_mask
 from guidekit.metrics.evaluate import evaluate
 from guidekit.metrics.network import load_network, network_id

@@ -44,7 +44,7 @@ ck.load_controlnet("fmnist-canny", model.net)
 ck.load_classifier("fmnist-classifier")
 from guidekit.metrics.network import load_network, network_id
 assert network_id(load_network()) == ck.evaluator_id(ck.load_evaluator())
-from guidekit.experiments.generation import load_guiding_classifier
+from guidekit.pipelines import load_guiding_classifier
 load_guiding_classifier("evaluator", model, "cpu", clean=True)
 from guidekit.ui import service
 import numpy as np

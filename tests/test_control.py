@@ -108,8 +108,8 @@ def test_two_controlnets_condition_images_per_net_scales(files, tmp_path):
 
 
 def test_scale_zero_is_exactly_the_base_model(files, tmp_path):
-    from guidekit.experiments.control import control_samples
-    from guidekit.experiments.generation import Guidance, SamplerSettings, sample_guided
+    from guidekit.pipelines import control_samples
+    from guidekit.pipelines import Guidance, SamplerSettings, sample_guided
 
     model = load_model(files["model"])
     nets = [load_controlnet(files["canny"], model.net)]
@@ -204,7 +204,7 @@ def test_sweep_control_curve_over_checkpoints(files, tmp_path, monkeypatch):
 def test_evaluate_control_on_balanced_test_images(files):
     from guidekit.conditions import get_condition
     from guidekit.experiments.control import control_set, evaluate_control
-    from guidekit.experiments.generation import SamplerSettings
+    from guidekit.pipelines import SamplerSettings
     from guidekit.metrics.network import load_network, network_id
     from guidekit.metrics.reference import reference
 
@@ -226,12 +226,17 @@ def test_base_null_samples_at_the_null_class(monkeypatch):
     import torch
 
     from guidekit.diffusion.denoiser import NULL
-    from guidekit.experiments.control import model_labels
+    from guidekit.pipelines import network_labels
 
-    class M:  # a class-conditional model as model_labels sees it
+    from guidekit.pipelines import Guidance
+
+    class M:  # a class-conditional model as network_labels sees it
         class net:
             class config:
                 num_classes = 10
     labels = torch.tensor([0, 3, 9])
-    assert torch.equal(model_labels(M, labels), labels)
-    assert (model_labels(M, labels, base_null=True) == NULL).all()
+    assert torch.equal(network_labels(M, labels, Guidance()), labels)
+    assert (network_labels(M, labels, Guidance(base_null=True)) == NULL).all()
+    assert torch.equal(network_labels(M, labels, Guidance(base_null=True, classifier=torch.nn.Identity())), labels)
+    M.net.config.num_classes = 0  # unconditional: ∅, unless a classifier reads the labels
+    assert (network_labels(M, labels, Guidance()) == NULL).all()

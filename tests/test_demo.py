@@ -15,7 +15,7 @@ from PIL import Image
 from guidekit.cli import main
 from guidekit.conditions import get_condition
 from guidekit.data import idx
-from guidekit.experiments.repaint import masked_errors
+from guidekit.pipelines import masked_errors
 
 HEADINGS = ["1. Classifier-free guidance", "2. Classifier guidance", "3. ControlNet", "4. SDEdit", "5. RePaint",
             "6. All at once: RePaint + CFG + ControlNet"]

@@ -162,23 +162,23 @@ def model():
 
 def _oom(monkeypatch):
     """sample_guided runs out of GPU memory."""
-    import guidekit.experiments.generation as generation
+    import guidekit.pipelines as pipelines
 
     def boom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB")
 
-    monkeypatch.setattr(generation, "sample_guided", boom)
+    monkeypatch.setattr(pipelines, "sample_guided", boom)
 
 
 def _cpu_alloc(monkeypatch):
     """sample_guided hits the CPU allocator's limit."""
-    import guidekit.experiments.generation as generation
+    import guidekit.pipelines as pipelines
 
     def boom(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory: you tried "
                            "to allocate 81920000000 bytes.")
 
-    monkeypatch.setattr(generation, "sample_guided", boom)
+    monkeypatch.setattr(pipelines, "sample_guided", boom)
 
 
 S = ["sample", "fmnist-cfg", "--no-progress"]
@@ -441,7 +441,7 @@ def _mask_nan():
 def _sample_nan_net(f, model):
     """Sample a freshly loaded model after writing a NaN into one of its weights."""
     from guidekit.checkpoints import load_model
-    from guidekit.experiments.generation import Guidance, SamplerSettings, sample_guided
+    from guidekit.pipelines import Guidance, SamplerSettings, sample_guided
 
     broken = load_model("fmnist-cfg")
     with torch.no_grad():
@@ -451,15 +451,15 @@ def _sample_nan_net(f, model):
 
 def _inpaint_nan(f, model):
     """RePaint an image holding a NaN."""
-    from guidekit.experiments.generation import Guidance, SamplerSettings
-    from guidekit.experiments.repaint import inpaint_guided
+    from guidekit.pipelines import Guidance, SamplerSettings
+    from guidekit.pipelines import inpaint_guided
 
     inpaint_guided(model, _nan_like((1, *IMAGE)), _half_mask(), torch.tensor([1]), [0], Guidance(),
                    SamplerSettings(steps=2), 1, 1)
 
 
 def _class_prompt_cond(M, labels):
-    from guidekit.experiments.generation import class_prompt_cond
+    from guidekit.pipelines import class_prompt_cond
 
     return class_prompt_cond(M, labels)
 

@@ -397,16 +397,13 @@ def _stub(images_at: int, returns_nfe: bool = False):
 @contextlib.contextmanager
 def _stubbed_sampling():
     """Replace the four sampling entry points of the commands by _stub, so a fuzzed command never samples."""
-    import guidekit.experiments.control as control
-    import guidekit.experiments.generation as generation
-    import guidekit.experiments.repaint as repaint
-    import guidekit.experiments.sdedit as sdedit
+    import guidekit.pipelines as pipelines
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(generation, "sample_guided", _stub(2))
-        mp.setattr(repaint, "inpaint_guided", _stub(4, returns_nfe=True))
-        mp.setattr(sdedit, "edit_guided", _stub(3))
-        mp.setattr(control, "control_samples", _stub(4))
+    with pytest.MonkeyPatch.context() as mp:  # the commands look the pipelines up in guidekit.pipelines
+        mp.setattr(pipelines, "sample_guided", _stub(2))
+        mp.setattr(pipelines, "inpaint_guided", _stub(4, returns_nfe=True))
+        mp.setattr(pipelines, "edit_guided", _stub(3))
+        mp.setattr(pipelines, "control_samples", _stub(4))
         yield
 
 

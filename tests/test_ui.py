@@ -59,10 +59,10 @@ def test_repaint_keeps_the_known_pixels():
 
 def test_the_service_matches_the_experiments_functions():
     from guidekit.checkpoints import load_controlnet, load_model
-    from guidekit.experiments.control import control_samples
-    from guidekit.experiments.generation import Guidance, SamplerSettings, sample_guided
-    from guidekit.experiments.repaint import inpaint_guided
-    from guidekit.experiments.sdedit import edit_guided
+    from guidekit.pipelines import control_samples
+    from guidekit.pipelines import Guidance, SamplerSettings, sample_guided
+    from guidekit.pipelines import inpaint_guided
+    from guidekit.pipelines import edit_guided
 
     model = load_model("fmnist-cfg")
     p = Params(cls="Trouser", w=0.3, steps=2, n=1, seed=3, jump_length=1, jump_n_sample=2)

@@ -265,7 +265,7 @@ def add_sampler_args(p: argparse.ArgumentParser, steps: int = 50, batch: int = 6
 
 
 def sampler_settings(args):
-    from guidekit.experiments.generation import SamplerSettings
+    from guidekit.pipelines import SamplerSettings
 
     check(args.eta == 0 or args.sampler == "ddim",
           f"--eta {args.eta:g} is DDIM's η, and --sampler {args.sampler} takes none (ddpm and dpmpp-2m-sde add their "
@@ -354,21 +354,19 @@ def add_guidance_args(p: argparse.ArgumentParser, cfg_weight: bool = True) -> No
                         "classifier guides")
 
 
-def guidance_from_args(args, model, device, w_override: float | None = None):
-    """A Guidance from the options; w defaults to 1 for a class-conditional model with no classifier."""
-    from guidekit.experiments.generation import Guidance, load_guiding_classifier
+def guidance_from_args(args, model, device, unconditional: bool = False):
+    """A Guidance from the options; without --w/--guidance-scale, w is the policy's default (pipelines.policy:
+    1 for a class or prompt on a conditional model without a classifier, 0 for a request of ∅)."""
     from guidekit.guidance import guidance_scale_to_w
+    from guidekit.pipelines import Guidance, default_w, load_guiding_classifier
 
     path = args.classifier or args.clean_classifier
     classifier = load_guiding_classifier(path, model, device, clean=bool(args.clean_classifier)) if path else None
-    w = w_override
-    if w is None and getattr(args, "guidance_scale", None) is not None:
+    w = getattr(args, "w", None)
+    if getattr(args, "guidance_scale", None) is not None:
         w = guidance_scale_to_w(args.guidance_scale)
     if w is None:
-        w = getattr(args, "w", None)
-    if w is None:
-        conditional = model.net.config.num_classes > 0 or model.takes_text
-        w = 1.0 if conditional and classifier is None and not args.base_null else 0.0
+        w = default_w(model, unconditional, classifier is not None, args.base_null)
     return Guidance(w, classifier, args.classifier_w, bool(args.clean_classifier), args.base_null)
 
 
@@ -410,6 +408,11 @@ def check_paths(args: argparse.Namespace) -> None:
         check(file_out or not path.exists() or path.is_dir(),
               f"{flag} {shown(v)} exists and is a file, not a folder; choose another {flag}")
         check_writable(path, flag)
+
+
+def command(sub, name: str, summary: str, description: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand's parser: its one-line summary in `guidekit --help`, its description and defaults in its own."""
+    return sub.add_parser(name, help=summary, description=description, formatter_class=HelpFormatter, **kwargs)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import time
-
-from guidekit.cli.common import (FEW_STEP, HelpFormatter, add_data_arg, add_guidance_args, add_output_args,
-                                 add_sampler_args, check_memory, guidance_from_args, guidance_passes, load_fast_model,
-                                 memory_guard, nonneg_int, number_list, pick_device, positive_int, sampler_settings,
-                                 seed_int)
-from guidekit.cli.sample_text import add_prompt_args, check_negative, condition_info, one_prompt
+from guidekit.cli.common import (FEW_STEP, add_data_arg, add_guidance_args, add_output_args, add_sampler_args,
+                                 check_memory, command, guidance_passes, nonneg_int, number_list, positive_int,
+                                 sampler_settings, seed_int)
+from guidekit.cli.condition import add_prompt_args
 from guidekit.errors import check
 
 
 def register(sub) -> None:
-    p = sub.add_parser("control", help="sample with ControlNets from a condition image",
-                       description="Sample MODEL steered by one or more ControlNets (Zhang et al. 2023). The hint is "
-                                   "either your own condition image (--condition-image: white strokes/regions on "
-                                   "black, as the hints the ControlNet was trained on) or extracted with each "
-                                   "ControlNet's own condition from a test image (--condition-from). Writes "
-                                   "grid.png (condition | outputs), one PNG per image, the hints and manifest.json "
-                                   "to --out.",
-                       formatter_class=HelpFormatter)
+    p = command(sub, "control", "sample with ControlNets from a condition image",
+                                "Sample MODEL steered by one or more ControlNets (Zhang et al. 2023). The hint is "
+                                "either your own condition image (--condition-image: white strokes/regions on "
+                                "black, as the hints the ControlNet was trained on) or extracted with each "
+                                "ControlNet's own condition from a test image (--condition-from). Writes "
+                                "grid.png (condition | outputs), one PNG per image, the hints and manifest.json "
+                                "to --out.")
     p.add_argument("model", help="base model folder or run folder of 'guidekit train'")
     p.add_argument("--controlnet", action="append", required=True, metavar="PATH",
                    help="ControlNet folder or run folder of 'guidekit train-controlnet'; repeat for several "
@@ -90,38 +85,24 @@ def source_image(args, model):
     return data.images(slice(i, i + 1)), label, data.name
 
 
-def pick_label(text: str | None, default: int | None, model) -> int:
-    """--class as a label index (NULL for 'null' or an unconditional model)."""
-    from guidekit.data import class_index
-    from guidekit.diffusion import NULL
-
-    if not model.class_names:
-        check(text in (None, "null"), f"--class {text}: this model is unconditional; drop --class")
-        return NULL
-    if text is None:
-        return NULL if default is None else default
-    return NULL if text.strip().lower() == "null" else class_index(model.class_names, text.strip())
-
-
 def run(args) -> None:
     import torch
 
     from guidekit.checkpoints import load_controlnet
+    from guidekit.cli.condition import request
+    from guidekit.cli.output import seeds_of, start, timed, write_outputs
     from guidekit.diffusion import NULL
-    from guidekit.experiments.control import condition_of, control_samples, controlled, extract_hints, hint_image
-    from guidekit.images import labelled, save_png, to_pil
-    from guidekit.io import atomic_folder, check_output
+    from guidekit.images import labelled
+    from guidekit.pipelines import condition_of, control_samples, controlled, extract_hints, hint_image
 
-    check_output(args.out, args.overwrite, "control")
-    device = pick_device(args.device)
-    model = load_fast_model(args.model, args, device)
+    device, model = start(args, "control")
     nets = [load_controlnet(path, model.net) for path in args.controlnet]
     k, c = len(nets), model.net.config
     scale = per_net(args.control_scale, k, "--control-scale")
-    start = per_net(args.control_start, k, "--control-start")
+    begin = per_net(args.control_start, k, "--control-start")
     end = per_net(args.control_end, k, "--control-end")
     check(all(s >= 0 for s in scale), f"--control-scale must be >= 0, got {args.control_scale}")
-    controlled(model, nets, scale, start, end, not args.hint_cond_only)  # validate before any work
+    controlled(model, nets, scale, begin, end, not args.hint_cond_only)  # validate before any work
     source, source_label, source_info = None, None, {}
     if args.condition_from is not None:
         source, source_label, name = source_image(args, model)
@@ -130,55 +111,38 @@ def run(args) -> None:
     else:
         hints = hints_from_files(args.condition_image, nets, c.image_size)
         source_info = {"condition_images": [str(f) for f in args.condition_image]}
-    prompt, cond = one_prompt(args, model, args.class_ is not None, args.n)
-    check(prompt is None or not args.hint_cond_only, "--hint-cond-only needs a class-conditional base: a text "
-                                                     "model's ∅ half (the empty or negative prompt) cannot be told "
-                                                     "apart from a prompt; drop it")
-    y = NULL if prompt is not None else pick_label(args.class_, source_label, model)
-    check(not (args.hint_cond_only and y == NULL), "--hint-cond-only gives the hint only to the conditional half, "
-                                                   "and the class is null (∅), so nothing would be controlled; pass "
-                                                   "--class or drop --hint-cond-only")
-    no_w = getattr(args, "w", None) is None and getattr(args, "guidance_scale", None) is None
-    unconditional = prompt == "" if prompt is not None else y == NULL
-    guidance = guidance_from_args(args, model, device, w_override=0.0 if unconditional and no_w else None)
-    check_negative(args, guidance)
-    check_memory(model.net, args.n, args.batch_size, device, guidance_passes(guidance) * (1 + len(nets)),
+    req = request(args, model, device, args.class_, source_label, args.n)
+    check(req.prompt is None or not args.hint_cond_only, "--hint-cond-only needs a class-conditional base: a text "
+                                                         "model's ∅ half (the empty or negative prompt) cannot be "
+                                                         "told apart from a prompt; drop it")
+    check(not (args.hint_cond_only and req.label == NULL), "--hint-cond-only gives the hint only to the conditional "
+                                                           "half, and the class is null (∅), so nothing would be "
+                                                           "controlled; pass --class or drop --hint-cond-only")
+    check_memory(model.net, args.n, args.batch_size, device, guidance_passes(req.guidance) * (1 + len(nets)),
                  str(args.n))
-    seeds = list(range(args.seed, args.seed + args.n))
-    labels = torch.full((args.n,), y)
-    settings = sampler_settings(args)
-    begin = time.time()
-    with memory_guard("--batch-size"):
-        images = control_samples(model, nets, hints, labels, seeds, scale, settings, device, guidance, start, end,
-                                 not args.hint_cond_only, not args.no_progress, cond=cond)
-    elapsed = time.time() - begin
-    class_name = "null" if y == NULL else model.class_names[y]
-    said = condition_info(args, prompt, y, class_name)
+    seeds, settings = seeds_of(args), sampler_settings(args)
+    images, elapsed = timed(lambda: control_samples(
+        model, nets, hints, torch.full((args.n,), req.label), seeds, scale, settings, device, req.guidance, begin,
+        end, not args.hint_cond_only, not args.no_progress, cond=req.cond))
     lead = ([source[0]] if source is not None else []) + [hint_image(h[0], c.in_channels) for h in hints]
     heads = (["source"] if source is not None else []) + [n.condition for n in nets]
-    with atomic_folder(args.out, overwrite=args.overwrite) as tmp:
-        if source is not None:
-            save_png(to_pil(source[0]), tmp / "source.png")
-        hint_files = []
-        for i, (h, n) in enumerate(zip(hints, nets)):
-            hint_files.append(f"hint{i}_{n.condition}.png")
-            save_png(to_pil(hint_image(h[0], h.shape[1] if h.shape[1] in (1, 3) else 1)), tmp / hint_files[-1])
-        files = []
-        for i, s in enumerate(seeds):
-            files.append({"file": f"{i:04d}_seed{s}.png", "seed": s})
-            save_png(to_pil(images[i]), tmp / files[-1]["file"])
-        what = f"class {class_name}" if prompt is None else f"prompt {prompt!r}"
-        title = (f"{' | '.join(heads)} | {args.n} seed(s); {what}, scale "
-                 f"{','.join(f'{v:g}' for v in scale)}, w = {guidance.w:g}")
-        save_png(labelled(control_grid(lead, images), title), tmp / "grid.png")
-        manifest = {"command": "control", "model": str(model.path),
-                    "controlnets": [{"path": str(n.path), "condition": n.condition, "control_scale": s,
-                                     "control_start": a, "control_end": b, "hint_file": f}
-                                    for n, s, a, b, f in zip(nets, scale, start, end, hint_files)],
-                    "hint_uncond": not args.hint_cond_only, **source_info, **said,
-                    **guidance.describe(), **settings.to_dict(), "seeds": seeds, "device": str(device),
-                    "seconds": round(elapsed, 3), "images_per_second": round(args.n / elapsed, 3), "images": files}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    pictures = {"source.png": source[0]} if source is not None else {}
+    hint_files = [f"hint{i}_{n.condition}.png" for i, n in enumerate(nets)]
+    for f, h in zip(hint_files, hints):
+        pictures[f] = hint_image(h[0], h.shape[1] if h.shape[1] in (1, 3) else 1)
+    files = []
+    for i, s in enumerate(seeds):
+        pictures[f"{i:04d}_seed{s}.png"] = images[i]
+        files.append({"file": f"{i:04d}_seed{s}.png", "seed": s})
+    what = f"class {req.name}" if req.prompt is None else f"prompt {req.prompt!r}"
+    title = (f"{' | '.join(heads)} | {args.n} seed(s); {what}, scale {','.join(f'{v:g}' for v in scale)}, "
+             f"w = {req.guidance.w:g}")
+    write_outputs(args, "control", model, device, elapsed, pictures, labelled(control_grid(lead, images), title),
+                  {"controlnets": [{"path": str(n.path), "condition": n.condition, "control_scale": s,
+                                    "control_start": a, "control_end": b, "hint_file": f}
+                                   for n, s, a, b, f in zip(nets, scale, begin, end, hint_files)],
+                   "hint_uncond": not args.hint_cond_only, **source_info, **req.info(args),
+                   **req.guidance.describe(), **settings.to_dict(), "seeds": seeds}, files)
     print(f"wrote {args.n} images, grid.png and manifest.json to {args.out} ({args.n / elapsed:.1f} img/s on {device})")
 
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import time
 
-from guidekit.cli.common import (HelpFormatter, add_data_arg, add_guidance_args, add_output_args, add_sampler_args,
-                                 check_memory, guidance_from_args, guidance_passes, load_fast_model, memory_guard,
-                                 nonneg_int, pick_device, positive_int, sampler_settings, seed_int)
-from guidekit.cli.sample_text import add_prompt_args, check_negative, condition_info, one_prompt
+from guidekit.cli.common import (add_data_arg, add_guidance_args, add_output_args, add_sampler_args, check_memory,
+                                 command, guidance_passes, nonneg_int, positive_int, sampler_settings, seed_int)
+from guidekit.cli.condition import add_prompt_args
 from guidekit.errors import check
 
 
@@ -32,13 +29,12 @@ def add_stroke_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("edit", help="SDEdit: turn a drawing or stroke painting into a realistic image",
-                       description="SDEdit (Meng et al. 2022): x_t0 = √ᾱ·guide + √(1−ᾱ)·n at the noise level t0 "
-                                   "(timestep t0·T − 1; 1 = pure noise), then denoise with the sampler; --repeats K "
-                                   "repeats the noise-then-denoise from the last output. --mask keeps its known "
-                                   "(white / 1) pixels exactly equal to the guide. Writes grid.png (guide | outputs), "
-                                   "guide.png, one PNG per output and manifest.json to --out.",
-                       formatter_class=HelpFormatter)
+    p = command(sub, "edit", "SDEdit: turn a drawing or stroke painting into a realistic image",
+                             "SDEdit (Meng et al. 2022): x_t0 = √ᾱ·guide + √(1−ᾱ)·n at the noise level t0 "
+                             "(timestep t0·T − 1; 1 = pure noise), then denoise with the sampler; --repeats K "
+                             "repeats the noise-then-denoise from the last output. --mask keeps its known "
+                             "(white / 1) pixels exactly equal to the guide. Writes grid.png (guide | outputs), "
+                             "guide.png, one PNG per output and manifest.json to --out.")
     p.add_argument("model", help="model folder or run folder of 'guidekit train'")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--guide", metavar="FILE", help="the guide: a drawing (PNG etc.; gray, RGB or transparent = "
@@ -90,66 +86,36 @@ def read_guide(args, model):
 def run(args) -> None:
     import torch
 
-    from guidekit.cli.sample import parse_classes
-    from guidekit.diffusion import NULL
-    from guidekit.experiments.generation import class_names
-    from guidekit.experiments.sdedit import edit_guided, faithfulness
-    from guidekit.images import grid, labelled, save_png, to_pil
-    from guidekit.io import atomic_folder, check_output
+    from guidekit.cli.condition import request
+    from guidekit.cli.output import seeds_of, start, timed, write_outputs
+    from guidekit.images import grid, labelled
     from guidekit.masks import check_mask, mask_from_arg
+    from guidekit.pipelines import edit_guided, faithfulness
 
-    check_output(args.out, args.overwrite, "edit")
-    device = pick_device(args.device)
-    model = load_fast_model(args.model, args, device)
+    device, model = start(args, "edit")
     guide, label, source = read_guide(args, model)
-    prompt, cond = one_prompt(args, model, args.cls is not None, args.n)
-    guidance = guidance_from_args(args, model, device)
-    names = class_names(model, guidance)
-    if prompt is not None:
-        y = NULL
-    elif args.cls is not None:
-        classes = parse_classes([args.cls], names)
-        check(len(classes) == 1, f"--class {args.cls}: give one class for the edit")
-        y = classes[0]
-    else:
-        y = label if names and label is not None and label < len(names) else NULL
-    if (y == NULL if prompt is None else prompt == "") and args.w is None and args.guidance_scale is None:
-        guidance.w = 0.0  # CFG of ∅ against ∅ changes nothing: skip the second half
-    check_negative(args, guidance)
+    req = request(args, model, device, args.cls, label, args.n)
     mask = None
     if args.mask:
         mask = check_mask(mask_from_arg(args.mask, model.net.config.image_size, 1,
                                         torch.Generator().manual_seed(args.seed)), guide)
-    check_memory(model.net, args.n, args.batch_size, device, guidance_passes(guidance), str(args.n))
-    seeds = list(range(args.seed, args.seed + args.n))
-    labels = torch.full((args.n,), y, dtype=torch.long)
-    settings = sampler_settings(args)
-    start = time.time()
-    with memory_guard("--batch-size"):
-        images = edit_guided(model, guide, labels, seeds, args.t0, guidance, settings, args.repeats, mask, device,
-                             not args.no_progress, cond)
-    elapsed = time.time() - start
-    class_name = "null" if y == NULL else names[y]
-    said = condition_info(args, prompt, y, class_name)
+    check_memory(model.net, args.n, args.batch_size, device, guidance_passes(req.guidance), str(args.n))
+    seeds, settings = seeds_of(args), sampler_settings(args)
+    images, elapsed = timed(lambda: edit_guided(model, guide, torch.full((args.n,), req.label), seeds, args.t0,
+                                                req.guidance, settings, args.repeats, mask, device,
+                                                not args.no_progress, req.cond))
+    pictures = {"guide.png": guide[0], **({"mask.png": mask[0] * 2 - 1} if mask is not None else {})}
     files = []
-    with atomic_folder(args.out, overwrite=args.overwrite) as tmp:
-        save_png(to_pil(guide[0]), tmp / "guide.png")
-        if mask is not None:
-            save_png(to_pil(mask[0] * 2 - 1), tmp / "mask.png")
-        for i, s in enumerate(seeds):
-            name = f"{i:04d}_seed{s}.png"
-            save_png(to_pil(images[i]), tmp / name)
-            files.append({"file": name, "seed": s, **faithfulness(images[i:i + 1], guide)})
-        title = f"SDEdit t0 = {args.t0:g}" + (f", K = {args.repeats}" if args.repeats > 1 else "") + \
-            (f", class {class_name}" if prompt is None else f", prompt {prompt!r}") + \
-            (f", w = {guidance.w:g}" if guidance.w else "")
-        cells = torch.cat([guide, images])
-        save_png(labelled(grid(cells, len(cells), scale=3), title), tmp / "grid.png")
-        manifest = {"command": "edit", "model": str(model.path), "method": "sdedit", "t0": args.t0,
-                    "start_timestep": model.schedule.t_from_fraction(args.t0), "repeats": args.repeats,
-                    **source, "mask": args.mask, **said, **settings.to_dict(),
-                    **guidance.describe(), "seeds": seeds, "device": str(device), "seconds": round(elapsed, 3),
-                    "images": files}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    for i, s in enumerate(seeds):
+        pictures[f"{i:04d}_seed{s}.png"] = images[i]
+        files.append({"file": f"{i:04d}_seed{s}.png", "seed": s, **faithfulness(images[i:i + 1], guide)})
+    title = f"SDEdit t0 = {args.t0:g}" + (f", K = {args.repeats}" if args.repeats > 1 else "") + \
+        (f", class {req.name}" if req.prompt is None else f", prompt {req.prompt!r}") + \
+        (f", w = {req.guidance.w:g}" if req.guidance.w else "")
+    cells = torch.cat([guide, images])
+    write_outputs(args, "edit", model, device, elapsed, pictures, labelled(grid(cells, len(cells), scale=3), title),
+                  {"method": "sdedit", "t0": args.t0, "start_timestep": model.schedule.t_from_fraction(args.t0),
+                   "repeats": args.repeats, **source, "mask": args.mask, **req.info(args), **settings.to_dict(),
+                   **req.guidance.describe(), "seeds": seeds}, files)
     print(f"wrote {len(files)} edits, guide.png, grid.png and manifest.json to {args.out} "
           f"({elapsed:.1f} s on {device})")

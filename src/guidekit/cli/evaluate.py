@@ -8,20 +8,18 @@ from pathlib import Path
 
 from guidekit.errors import check
 from guidekit.cli.common import (FEW_STEP, HelpFormatter, add_data_arg, add_device, add_eval_args, add_guidance_args,
-                                 add_sampler_args, guidance_from_args, load_eval, load_fast_model, pick_device,
+                                 add_sampler_args, command, guidance_from_args, load_eval, load_fast_model, pick_device,
                                  positive_int, sampler_settings, seed_int)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="FID/KID/IS-FMNIST (or -Inception), accuracy, precision/recall of a model or "
-                                    "sample folder",
-                       description="Measure samples against real data with guidekit's Fashion-MNIST evaluator "
-                                   "(FID-FMNIST etc.: the evaluator's features, not Inception's), or with your own "
-                                   "FID Inception weights (--inception-weights: FID-Inception etc.). TARGET is a "
-                                   "folder of samples (from 'guidekit sample', with its manifest, or any PNGs) or a "
-                                   "model, which is then sampled (--n class-balanced images at --w). "
-                                   "'guidekit eval train-evaluator --help' trains the evaluator itself.",
-                       formatter_class=HelpFormatter)
+    p = command(sub, "eval", "FID/KID/IS-FMNIST (or -Inception), accuracy, precision/recall of a model or " "sample folder",
+                             "Measure samples against real data with guidekit's Fashion-MNIST evaluator "
+                             "(FID-FMNIST etc.: the evaluator's features, not Inception's), or with your own "
+                             "FID Inception weights (--inception-weights: FID-Inception etc.). TARGET is a "
+                             "folder of samples (from 'guidekit sample', with its manifest, or any PNGs) or a "
+                             "model, which is then sampled (--n class-balanced images at --w). "
+                             "'guidekit eval train-evaluator --help' trains the evaluator itself.")
     p.add_argument("target", help="sample folder, model folder or run folder")
     p.add_argument("--n", type=positive_int("--n"), default=1000, help="images to sample when TARGET is a model")
     add_guidance_args(p)
@@ -64,7 +62,7 @@ def run(args) -> None:
         images, labels = load_sample_dir(target)
         source = {"samples": str(target)}
     else:
-        from guidekit.experiments.generation import class_names, sample_guided
+        from guidekit.pipelines import class_names, sample_guided
         from guidekit.experiments.sweep import balanced_labels
 
         model = load_fast_model(target, args, device)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import time
-
-from guidekit.cli.common import (HelpFormatter, add_data_arg, add_guidance_args, add_output_args, add_sampler_args,
-                                 check_memory, guidance_from_args, guidance_passes, load_fast_model, memory_guard,
-                                 nonneg_float, nonneg_int, pick_device, positive_int, sampler_settings, seed_int)
-from guidekit.cli.sample_text import add_prompt_args, check_negative, condition_info, one_prompt
+from guidekit.cli.common import (add_data_arg, add_guidance_args, add_output_args, add_sampler_args, check_memory,
+                                 command, guidance_passes, nonneg_float, nonneg_int, positive_int, sampler_settings,
+                                 seed_int)
+from guidekit.cli.condition import add_prompt_args
 from guidekit.errors import check
 from guidekit.masks import MASK_KINDS
-
 
 JUMP_LENGTH = 10  # the paper's j (of its 250 DDPM steps)
 
@@ -48,15 +44,14 @@ def jump_length_of(args, num_timesteps: int) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("inpaint", help="inpaint masked pixels of an image (RePaint)",
-                       description="RePaint (Lugmayr et al. 2022): sample the unknown pixels with the model while, "
-                                   "after every step, the known pixels are replaced by the forward-process sample "
-                                   "of the image at that noise level; with resampling, the trajectory jumps back "
-                                   "up --jump-length steps --jump-n-sample - 1 times. Mask convention: 1 / white = "
-                                   "known (kept), 0 / black = generated. Writes grid.png (image | mask | masked "
-                                   "input | results), image.png, mask.png, masked.png, one PNG per result and "
-                                   "manifest.json (settings, NFE, masked-region L2/PSNR against the image).",
-                       formatter_class=HelpFormatter)
+    p = command(sub, "inpaint", "inpaint masked pixels of an image (RePaint)",
+                                "RePaint (Lugmayr et al. 2022): sample the unknown pixels with the model while, "
+                                "after every step, the known pixels are replaced by the forward-process sample "
+                                "of the image at that noise level; with resampling, the trajectory jumps back "
+                                "up --jump-length steps --jump-n-sample - 1 times. Mask convention: 1 / white = "
+                                "known (kept), 0 / black = generated. Writes grid.png (image | mask | masked "
+                                "input | results), image.png, mask.png, masked.png, one PNG per result and "
+                                "manifest.json (settings, NFE, masked-region L2/PSNR against the image).")
     p.add_argument("model", help="model folder or run folder of 'guidekit train'")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", metavar="FILE", help="image to inpaint (PNG/JPEG; 28x28 is padded to 32x32)")
@@ -118,25 +113,12 @@ def source_image(args, model):
     return data.images(slice(i, i + 1)), label, f"{data.name}[{i}]"
 
 
-def pick_label(args, model, dataset_label) -> int:
-    """--class, else the dataset image's label (class-conditional model), else ∅."""
-    from guidekit.data import class_index
-    from guidekit.diffusion import NULL
-
-    if args.class_ is not None and args.class_.strip().lower() != "null":
-        check(bool(model.class_names), f"--class {args.class_}: this model is unconditional; drop --class")
-        return class_index(model.class_names, args.class_)
-    if args.class_ is None and dataset_label is not None and model.class_names:
-        return dataset_label
-    return NULL
-
-
 def with_controlnets(args, model, x0):
     """(model, cond): the model steered by --controlnet with hints extracted from x0 (Zhang et al. 2023)."""
     if not args.controlnet:
         return model, None
     from guidekit.checkpoints import load_controlnet
-    from guidekit.experiments.control import as_nets, condition_of, controlled, extract_hints, join_hints
+    from guidekit.pipelines import as_nets, condition_of, controlled, extract_hints, join_hints
 
     nets = [load_controlnet(path, model.net) for path in args.controlnet]
     hints = [extract_hints(condition_of(n), x0, seed=args.seed) for n in nets]
@@ -146,60 +128,42 @@ def with_controlnets(args, model, x0):
 def run(args) -> None:
     import torch
 
-    from guidekit.diffusion import NULL
-    from guidekit.experiments.repaint import inpaint_guided, masked_errors
-    from guidekit.images import grid, labelled, save_png, to_pil
-    from guidekit.io import atomic_folder, check_output
+    from guidekit.cli.condition import request
+    from guidekit.cli.output import seeds_of, start, timed, write_outputs
+    from guidekit.images import grid, labelled
     from guidekit.masks import check_mask, mask_from_arg
+    from guidekit.pipelines import inpaint_guided, masked_errors
     from guidekit.sampling.repaint import repaint_levels
 
-    check_output(args.out, args.overwrite, "inpaint")
-    device = pick_device(args.device)
-    model = load_fast_model(args.model, args, device)
+    device, model = start(args, "inpaint")
     x0, dataset_label, source = source_image(args, model)
-    prompt, text_cond = one_prompt(args, model, args.class_ is not None, args.n)
-    label = NULL if prompt is not None else pick_label(args, model, dataset_label)
-    explicit_w = args.w is not None or args.guidance_scale is not None
-    unconditional = label == NULL if prompt is None else prompt == ""
-    guidance = guidance_from_args(args, model, device, None if explicit_w or not unconditional else 0.0)
-    check_negative(args, guidance)
+    req = request(args, model, device, args.class_, dataset_label, args.n)
     mask = check_mask(mask_from_arg(args.mask, x0.shape[-1], 1, torch.Generator().manual_seed(args.mask_seed)), x0)
-    model, cond = with_controlnets(args, model, x0)
-    cond = {**text_cond, **(cond or {})}
+    steered, cond = with_controlnets(args, model, x0)
     settings = sampler_settings(args)
     args.jump_length = jump_length_of(args, model.schedule.num_timesteps)
     repaint_levels(model.schedule.timesteps(settings.steps, settings.spacing), args.jump_length, args.jump_n_sample)
-    check_memory(model.net, args.n, args.batch_size, device, guidance_passes(guidance), str(args.n))
-    seeds = list(range(args.seed, args.seed + args.n))
-    start = time.time()
-    with memory_guard("--batch-size"):
-        images, nfe = inpaint_guided(model, x0, mask, torch.full((args.n,), label), seeds, guidance, settings,
-                                     args.jump_length, args.jump_n_sample, device, not args.no_progress, cond)
-    elapsed = time.time() - start
+    check_memory(model.net, args.n, args.batch_size, device, guidance_passes(req.guidance), str(args.n))
+    seeds = seeds_of(args)
+    (images, nfe), elapsed = timed(lambda: inpaint_guided(
+        steered, x0, mask, torch.full((args.n,), req.label), seeds, req.guidance, settings, args.jump_length,
+        args.jump_n_sample, device, not args.no_progress, {**req.cond, **(cond or {})}))
     l2, psnr = masked_errors(images, x0, mask)
     masked = x0 * mask  # unknown pixels shown as mid-gray (0)
-    name = "null" if label == NULL else model.class_names[label]
-    said = condition_info(args, prompt, label, name)
-    with atomic_folder(args.out, overwrite=args.overwrite) as tmp:
-        for file, img in (("image.png", x0[0]), ("mask.png", mask[0] * 2 - 1), ("masked.png", masked[0])):
-            save_png(to_pil(img), tmp / file)
-        files = []
-        for i, s in enumerate(seeds):
-            files.append({"file": f"{i:04d}_seed{s}.png", "seed": s, "l2": float(l2[i]), "psnr": float(psnr[i])})
-            save_png(to_pil(images[i]), tmp / files[-1]["file"])
-        row = torch.cat([x0, mask * 2 - 1, masked, images])
-        title = (f"RePaint {args.sampler}-{args.steps} j={args.jump_length} r={args.jump_n_sample} NFE={nfe} "
-                 + (f"class={name}" if prompt is None else f"prompt={prompt!r}"))
-        save_png(labelled(grid(row, len(row), scale=3), title), tmp / "grid.png")
-        manifest = {"command": "inpaint", "model": str(model.path), "source": source, "mask": args.mask,
-                    "mask_seed": args.mask_seed,
-                    "known_fraction": float(mask.mean()), **said,
-                    **settings.to_dict(), **guidance.describe(), "jump_length": args.jump_length,
-                    "jump_n_sample": args.jump_n_sample, "controlnets": args.controlnet,
-                    "control_scale": args.control_scale, "nfe": nfe, "seeds": seeds, "device": str(device),
-                    "seconds": round(elapsed, 3), "images_per_second": round(args.n / elapsed, 3),
-                    "l2_mean": float(l2.mean()), "psnr_mean": float(psnr.mean()), "images": files}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    pictures = {"image.png": x0[0], "mask.png": mask[0] * 2 - 1, "masked.png": masked[0]}
+    files = []
+    for i, s in enumerate(seeds):
+        pictures[f"{i:04d}_seed{s}.png"] = images[i]
+        files.append({"file": f"{i:04d}_seed{s}.png", "seed": s, "l2": float(l2[i]), "psnr": float(psnr[i])})
+    row = torch.cat([x0, mask * 2 - 1, masked, images])
+    title = (f"RePaint {args.sampler}-{args.steps} j={args.jump_length} r={args.jump_n_sample} NFE={nfe} "
+             + (f"class={req.name}" if req.prompt is None else f"prompt={req.prompt!r}"))
+    write_outputs(args, "inpaint", model, device, elapsed, pictures, labelled(grid(row, len(row), scale=3), title),
+                  {"source": source, "mask": args.mask, "mask_seed": args.mask_seed,
+                   "known_fraction": float(mask.mean()), **req.info(args), **settings.to_dict(),
+                   **req.guidance.describe(), "jump_length": args.jump_length, "jump_n_sample": args.jump_n_sample,
+                   "controlnets": args.controlnet, "control_scale": args.control_scale, "nfe": nfe, "seeds": seeds,
+                   "l2_mean": float(l2.mean()), "psnr_mean": float(psnr.mean())}, files)
     print(f"NFE {nfe} per image ({args.sampler}, {args.steps} steps, jump_length {args.jump_length}, "
           f"jump_n_sample {args.jump_n_sample})")
     print(f"wrote {args.n} completions, grid.png and manifest.json to {args.out} "

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import time
-
-from guidekit.cli.common import (FEW_STEP, HelpFormatter, add_guidance_args, add_output_args, add_sampler_args,
-                                 check_memory, guidance_from_args, guidance_passes, load_fast_model, memory_guard,
-                                 nonneg_int, pick_device, positive_int, sampler_settings, seed_int)
+from guidekit.cli.common import (FEW_STEP, add_guidance_args, add_output_args, add_sampler_args, check_memory, command,
+                                 guidance_from_args, guidance_passes, nonneg_int, positive_int, sampler_settings,
+                                 seed_int)
 from guidekit.errors import check
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sample", help="sample images, with classifier-free guidance",
-                       description="Sample from a guidekit model folder (or training run). Guidance weight in the "
-                                   "paper's convention: eps = (1+w)·eps(x, y) − w·eps(x, ∅); w = 0 is the plain "
-                                   "conditional model. Writes one PNG per image, grid.png (rows = classes, columns "
-                                   "= seeds) and manifest.json to --out.",
-                       formatter_class=HelpFormatter)
+    p = command(sub, "sample", "sample images, with classifier-free guidance",
+                               "Sample from a guidekit model folder (or training run). Guidance weight in the "
+                               "paper's convention: eps = (1+w)·eps(x, y) − w·eps(x, ∅); w = 0 is the plain "
+                               "conditional model. Writes one PNG per image, grid.png (rows = classes, columns "
+                               "= seeds) and manifest.json to --out.")
     p.add_argument("model", help="model folder (config.json + model.safetensors), a run folder of 'guidekit train', "
                                  "or a diffusers UNet2DModel / pipeline folder")
     p.add_argument("--null-class-index", type=nonneg_int("--null-class-index"), default=None, metavar="I",
@@ -67,46 +62,38 @@ def title(guidance) -> str:
 def run(args) -> None:
     import torch
 
+    from guidekit.cli.condition import check_prompt_args
+    from guidekit.cli.output import seeds_of, start, timed, write_outputs
+    from guidekit.cli.sample_text import run_prompts
     from guidekit.diffusion import NULL
-    from guidekit.experiments.generation import class_names, sample_guided
-    from guidekit.images import grid, labelled, save_png, to_pil
-    from guidekit.io import atomic_folder, check_output
+    from guidekit.images import grid, labelled
+    from guidekit.pipelines import class_names, default_w, sample_guided
 
-    check_output(args.out, args.overwrite, "sample")
-    device = pick_device(args.device)
-    model = load_fast_model(args.model, args, device, null_class_index=args.null_class_index)
-    from guidekit.cli.sample_text import check_prompt_args, run_prompts
-
+    device, model = start(args, "sample", null_class_index=args.null_class_index)
     if check_prompt_args(args, model):
         return run_prompts(args, model, device)
     guidance = guidance_from_args(args, model, device)
     names_all = class_names(model, guidance)
     classes = parse_classes(args.classes, names_all)
+    if args.w is None and args.guidance_scale is None and all(y == NULL for y in classes):
+        guidance.w = default_w(model, True)  # CFG of ∅ against ∅ changes nothing: no second half
     check_memory(model.net, len(classes) * args.n, args.batch_size, device, guidance_passes(guidance),
                  f"{args.n} × {len(classes)} class(es)")
-    seeds = list(range(args.seed, args.seed + args.n))
+    seeds = seeds_of(args)
     labels = torch.tensor([c for c in classes for _ in seeds])
     all_seeds = [s for _ in classes for s in seeds]
     settings = sampler_settings(args)
-    start = time.time()
-    with memory_guard("--batch-size"):
-        images = sample_guided(model, labels, all_seeds, guidance, settings, device, not args.no_progress)
-    elapsed = time.time() - start
-    c = model.net.config
+    images, elapsed = timed(lambda: sample_guided(model, labels, all_seeds, guidance, settings, device,
+                                                  not args.no_progress))
     names = [("null" if y == NULL else names_all[y]) for y in classes]
-    files = []
-    with atomic_folder(args.out, overwrite=args.overwrite) as tmp:
-        for i, (y, s) in enumerate(zip(labels.tolist(), all_seeds)):
-            name = f"{i:04d}_class{'null' if y == NULL else y}_seed{s}.png"
-            save_png(to_pil(images[i]), tmp / name)
-            files.append({"file": name, "class": y, "class_name": names[classes.index(y)], "seed": s})
-        cell = (c.image_size + 2) * 3
-        save_png(labelled(grid(images, len(seeds), scale=3), title(guidance), names, cell), tmp / "grid.png")
-        manifest = {"command": "sample", "model": str(model.path), **settings.to_dict(), **guidance.describe(),
-                    "classes": classes,
-                    "seeds": seeds, "device": str(device), "fast": dataclasses.asdict(model.fast),
-                    "seconds": round(elapsed, 3),
-                    "images_per_second": round(len(all_seeds) / elapsed, 3), "images": files}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    pictures, files = {}, []
+    for i, (y, s) in enumerate(zip(labels.tolist(), all_seeds)):
+        name = f"{i:04d}_class{'null' if y == NULL else y}_seed{s}.png"
+        pictures[name] = images[i]
+        files.append({"file": name, "class": y, "class_name": names[classes.index(y)], "seed": s})
+    cell = (model.net.config.image_size + 2) * 3
+    picture = labelled(grid(images, len(seeds), scale=3), title(guidance), names, cell)
+    write_outputs(args, "sample", model, device, elapsed, pictures, picture,
+                  {**settings.to_dict(), **guidance.describe(), "classes": classes, "seeds": seeds}, files)
     print(f"wrote {len(files)} images, grid.png and manifest.json to {args.out} "
           f"({len(files) / elapsed:.1f} img/s on {device})")

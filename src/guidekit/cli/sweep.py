@@ -6,8 +6,8 @@ import argparse
 import importlib
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_fast_model, number_list, pick_device,
-                                 positive_int, preload_eval, sampler_settings, seed_int)
+from guidekit.cli.common import (add_sweep_args, command, load_fast_model, number_list, pick_device, positive_int,
+                                 preload_eval, sampler_settings, seed_int)
 from guidekit.errors import check
 
 # Further sweep kinds live in their own modules, each with register_kind(kinds) adding one subparser.
@@ -33,20 +33,18 @@ def register(sub) -> None:
                        description="Sweep one setting of a guidance method (or the sampler) and measure each "
                                    "value against real data: tables, CSV and plots in --out.")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
-    c = kinds.add_parser("cfg", help="classifier-free guidance weight w",
-                         description="For each w: sample --n class-balanced images with ε̂ = (1+w)·ε(x,y) − w·ε(x,∅), "
-                                     "measure FID/KID/IS-FMNIST, accuracy of the requested class and "
-                                     "precision/recall, and write " + OUTPUTS,
-                         formatter_class=HelpFormatter)
+    c = command(kinds, "cfg", "classifier-free guidance weight w",
+                              "For each w: sample --n class-balanced images with ε̂ = (1+w)·ε(x,y) − w·ε(x,∅), "
+                              "measure FID/KID/IS-FMNIST, accuracy of the requested class and "
+                              "precision/recall, and write " + OUTPUTS)
     _common(c, "0,0.1,0.2,0.3,0.5,1,2,4")
     c.set_defaults(run=run)
-    k = kinds.add_parser("classifier", help="classifier guidance weight w",
-                         description="For each w: sample --n class-balanced images with "
+    k = command(kinds, "classifier", "classifier guidance weight w",
+                                     "For each w: sample --n class-balanced images with "
                                      "ε̄ = ε − w·√(1−ᾱ_t)·∇ log p_φ(y|x_t, t) and measure them as for cfg. An "
                                      "unconditional model is guided as is; a class-conditional one is given its "
                                      "labels unless --base-null hands it ∅ (its null class as the unconditional "
-                                     "base). Writes " + OUTPUTS,
-                         formatter_class=HelpFormatter)
+                                     "base). Writes " + OUTPUTS)
     _common(k, "0,0.5,1,2,4,8")
     src = k.add_mutually_exclusive_group(required=True)
     src.add_argument("--classifier", metavar="DIR", help="noise-aware classifier (guidekit train-classifier)")
@@ -55,10 +53,9 @@ def register(sub) -> None:
     k.add_argument("--base-null", action="store_true", help="hand a class-conditional model ∅")
     k.add_argument("--cfg-w", type=float, default=0.0, help="also apply CFG at this fixed w (class-conditional)")
     k.set_defaults(run=run)
-    m = kinds.add_parser("compare", help="one FID-vs-IS plot over several finished sweeps",
-                         description="Read OUT/results.csv of finished sweeps (e.g. cfg and classifier on the same "
-                                     "model) and draw their FID-vs-IS curves on one plot.",
-                         formatter_class=HelpFormatter)
+    m = command(kinds, "compare", "one FID-vs-IS plot over several finished sweeps",
+                                  "Read OUT/results.csv of finished sweeps (e.g. cfg and classifier on the same "
+                                  "model) and draw their FID-vs-IS curves on one plot.")
     m.add_argument("sweeps", nargs="+", metavar="DIR[=LABEL]", help="sweep folders, each with an optional label")
     m.add_argument("--out", required=True, help="PNG file to write")
     m.set_defaults(run=compare)
@@ -89,7 +86,7 @@ def compare(args) -> None:
 
 
 def run(args) -> None:
-    from guidekit.experiments.generation import Guidance, load_guiding_classifier
+    from guidekit.pipelines import Guidance, load_guiding_classifier
     from guidekit.experiments.sweep import run_sweep
     from guidekit.metrics.evaluate import format_table
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_fast_model, nonneg_float, number_list,
-                                 pick_device, positive_int, preload_eval, sampler_settings, seed_int)
+from guidekit.cli.common import (add_sweep_args, command, load_fast_model, nonneg_float, number_list, pick_device,
+                                 positive_int, preload_eval, sampler_settings, seed_int)
 from guidekit.errors import check
 
 SOURCE = ("For --n class-balanced test images of --dataset (a seeded choice) the ControlNet's own condition gives "
@@ -31,11 +31,10 @@ def _common(p, n: int = 1000) -> None:
 
 
 def register_kind(kinds) -> None:
-    c = kinds.add_parser("control", help="ControlNet control scale",
-                         description="One row per control scale (0 = the base model without control). " + SOURCE +
-                                     "Writes OUT/results.csv, OUT/results.md, OUT/adherence_vs_scale.png and "
-                                     "OUT/grids/scale*.png (source | hint | output); finished rows are kept.",
-                         formatter_class=HelpFormatter)
+    c = command(kinds, "control", "ControlNet control scale",
+                                  "One row per control scale (0 = the base model without control). " + SOURCE +
+                                  "Writes OUT/results.csv, OUT/results.md, OUT/adherence_vs_scale.png and "
+                                  "OUT/grids/scale*.png (source | hint | output); finished rows are kept.")
     c.add_argument("model", help="base model folder or run folder")
     c.add_argument("--controlnet", action="append", required=True, metavar="PATH",
                    help="ControlNet folder or train-controlnet run; repeat for several (each at the same scale)")
@@ -43,13 +42,12 @@ def register_kind(kinds) -> None:
                    help="control scales, comma-separated")
     _common(c)
     c.set_defaults(run=run_scale)
-    k = kinds.add_parser("control-curve", help="ControlNet adherence over its training checkpoints",
-                         description="One row per checkpoint of a 'guidekit train-controlnet' run (its EMA weights), "
-                                     "plus step 0 (zero convolutions: exactly the base model), to see the ControlNet "
-                                     "paper's 'sudden convergence'. " + SOURCE + "Writes OUT/results.csv, "
-                                     "OUT/results.md, OUT/adherence_vs_step.png and OUT/grids/step-*.png; finished "
-                                     "rows are kept, so rerun it as training goes on.",
-                         formatter_class=HelpFormatter)
+    k = command(kinds, "control-curve", "ControlNet adherence over its training checkpoints",
+                                        "One row per checkpoint of a 'guidekit train-controlnet' run (its EMA weights), "
+                                        "plus step 0 (zero convolutions: exactly the base model), to see the ControlNet "
+                                        "paper's 'sudden convergence'. " + SOURCE + "Writes OUT/results.csv, "
+                                        "OUT/results.md, OUT/adherence_vs_step.png and OUT/grids/step-*.png; finished "
+                                        "rows are kept, so rerun it as training goes on.")
     k.add_argument("run_dir", metavar="RUN_DIR", help="run folder of 'guidekit train-controlnet' (checkpoints/step-*)")
     k.add_argument("--base", required=True, metavar="MODEL", help="the base model the ControlNet was trained on")
     k.add_argument("--scale", type=nonneg_float("--scale"), default=1.0, help="control scale")
@@ -60,8 +58,9 @@ def register_kind(kinds) -> None:
 def _setup(args, model, nets):
     """The control set, the guidance and the spec entries every control sweep records."""
     from guidekit.data import load_dataset
-    from guidekit.experiments.control import condition_of, control_set, with_prompts
-    from guidekit.experiments.generation import Guidance
+    from guidekit.experiments.control import control_set, with_prompts
+    from guidekit.pipelines import condition_of
+    from guidekit.pipelines import Guidance
 
     c, text = model.net.config, model.takes_text
     check(args.w == 0 or c.num_classes > 0 or text, f"--w {args.w}: classifier-free guidance needs a "

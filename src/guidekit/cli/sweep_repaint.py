@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_fast_model, nonneg_float, pick_device,
-                                 positive_int, preload_eval, sampler_settings, seed_int)
+from guidekit.cli.common import (add_sweep_args, command, load_fast_model, nonneg_float, pick_device, positive_int,
+                                 preload_eval, sampler_settings, seed_int)
 from guidekit.cli.inpaint import add_jump_args, jump_length_of
 from guidekit.errors import check
 from guidekit.masks import MASK_KINDS
@@ -22,15 +22,14 @@ def mask_list(text: str) -> list[str]:
 
 
 def register_kind(kinds) -> None:
-    p = kinds.add_parser("repaint", help="RePaint inpainting per mask type, with and without resampling",
-                         description="Inpaint the first --n images of the --reference data set's --split under "
-                                     "seeded masks of each type, once without resampling (r = 1) and once with "
-                                     "--jump-n-sample r, and measure the generated region's L2 (RMS error on the "
-                                     "[0, 1] scale) and PSNR against the ground truth, FID/KID-FMNIST of the "
-                                     "completed images, accuracy (the ground-truth class kept), NFE and img/s. "
-                                     "Writes OUT/results.csv, OUT/results.md and OUT/grid.png; finished rows are "
-                                     "kept: rerun the same command to resume.",
-                         formatter_class=HelpFormatter)
+    p = command(kinds, "repaint", "RePaint inpainting per mask type, with and without resampling",
+                                  "Inpaint the first --n images of the --reference data set's --split under "
+                                  "seeded masks of each type, once without resampling (r = 1) and once with "
+                                  "--jump-n-sample r, and measure the generated region's L2 (RMS error on the "
+                                  "[0, 1] scale) and PSNR against the ground truth, FID/KID-FMNIST of the "
+                                  "completed images, accuracy (the ground-truth class kept), NFE and img/s. "
+                                  "Writes OUT/results.csv, OUT/results.md and OUT/grid.png; finished rows are "
+                                  "kept: rerun the same command to resume.")
     p.add_argument("model", help="model or run folder")
     p.add_argument("--masks", type=mask_list, default=list(MASK_KINDS), help="mask types, comma-separated")
     p.add_argument("--n", type=positive_int("--n"), default=1000, help="images per row (at least 10)")
@@ -49,7 +48,7 @@ def run(args) -> None:
 
     from guidekit.data import load_dataset
     from guidekit.diffusion import NULL
-    from guidekit.experiments.generation import Guidance
+    from guidekit.pipelines import Guidance
     from guidekit.experiments.repaint_sweep import format_table, run_repaint_sweep
     from guidekit.sampling.repaint import repaint_levels
 
@@ -75,7 +74,7 @@ def run(args) -> None:
         labels = truth_labels.clone()
     spec = {"reference": args.reference, "split": args.split, "evaluator": args.evaluator, "labels": args.labels}
     if args.labels == "true" and model.takes_text:  # the class told in words; y stays ∅ for a network without labels
-        from guidekit.experiments.generation import class_prompt_cond
+        from guidekit.pipelines import class_prompt_cond
 
         cond = class_prompt_cond(model, labels)
         labels = torch.full((args.n,), NULL)

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_fast_model, nonneg_float, number_list,
-                                 pick_device, positive_int, preload_eval, sampler_settings, seed_int)
+from guidekit.cli.common import (add_sweep_args, command, load_fast_model, nonneg_float, number_list, pick_device,
+                                 positive_int, preload_eval, sampler_settings, seed_int)
 from guidekit.cli.edit import add_stroke_args
 from guidekit.errors import check
 
 
 def register_kind(kinds) -> None:
-    k = kinds.add_parser("sdedit", help="SDEdit noise level t0: faithfulness (L2 to the guide) vs realism (FID)",
-                         description="For each t0: turn --n class-balanced test images of --guides into stroke "
-                                     "paintings, SDEdit them with the images' classes (same seeds for every t0), and "
-                                     "measure faithfulness (RMSE and L2 to the guide) and realism (FID/KID/IS-FMNIST, "
-                                     "accuracy of the image's class). Writes OUT/results.csv, OUT/results.md, "
-                                     "OUT/realism_faithfulness.png and OUT/grid.png (stroke guide | outputs across "
-                                     "t0). Finished rows are kept: rerun the same command to resume.",
-                         formatter_class=HelpFormatter)
+    k = command(kinds, "sdedit", "SDEdit noise level t0: faithfulness (L2 to the guide) vs realism (FID)",
+                                 "For each t0: turn --n class-balanced test images of --guides into stroke "
+                                 "paintings, SDEdit them with the images' classes (same seeds for every t0), and "
+                                 "measure faithfulness (RMSE and L2 to the guide) and realism (FID/KID/IS-FMNIST, "
+                                 "accuracy of the image's class). Writes OUT/results.csv, OUT/results.md, "
+                                 "OUT/realism_faithfulness.png and OUT/grid.png (stroke guide | outputs across "
+                                 "t0). Finished rows are kept: rerun the same command to resume.")
     k.add_argument("model", help="model or run folder")
     k.add_argument("--t0", type=number_list("--t0"), default=[i / 10 for i in range(1, 11)],
                    help="noise levels in (0, 1], comma-separated")
@@ -36,7 +35,7 @@ def register_kind(kinds) -> None:
 
 def run(args) -> None:
     from guidekit.data import load_dataset
-    from guidekit.experiments.generation import Guidance
+    from guidekit.pipelines import Guidance
     from guidekit.experiments.sdedit import run_sdedit_sweep, stroke_guides
     from guidekit.metrics.evaluate import format_table
     from guidekit.sampling.sdedit import check_t0
@@ -56,7 +55,7 @@ def run(args) -> None:
             "split": args.split, "evaluator": args.evaluator}
     cond = {}
     if model.takes_text:  # the class protocol, told in words
-        from guidekit.experiments.generation import class_prompt_cond
+        from guidekit.pipelines import class_prompt_cond
 
         cond = class_prompt_cond(model, labels)
         spec["prompts"] = "class"

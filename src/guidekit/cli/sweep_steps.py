@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_device, add_eval_args, load_fast_model, nonneg_float,
-                                 number_list, pick_device, positive_int, preload_eval, seed_int)
+from guidekit.cli.common import (add_device, add_eval_args, command, load_fast_model, nonneg_float, number_list,
+                                 pick_device, positive_int, preload_eval, seed_int)
 from guidekit.diffusion.schedule import SPACINGS
 from guidekit.errors import check
 
@@ -23,15 +23,14 @@ def setting(text: str) -> tuple[str, int]:
 
 
 def register_kind(kinds) -> None:
-    k = kinds.add_parser("steps", help="quality vs model evaluations: few-step samplers vs DDPM-1000",
-                         description="For each sampler in --samplers and each NFE in --nfe, and once for "
-                                     "--baseline (ancestral DDPM with all 1,000 steps by default): sample --n "
-                                     "class-balanced images with the same seeds, measure FID/KID/IS-FMNIST and "
-                                     "accuracy. NFE counts evaluations of the (guided) denoiser; with --w > 0 each "
-                                     "is one batched call on both CFG halves. Writes OUT/<sampler>/results.csv, "
-                                     "OUT/results.md (with FID relative to the baseline), OUT/fid_vs_nfe.png and "
-                                     "grids. Finished rows are kept: rerun the same command to resume.",
-                         formatter_class=HelpFormatter)
+    k = command(kinds, "steps", "quality vs model evaluations: few-step samplers vs DDPM-1000",
+                                "For each sampler in --samplers and each NFE in --nfe, and once for "
+                                "--baseline (ancestral DDPM with all 1,000 steps by default): sample --n "
+                                "class-balanced images with the same seeds, measure FID/KID/IS-FMNIST and "
+                                "accuracy. NFE counts evaluations of the (guided) denoiser; with --w > 0 each "
+                                "is one batched call on both CFG halves. Writes OUT/<sampler>/results.csv, "
+                                "OUT/results.md (with FID relative to the baseline), OUT/fid_vs_nfe.png and "
+                                "grids. Finished rows are kept: rerun the same command to resume.")
     k.add_argument("model", help="model or run folder (class-conditional)")
     k.add_argument("--samplers", default="ddim,dpmpp-2m", help="few-step samplers, comma-separated")
     k.add_argument("--nfe", type=number_list("--nfe", int, "10,15,20,50", minimum=1), default=[10, 15, 20, 50],
@@ -53,7 +52,7 @@ def register_kind(kinds) -> None:
 
 
 def run(args) -> None:
-    from guidekit.experiments.generation import SamplerSettings
+    from guidekit.pipelines import SamplerSettings
     from guidekit.experiments.steps import parse_setting, plot_steps, run_steps_sweep, steps_table
 
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guidekit.cli.common import (HelpFormatter, add_sweep_args, load_fast_model, number_list, pick_device,
-                                 positive_int, preload_eval, sampler_settings, seed_int)
+from guidekit.cli.common import (add_sweep_args, command, load_fast_model, number_list, pick_device, positive_int,
+                                 preload_eval, sampler_settings, seed_int)
 
 
 def register_kind(kinds) -> None:
-    p = kinds.add_parser("prompts", help="text prompts: class accuracy and attribute adherence over w",
-                         description="For each w: sample the fixed evaluation prompts (per class: seen paraphrases, "
-                                     "the held-out paraphrase, the held-out attribute combination) with --n // "
-                                     "#prompts seeds each, and measure FID/IS-FMNIST, the accuracy of the prompt's "
-                                     "class per group and attribute adherence (dark/light, small/large, "
-                                     "plain/patterned re-measured on the output). Writes OUT/results.csv, "
-                                     "OUT/results.md, OUT/adherence_vs_w.png, OUT/grids/w*.png (prompts × "
-                                     "seeds) and OUT/per_prompt/w*.csv (accuracy and adherence per prompt, with "
-                                     "the class of the seen caption the encoder puts nearest). 'guidekit sweep "
-                                     "cfg' on a text-conditioned model runs this sweep.",
-                         formatter_class=HelpFormatter)
+    p = command(kinds, "prompts", "text prompts: class accuracy and attribute adherence over w",
+                                  "For each w: sample the fixed evaluation prompts (per class: seen paraphrases, "
+                                  "the held-out paraphrase, the held-out attribute combination) with --n // "
+                                  "#prompts seeds each, and measure FID/IS-FMNIST, the accuracy of the prompt's "
+                                  "class per group and attribute adherence (dark/light, small/large, "
+                                  "plain/patterned re-measured on the output). Writes OUT/results.csv, "
+                                  "OUT/results.md, OUT/adherence_vs_w.png, OUT/grids/w*.png (prompts × "
+                                  "seeds) and OUT/per_prompt/w*.csv (accuracy and adherence per prompt, with "
+                                  "the class of the seen caption the encoder puts nearest). 'guidekit sweep "
+                                  "cfg' on a text-conditioned model runs this sweep.")
     p.add_argument("model", help="a text-conditioned model (guidekit train --captions)")
     p.add_argument("--w", type=number_list("--w"), default=[0.0, 0.5, 1.0, 2.0, 4.0],
                    help="weights, comma-separated")

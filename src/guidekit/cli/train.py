@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from guidekit.cli.common import (HelpFormatter, add_data_arg, add_run_args, defaults_of, nonneg_float, nonneg_int,
+from guidekit.cli.common import (add_data_arg, add_run_args, command, defaults_of, nonneg_float, nonneg_int,
                                  positive_float, positive_int, seed_int, train_compile_mode)
 from guidekit.cli.resume import data_source, keep_recorded, preset_of, saved_run
 from guidekit.errors import check
@@ -20,13 +20,12 @@ NEW_RUN = {"dataset": "fashion-mnist", "split": "train", "captions_per_image": 4
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a diffusion UNet (CFG training with a null class)",
-                       description="Train a UNet noise predictor on Fashion-MNIST, MNIST, the embedded samples or "
-                                   "an image folder. Class-conditional datasets train with condition dropout to the "
-                                   "null class (classifier-free guidance, Ho & Salimans 2021). Writes OUT/log.csv, "
-                                   "OUT/checkpoints/step-N/ and OUT/model/ (EMA weights, config.json + "
-                                   "model.safetensors). Multi-GPU: accelerate launch -m guidekit.cli train ...",
-                       formatter_class=HelpFormatter)
+    p = command(sub, "train", "train a diffusion UNet (CFG training with a null class)",
+                              "Train a UNet noise predictor on Fashion-MNIST, MNIST, the embedded samples or "
+                              "an image folder. Class-conditional datasets train with condition dropout to the "
+                              "null class (classifier-free guidance, Ho & Salimans 2021). Writes OUT/log.csv, "
+                              "OUT/checkpoints/step-N/ and OUT/model/ (EMA weights, config.json + "
+                              "model.safetensors). Multi-GPU: accelerate launch -m guidekit.cli train ...")
     d = p.add_argument_group("data (defaults apply to new runs; --resume reads the run's own data)")
     d.add_argument("--dataset", default=None,
                    help=f"fashion-mnist | mnist | samples (embedded, 500 images) | path to an image folder "

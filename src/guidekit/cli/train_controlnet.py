@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from guidekit.cli.common import (HelpFormatter, add_data_arg, add_run_args, defaults_of, nonneg_float, nonneg_int,
+from guidekit.cli.common import (add_data_arg, add_run_args, command, defaults_of, nonneg_float, nonneg_int,
                                  positive_float, positive_int, seed_int, train_compile_mode)
 from guidekit.cli.resume import data_source
 from guidekit.errors import check
@@ -20,12 +20,11 @@ HELP = {"steps": "optimizer steps", "batch_size": "global batch", "lr": "AdamW l
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train-controlnet", help="train a ControlNet (condition image → control) for a model",
-                       description="Freeze BASE, copy its encoder and middle block into a trainable ControlNet fed "
-                                   "the condition's hint through zero convolutions (Zhang et al. 2023), and train it "
-                                   "on --pairs images of --dataset with hints extracted once (seeded). Writes "
-                                   "OUT/log.csv, OUT/checkpoints/step-N/ and OUT/controlnet/ (EMA weights).",
-                       formatter_class=HelpFormatter)
+    p = command(sub, "train-controlnet", "train a ControlNet (condition image → control) for a model",
+                                         "Freeze BASE, copy its encoder and middle block into a trainable ControlNet fed "
+                                         "the condition's hint through zero convolutions (Zhang et al. 2023), and train it "
+                                         "on --pairs images of --dataset with hints extracted once (seeded). Writes "
+                                         "OUT/log.csv, OUT/checkpoints/step-N/ and OUT/controlnet/ (EMA weights).")
     p.add_argument("base", metavar="BASE", help="base model folder or run folder of 'guidekit train'")
     p.add_argument("--condition", default=None, help="hint extractor (guidekit.conditions), e.g. canny; "
                                                      "a resumed run keeps its own")

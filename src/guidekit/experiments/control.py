@@ -11,82 +11,13 @@ from typing import Callable, Sequence
 import torch
 
 from guidekit.checkpoints import LoadedControlNet, LoadedModel
-from guidekit.conditions import Condition, get_condition
+from guidekit.conditions import Condition
 from guidekit.data.dataset import ImageDataset
 from guidekit.diffusion.denoiser import NULL
-from guidekit.errors import GuidekitError, check
-from guidekit.experiments.generation import Guidance, SamplerSettings, sample_guided
+from guidekit.errors import check
 from guidekit.metrics.evaluate import METRICS, evaluate
-from guidekit.models.controlnet import ControlledUNet, ControlNet
-
-
-def as_nets(controlnets) -> list[ControlNet]:
-    """A list of ControlNet modules from one or several ControlNets or LoadedControlNets."""
-    items = list(controlnets) if isinstance(controlnets, (list, tuple)) else [controlnets]
-    nets = [c.net if isinstance(c, LoadedControlNet) else c for c in items]
-    check(len(nets) >= 1 and all(isinstance(n, ControlNet) for n in nets),
-          "controlnets must be a ControlNet (or load_controlnet result) or a non-empty list of them")
-    return nets
-
-
-def condition_of(controlnet: LoadedControlNet) -> Condition:
-    """The hint extractor a ControlNet was trained with (its config's `condition`)."""
-    try:
-        return get_condition(controlnet.condition)
-    except GuidekitError as e:
-        raise GuidekitError(f"the ControlNet {controlnet.path} was trained on condition {controlnet.condition!r}, "
-                            f"which guidekit cannot extract ({e}); pass a hint image you made instead") from e
-
-
-def controlled(model: LoadedModel, controlnets, scale=1.0, start=0.0, end=1.0,
-               hint_uncond: bool = True) -> LoadedModel:
-    """The model with its UNet steered by the ControlNets (ControlledUNet); validates scales and windows."""
-    net = ControlledUNet(model.net, as_nets(controlnets), scale, start, end, hint_uncond)
-    return dataclasses.replace(model, net=net)
-
-
-def join_hints(hints: Sequence[torch.Tensor], nets: list[ControlNet], n: int) -> torch.Tensor:
-    """One (n, sum of hint channels, H, W) tensor from one hint per ControlNet, each (n or 1, C_k, H, W)."""
-    check(len(hints) == len(nets), f"got {len(hints)} hints for {len(nets)} ControlNets; pass one hint each")
-    out = []
-    for i, (h, net) in enumerate(zip(hints, nets)):
-        c, size = net.config.hint_channels, net.copy.config.image_size
-        ok = isinstance(h, torch.Tensor) and h.dim() == 4 and h.shape[0] in (1, n) and \
-            tuple(h.shape[1:]) == (c, size, size)
-        check(ok, f"hint {i} must be a ({n} or 1, {c}, {size}, {size}) tensor in [0, 1], got "
-                  f"{tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__}")
-        out.append(h.float().cpu().expand(n, -1, -1, -1))
-    return torch.cat(out, 1).contiguous()
-
-
-def model_labels(model: LoadedModel, labels: torch.Tensor, base_null: bool = False) -> torch.Tensor:
-    """The labels a model is given: as requested on a class-conditional model, ∅ on an unconditional one (or all
-    ∅ with base_null, so the class can come from the hint alone)."""
-    return labels if model.net.config.num_classes > 0 and not base_null else torch.full_like(labels, NULL)
-
-
-def control_samples(model: LoadedModel, controlnets, hints: Sequence[torch.Tensor], labels: torch.Tensor,
-                    seeds: list[int], scale, settings: SamplerSettings, device: torch.device | str = "cpu",
-                    guidance: Guidance | None = None, start=0.0, end=1.0, hint_uncond: bool = True,
-                    progress: bool = False, cond: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """Images (N, C, H, W) in [−1, 1] of the model steered by ControlNets (Zhang et al. 2023) with hints[k] each.
-
-    scale, start, end: one value or one per ControlNet. All scales 0 is the base model itself (no ControlNet runs),
-    so it equals sample_guided with the same seeds exactly. cond: further conditions, N rows each (a text base's
-    {"text", "text_negative"} from prompt_cond), which the base and the ControlNets see together with the hint.
-    """
-    guidance, cond = guidance or Guidance(), dict(cond or {})
-    steered = controlled(model, controlnets, scale, start, end, hint_uncond)
-    if all(s == 0 for s in steered.net.control_scale):
-        return sample_guided(model, labels, seeds, guidance, settings, device, progress, cond=cond)
-    hint = join_hints(hints, list(steered.net.controlnets), len(seeds))
-    return sample_guided(steered, labels, seeds, guidance, settings, device, progress, cond={**cond, "hint": hint})
-
-
-def extract_hints(condition: Condition, images: torch.Tensor, seed: int = 0, batch: int = 512) -> torch.Tensor:
-    """condition(x0, generator) over images in batches, with one generator seeded by seed (sketch jitter)."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.cat([condition(images[i:i + batch], generator=g) for i in range(0, len(images), batch)]).float()
+from guidekit.pipelines import (Guidance, SamplerSettings, condition_of, control_samples, extract_hints, hint_image,
+                                sample_guided)
 
 
 def balanced_indices(labels: torch.Tensor, n: int, num_classes: int, seed: int = 0) -> torch.Tensor:
@@ -152,7 +83,7 @@ def set_cond(model: LoadedModel, cset: ControlSet) -> dict:
     """The prompts' cond ({"text": ...}) of a set made by with_prompts, else {} (class labels)."""
     if cset.prompts is None:
         return {}
-    from guidekit.experiments.generation import prompt_cond
+    from guidekit.pipelines import prompt_cond
 
     return prompt_cond(model, cset.prompts)
 
@@ -206,8 +137,8 @@ def evaluate_control(model: LoadedModel, controlnets: Sequence[LoadedControlNet]
     cset = control_set(dataset, [condition_of(c) for c in controlnets], n, seed)
     seeds = list(range(seed, seed + n))
     start = time.time()
-    samples = control_samples(model, controlnets, cset.hints, model_labels(model, cset.labels), seeds, scale,
-                              settings, device, guidance, hint_uncond=hint_uncond, progress=progress)
+    samples = control_samples(model, controlnets, cset.hints, cset.labels, seeds, scale, settings, device, guidance,
+                              hint_uncond=hint_uncond, progress=progress)
     seconds = time.time() - start
     return {**score_control(samples, cset, evaluator, ref, seed), "img_per_s": n / seconds, "seconds": seconds}
 
@@ -220,14 +151,6 @@ def score_keys(cset: ControlSet) -> list[str]:
 def fields(key: str, cset: ControlSet) -> list[str]:
     """CSV columns of a control sweep keyed by `key`."""
     return [key, "n", *score_keys(cset), *METRICS, "img_per_s", "seconds"]
-
-
-def hint_image(hint: torch.Tensor, channels: int) -> torch.Tensor:
-    """A (C_k, H, W) hint in [0, 1] shown as a (channels, H, W) image in [-1, 1] (gray when the counts differ)."""
-    h = hint.float().cpu() * 2 - 1
-    if h.shape[0] != channels:
-        h = h.mean(0, keepdim=True).expand(channels, -1, -1)
-    return h
 
 
 def condition_grid(cset: ControlSet, samples: torch.Tensor, rows: int = 10) -> torch.Tensor:
@@ -262,7 +185,9 @@ def run_control_sweep(model: LoadedModel, controlnets: Sequence[LoadedControlNet
     check_spec(out, {"kind": "controlnet scale", "model": str(model.path), "n": n, "seed": seed,
                      "settings": settings.to_dict(), **(spec or {})})
     (out / "grids").mkdir(exist_ok=True)
-    seeds, labels = list(range(seed, seed + n)), model_labels(model, cset.labels, base_null)
+    seeds, labels = list(range(seed, seed + n)), cset.labels
+    guidance = guidance or Guidance()
+    guidance = dataclasses.replace(guidance, base_null=base_null or guidance.base_null)  # ∅: the hint decides
     cond = set_cond(model, cset)
 
     def sample_at(s: float) -> torch.Tensor:
@@ -290,12 +215,14 @@ def run_control_curve(model: LoadedModel, checkpoints: dict[int, Path], load: Ca
     check_spec(out, {"kind": "controlnet training curve", "model": str(model.path), "n": n, "seed": seed,
                      "scale": scale, "settings": settings.to_dict(), **(spec or {})})
     (out / "grids").mkdir(exist_ok=True)
-    seeds, labels = list(range(seed, seed + n)), model_labels(model, cset.labels, base_null)
+    seeds, labels = list(range(seed, seed + n)), cset.labels
+    guidance = guidance or Guidance()
+    guidance = dataclasses.replace(guidance, base_null=base_null or guidance.base_null)  # ∅: the hint decides
     cond = set_cond(model, cset)
 
     def sample_at(step: float) -> torch.Tensor:
         if step == 0:
-            return sample_guided(model, labels, seeds, guidance or Guidance(), settings, device, cond=cond)
+            return sample_guided(model, labels, seeds, guidance, settings, device, cond=cond)
         net = load(checkpoints[int(step)])
         check(net.condition == cset.conditions[0].name, f"{net.path} was trained on condition {net.condition!r}, "
               f"the run's newest checkpoint on {cset.conditions[0].name!r}; sweep one run at a time")

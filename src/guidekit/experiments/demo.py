@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from guidekit.data import ImageDataset, idx, load_dataset
 from guidekit.errors import GuidekitError, check
-from guidekit.experiments.generation import SamplerSettings
+from guidekit.pipelines import SamplerSettings
 from guidekit.experiments.report import Section, render
 from guidekit.io import atomic_folder, check_output
 
@@ -88,7 +88,7 @@ class DemoContext:
     @cached_property
     def classifier(self):
         """The zoo's noise-aware classifier (schedule checked against the base)."""
-        from guidekit.experiments.generation import load_guiding_classifier
+        from guidekit.pipelines import load_guiding_classifier
 
         return load_guiding_classifier(CLASSIFIER, self.model, self.device)
 

@@ -8,8 +8,8 @@ import torch
 
 from guidekit.diffusion import NULL
 from guidekit.experiments.demo import BASE, CLASSIFIER, REPRO, DemoContext, command, quantize
-from guidekit.experiments.generation import Guidance, sample_guided
 from guidekit.experiments.report import Section, Tile, image_table, metrics_table
+from guidekit.pipelines import Guidance, sample_guided
 
 CANNY, SKETCH = "fmnist-canny", "fmnist-sketch"
 METRIC_COLUMNS = [("w", "w", "g"), ("n", "n", ""), ("fid", "FID-FMNIST", ".1f"), ("is", "IS-FMNIST", ".2f"),
@@ -27,7 +27,7 @@ def _f1(cond, hint: torch.Tensor, images: torch.Tensor) -> list[float]:
 
 def _masked(images: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-image (L2, PSNR) of images against the true image over the generated pixels (mask 0)."""
-    from guidekit.experiments.repaint import masked_errors
+    from guidekit.pipelines import masked_errors
 
     l2, psnr = masked_errors(images, truth.expand_as(images), mask.expand(len(images), -1, -1, -1))
     return l2.tolist(), psnr.tolist()
@@ -132,7 +132,7 @@ def classifier(ctx: DemoContext) -> Section:
 
 def controlnet(ctx: DemoContext) -> Section:
     """ControlNets (canny, sketch): hints from test images, sampled at ∅ and once with the class."""
-    from guidekit.experiments.control import condition_of, control_samples, extract_hints, hint_image
+    from guidekit.pipelines import condition_of, control_samples, extract_hints, hint_image
 
     s, names, st = ctx.settings, ctx.class_names, ctx.sampling()
     seeds = list(range(s.control_seeds))
@@ -181,7 +181,8 @@ def controlnet(ctx: DemoContext) -> Section:
 
 def sdedit(ctx: DemoContext) -> Section:
     """SDEdit of stroke paintings over t0."""
-    from guidekit.experiments.sdedit import edit_guided, stroke_guides
+    from guidekit.experiments.sdedit import stroke_guides
+    from guidekit.pipelines import edit_guided
 
     s, names = ctx.settings, ctx.class_names
     n = max(2 * len(names), 10)  # what `guidekit sweep sdedit` accepts at least; its grid shows the first per class
@@ -212,7 +213,7 @@ def sdedit(ctx: DemoContext) -> Section:
 
 def repaint(ctx: DemoContext) -> Section:
     """RePaint with each of the six mask types."""
-    from guidekit.experiments.repaint import inpaint_guided
+    from guidekit.pipelines import inpaint_guided
     from guidekit.masks import MASK_KINDS, make_mask
 
     s, k = ctx.settings, ctx.settings.repaint_seeds
@@ -258,8 +259,7 @@ def _than(a: float, b: float, close: float) -> str:
 
 def combined(ctx: DemoContext) -> Section:
     """RePaint + CFG + ControlNet in one sampling run, next to the same run without the ControlNet, with numbers."""
-    from guidekit.experiments.control import condition_of, controlled, extract_hints, hint_image
-    from guidekit.experiments.repaint import inpaint_guided
+    from guidekit.pipelines import condition_of, controlled, extract_hints, hint_image, inpaint_guided
     from guidekit.masks import make_mask
 
     s, k = ctx.settings, ctx.settings.combined_seeds
@@ -325,9 +325,8 @@ def _snippet(ctx: DemoContext, index: int) -> str:
                                                              else ")"))
     return (f"from guidekit.checkpoints import load_controlnet, load_model\n"
             f"from guidekit.data import load_dataset\n"
-            f"from guidekit.experiments.control import condition_of, controlled, extract_hints\n"
-            f"from guidekit.experiments.generation import Guidance, SamplerSettings\n"
-            f"from guidekit.experiments.repaint import inpaint_guided\n"
+            f"from guidekit.pipelines import (Guidance, SamplerSettings, condition_of, controlled, extract_hints,\n"
+            f"                                inpaint_guided)\n"
             f"from guidekit.masks import make_mask\n"
             f"import torch\n\n"
             f"model = load_model('{BASE}')\n"

@@ -11,8 +11,8 @@ from tqdm.auto import tqdm
 
 from guidekit.checkpoints import LoadedModel
 from guidekit.errors import check
-from guidekit.experiments.generation import Guidance, SamplerSettings
-from guidekit.experiments.repaint import inpaint_guided, masked_errors
+from guidekit.pipelines import Guidance, SamplerSettings
+from guidekit.pipelines import inpaint_guided, masked_errors
 from guidekit.experiments.sweep import cached_samples, check_spec, row_line, write_rows
 from guidekit.images import grid, labelled, save_png
 from guidekit.masks import MASK_KINDS, make_mask

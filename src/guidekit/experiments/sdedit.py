@@ -9,42 +9,18 @@ import torch
 
 from guidekit.checkpoints import LoadedModel
 from guidekit.data import ImageDataset
-from guidekit.diffusion import NULL
 from guidekit.errors import check
-from guidekit.experiments.generation import Guidance, SamplerSettings, guided_denoiser
 from guidekit.experiments.sweep import cached_samples, check_spec, sweep_rows
 from guidekit.guides import stroke_painting
 from guidekit.images import grid, labelled, save_png
 from guidekit.metrics.evaluate import evaluate, format_table
-from guidekit.sampling.sdedit import check_t0, sdedit
-from guidekit.sampling.steps import make_step
+from guidekit.pipelines import Guidance, SamplerSettings, edit_guided, faithfulness
+from guidekit.sampling.sdedit import check_t0
 
 FIELDS = ["t0", "n", "rmse", "l2", "fid", "kid", "kid_std", "is", "is_std", "accuracy", "precision", "recall",
           "img_per_s", "seconds"]
 UNITS = ("rmse = per-pixel RMSE and l2 = ‖x0 − guide‖₂ per image (SDEdit's L2 faithfulness), both in [0, 1] pixel "
          "units, averaged over the images; lower = more faithful to the stroke guide.")
-
-
-def edit_guided(model: LoadedModel, guide: torch.Tensor, labels: torch.Tensor, seeds: list[int], t0: float,
-                guidance: Guidance, settings: SamplerSettings, repeats: int = 1, mask: torch.Tensor | None = None,
-                device: torch.device | str = "cpu", progress: bool = False,
-                cond: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """SDEdit of guide (B or 1, C, H, W) for labels[i] (NULL = ∅) from seeds[i], under `guidance`; checked finite.
-    cond: further conditions, one row per seed (a text model's {"text", "text_negative"} from prompt_cond)."""
-    den = guided_denoiser(model, guidance, settings.clip_x0)
-    use_y = model.net.config.num_classes > 0 or guidance.classifier is not None  # else an unconditional net gets ∅
-    y = labels if use_y else torch.full_like(labels, NULL)
-    step = make_step(settings.sampler, model.schedule, settings.eta)
-    out = sdedit(den, model.schedule, guide, t0, {"y": y, **(cond or {})}, step, seeds, settings.steps, repeats,
-                 mask, settings.spacing, device=device, progress=progress, batch_size=settings.batch_size)
-    check(bool(torch.isfinite(out).all()), "the edits contain NaN/inf: the model weights are broken")
-    return out
-
-
-def faithfulness(images: torch.Tensor, guides: torch.Tensor) -> dict:
-    """SDEdit's faithfulness (Meng et al. 2022, Sec. 5): mean per-pixel RMSE and mean L2 to the guide, [0, 1] units."""
-    diff = (images.double() - guides.double()).flatten(1) / 2
-    return {"rmse": diff.square().mean(1).sqrt().mean().item(), "l2": diff.norm(dim=1).mean().item()}
 
 
 def stroke_guides(dataset: ImageDataset, n: int, levels: int = 5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -11,7 +11,7 @@ import torch
 
 from guidekit.checkpoints import LoadedModel
 from guidekit.errors import check
-from guidekit.experiments.generation import Guidance, SamplerSettings, class_names, sample_guided
+from guidekit.pipelines import Guidance, SamplerSettings, class_names, sample_guided
 from guidekit.experiments.sweep import FIELDS, balanced_labels, check_spec, sweep_rows
 from guidekit.images import grid, labelled, save_png
 from guidekit.metrics.evaluate import evaluate

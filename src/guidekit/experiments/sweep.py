@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from guidekit.checkpoints import LoadedModel
 from guidekit.errors import check
-from guidekit.experiments.generation import Guidance, SamplerSettings, class_names, sample_guided
+from guidekit.pipelines import Guidance, SamplerSettings, class_names, sample_guided
 from guidekit.experiments.plots import fid_vs_is, metrics_vs_w
 from guidekit.images import grid, labelled, save_png
 from guidekit.io import write_csv

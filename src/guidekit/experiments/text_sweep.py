@@ -9,7 +9,7 @@ import torch
 from guidekit.checkpoints import LoadedModel
 from guidekit.diffusion import NULL
 from guidekit.errors import check
-from guidekit.experiments.generation import Guidance, SamplerSettings, prompt_cond, sample_guided
+from guidekit.pipelines import Guidance, SamplerSettings, prompt_cond, sample_guided
 from guidekit.experiments.sweep import check_spec, sweep_rows
 from guidekit.images import grid, labelled, save_png
 from guidekit.metrics.evaluate import evaluate_features

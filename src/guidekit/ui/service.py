@@ -103,7 +103,7 @@ def load_controlnet(name: str, model, device="cpu"):
 
 def load_classifier(name: str, model, device="cpu"):
     """A noise-aware classifier for the loaded model (cached; its schedule must match the model's)."""
-    from guidekit.experiments.generation import load_guiding_classifier
+    from guidekit.pipelines import load_guiding_classifier
 
     key = ("classifier", *_stamp(name), *_stamp(str(model.path)), str(device))
     return _cached(key, lambda: load_guiding_classifier(name.strip(), model, device))

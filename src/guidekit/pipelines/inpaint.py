@@ -1,0 +1,40 @@
+"""RePaint (Lugmayr et al. 2022) of a loaded model under guidance, and the errors of the generated region."""
+
+from __future__ import annotations
+
+import torch
+
+from guidekit.checkpoints import LoadedModel
+from guidekit.errors import check
+from guidekit.pipelines.denoiser import guided_denoiser
+from guidekit.pipelines.policy import network_labels
+from guidekit.pipelines.sample import check_samples
+from guidekit.pipelines.settings import Guidance, SamplerSettings
+from guidekit.sampling.loop import Callback
+from guidekit.sampling.repaint import inpaint
+
+
+def inpaint_guided(model: LoadedModel, x0: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+                   seeds: list[int] | None, guidance: Guidance, settings: SamplerSettings, jump_length: int,
+                   jump_n_sample: int, device: torch.device | str = "cpu", progress: bool = False,
+                   cond: dict[str, torch.Tensor] | None = None, callback: Callback | None = None,
+                   noise=None) -> tuple[torch.Tensor, int]:
+    """(images, NFE per image): RePaint of x0 (1 or N rows) under mask (1 = known) for labels[i] from seeds[i] (or
+    row i of noise); callback(StepInfo) after every move."""
+    check(isinstance(x0, torch.Tensor) and x0.is_floating_point() and bool(torch.isfinite(x0).all()),
+          "the image to inpaint must be a float tensor without NaN or infinite values (its known pixels are kept "
+          "as they are); fix or re-load the image")
+    images, nfe = inpaint(guided_denoiser(model, guidance, settings.clip_x0), model.schedule, x0, mask,
+                          {"y": network_labels(model, labels, guidance), **(cond or {})}, settings.sampler, seeds,
+                          settings.steps, jump_length, jump_n_sample, spacing=settings.spacing, eta=settings.eta,
+                          device=device, batch_size=settings.batch_size, callback=callback, progress=progress,
+                          noise=noise)
+    return check_samples(images), nfe
+
+
+def masked_errors(images: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image (L2, PSNR) over the generated pixels (mask 0): L2 = RMS error in [0, 1] units, PSNR = −20·log10 L2."""
+    unknown = (1 - mask).expand_as(images).flatten(1).double()
+    diff2 = (((images.double() - truth.double()) / 2) ** 2).flatten(1)  # [−1, 1] → [0, 1] units
+    l2 = ((diff2 * unknown).sum(1) / unknown.sum(1).clamp(min=1)).sqrt()
+    return l2, -20 * torch.log10(l2.clamp(min=1e-8))

@@ -1,0 +1,37 @@
+"""Sampling a loaded model under guidance: the one path of sample, eval, the sweeps and the UI."""
+
+from __future__ import annotations
+
+import torch
+
+from guidekit.checkpoints import LoadedModel
+from guidekit.errors import check
+from guidekit.pipelines.denoiser import guided_denoiser
+from guidekit.pipelines.policy import network_labels
+from guidekit.pipelines.settings import Guidance, SamplerSettings
+from guidekit.sampling import generate
+from guidekit.sampling.loop import Callback
+
+
+def sample_guided(model: LoadedModel, labels: torch.Tensor, seeds: list[int] | None, guidance: Guidance,
+                  settings: SamplerSettings, device: torch.device | str = "cpu", progress: bool = False,
+                  cond: dict[str, torch.Tensor] | None = None, callback: Callback | None = None,
+                  noise=None) -> torch.Tensor:
+    """Images (N, C, H, W) in [−1, 1] for labels[i] (NULL = ∅) from seeds[i] (or row i of noise, as in
+    sampling.generate); checked finite. cond: further per-image conditions (a ControlNet's "hint", a prompt's
+    "text"), N rows each; callback(StepInfo) after every move."""
+    c = model.net.config
+    cond = {"y": network_labels(model, labels, guidance), **(cond or {})}
+    images = generate(guided_denoiser(model, guidance, settings.clip_x0), model.schedule,
+                      (c.in_channels, c.image_size, c.image_size), seeds, cond, sampler=settings.sampler,
+                      steps=settings.steps, eta=settings.eta, spacing=settings.spacing, device=device,
+                      callback=callback, progress=progress, batch_size=settings.batch_size, noise=noise)
+    return check_samples(images)
+
+
+def check_samples(images: torch.Tensor, what: str = "samples") -> torch.Tensor:
+    """images, refused if any holds NaN/inf (broken weights, an fp16 overflow)."""
+    bad = int((~torch.isfinite(images.flatten(1))).any(1).sum())
+    check(bad == 0, f"{bad} of {len(images)} {what} contain NaN/inf: the network's outputs are not finite (broken "
+                    f"weights, or an fp16 overflow: try --precision fp32); reload the checkpoint or re-train it")
+    return images
