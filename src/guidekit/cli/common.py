@@ -215,6 +215,14 @@ def train_compile_mode(args) -> str | None:
     return args.compile_mode or ("default" if args.compile else None)
 
 
+def fit(trainer, args):
+    """Run a training command's trainer: compiled if asked (--compile/--compile-mode), stopped after --max-minutes,
+    with its progress bar unless --no-progress; returns the export folder."""
+    if train_compile_mode(args):
+        trainer.compile(train_compile_mode(args))
+    return trainer.fit(max_seconds=args.max_minutes * 60 if args.max_minutes else None, progress=not args.no_progress)
+
+
 def add_sweep_args(p: argparse.ArgumentParser) -> None:
     """--out, the sampler, the evaluation, --no-progress and --device options every sweep kind takes."""
     p.add_argument("--out", required=True, help="output folder; rerun the same command to resume")

@@ -9,14 +9,14 @@ from guidekit.cli.condition import add_prompt_args
 from guidekit.errors import check
 
 
+CONTROL_HELP = """Sample MODEL steered by one or more ControlNets (Zhang et al. 2023). The hint is either your own
+condition image (--condition-image: white strokes/regions on black, as the hints the ControlNet was trained on) or
+extracted with each ControlNet's own condition from a test image (--condition-from). Writes grid.png (condition |
+outputs), one PNG per image, the hints and manifest.json to --out."""
+
+
 def register(sub) -> None:
-    p = command(sub, "control", "sample with ControlNets from a condition image",
-                                "Sample MODEL steered by one or more ControlNets (Zhang et al. 2023). The hint is "
-                                "either your own condition image (--condition-image: white strokes/regions on "
-                                "black, as the hints the ControlNet was trained on) or extracted with each "
-                                "ControlNet's own condition from a test image (--condition-from). Writes "
-                                "grid.png (condition | outputs), one PNG per image, the hints and manifest.json "
-                                "to --out.")
+    p = command(sub, "control", "sample with ControlNets from a condition image", CONTROL_HELP)
     p.add_argument("model", help="base model folder or run folder of 'guidekit train'")
     p.add_argument("--controlnet", action="append", required=True, metavar="PATH",
                    help="ControlNet folder or run folder of 'guidekit train-controlnet'; repeat for several "

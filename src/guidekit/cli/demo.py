@@ -21,15 +21,15 @@ def panel_list(text: str) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+DEMO_HELP = """Sample the models shipped in guidekit's zoo (no training) with classifier-free guidance, classifier
+guidance, ControlNet, SDEdit, RePaint, and RePaint + CFG + ControlNet in one run, and write OUT/index.html (images
+embedded) with the command that reproduces each panel. Hints, guides and known images come from the Fashion-MNIST
+test split when installed (--data, $GUIDEKIT_DATA or /usr/share/datasets/fashion-mnist), else from the embedded
+samples. About 2 minutes on 2 idle CPU cores; OUT is replaced atomically at the end."""
+
+
 def register(sub) -> None:
-    p = command(sub, "demo", "every guidance method on the zoo models, written as one HTML report",
-                             "Sample the models shipped in guidekit's zoo (no training) with classifier-free "
-                             "guidance, classifier guidance, ControlNet, SDEdit, RePaint, and RePaint + CFG + "
-                             "ControlNet in one run, and write OUT/index.html (images embedded) with the "
-                             "command that reproduces each panel. Hints, guides and known images come from "
-                             "the Fashion-MNIST test split when installed (--data, $GUIDEKIT_DATA or "
-                             "/usr/share/datasets/fashion-mnist), else from the embedded samples. About 2 "
-                             "minutes on 2 idle CPU cores; OUT is replaced atomically at the end.")
+    p = command(sub, "demo", "every guidance method on the zoo models, written as one HTML report", DEMO_HELP)
     p.add_argument("--out", default="runs/demo", help="report folder (replaced)")
     add_data_arg(p)
     p.add_argument("--panels", type=panel_list, default=None, metavar="P[,P...]",

@@ -28,13 +28,14 @@ def add_stroke_args(p: argparse.ArgumentParser) -> None:
                    help="flat grey levels of a stroke painting (guidekit.guides.stroke_painting)")
 
 
+EDIT_HELP = """SDEdit (Meng et al. 2022): x_t0 = √ᾱ·guide + √(1−ᾱ)·n at the noise level t0 (timestep t0·T − 1; 1 =
+pure noise), then denoise with the sampler; --repeats K repeats the noise-then-denoise from the last output. --mask
+keeps its known (white / 1) pixels exactly equal to the guide. Writes grid.png (guide | outputs), guide.png, one PNG
+per output and manifest.json to --out."""
+
+
 def register(sub) -> None:
-    p = command(sub, "edit", "SDEdit: turn a drawing or stroke painting into a realistic image",
-                             "SDEdit (Meng et al. 2022): x_t0 = √ᾱ·guide + √(1−ᾱ)·n at the noise level t0 "
-                             "(timestep t0·T − 1; 1 = pure noise), then denoise with the sampler; --repeats K "
-                             "repeats the noise-then-denoise from the last output. --mask keeps its known "
-                             "(white / 1) pixels exactly equal to the guide. Writes grid.png (guide | outputs), "
-                             "guide.png, one PNG per output and manifest.json to --out.")
+    p = command(sub, "edit", "SDEdit: turn a drawing or stroke painting into a realistic image", EDIT_HELP)
     p.add_argument("model", help="model folder or run folder of 'guidekit train'")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--guide", metavar="FILE", help="the guide: a drawing (PNG etc.; gray, RGB or transparent = "

@@ -12,14 +12,15 @@ from guidekit.cli.common import (FEW_STEP, HelpFormatter, add_data_arg, add_devi
                                  positive_int, sampler_settings, seed_int)
 
 
+EVAL_HELP = """Measure samples against real data with guidekit's Fashion-MNIST evaluator (FID-FMNIST etc.: the
+evaluator's features, not Inception's), or with your own FID Inception weights (--inception-weights: FID-Inception
+etc.). TARGET is a folder of samples (from 'guidekit sample', with its manifest, or any PNGs) or a model, which is
+then sampled (--n class-balanced images at --w). 'guidekit eval train-evaluator --help' trains the evaluator itself."""
+
+
 def register(sub) -> None:
     p = command(sub, "eval", "FID/KID/IS-FMNIST (or -Inception), accuracy, precision/recall of a model or " "sample folder",
-                             "Measure samples against real data with guidekit's Fashion-MNIST evaluator "
-                             "(FID-FMNIST etc.: the evaluator's features, not Inception's), or with your own "
-                             "FID Inception weights (--inception-weights: FID-Inception etc.). TARGET is a "
-                             "folder of samples (from 'guidekit sample', with its manifest, or any PNGs) or a "
-                             "model, which is then sampled (--n class-balanced images at --w). "
-                             "'guidekit eval train-evaluator --help' trains the evaluator itself.")
+                             EVAL_HELP)
     p.add_argument("target", help="sample folder, model folder or run folder")
     p.add_argument("--n", type=positive_int("--n"), default=1000, help="images to sample when TARGET is a model")
     add_guidance_args(p)

@@ -43,15 +43,15 @@ def jump_length_of(args, num_timesteps: int) -> int:
     return j
 
 
+INPAINT_HELP = """RePaint (Lugmayr et al. 2022): sample the unknown pixels with the model while, after every step,
+the known pixels are replaced by the forward-process sample of the image at that noise level; with resampling, the
+trajectory jumps back up --jump-length steps --jump-n-sample - 1 times. Mask convention: 1 / white = known (kept), 0
+/ black = generated. Writes grid.png (image | mask | masked input | results), image.png, mask.png, masked.png, one
+PNG per result and manifest.json (settings, NFE, masked-region L2/PSNR against the image)."""
+
+
 def register(sub) -> None:
-    p = command(sub, "inpaint", "inpaint masked pixels of an image (RePaint)",
-                                "RePaint (Lugmayr et al. 2022): sample the unknown pixels with the model while, "
-                                "after every step, the known pixels are replaced by the forward-process sample "
-                                "of the image at that noise level; with resampling, the trajectory jumps back "
-                                "up --jump-length steps --jump-n-sample - 1 times. Mask convention: 1 / white = "
-                                "known (kept), 0 / black = generated. Writes grid.png (image | mask | masked "
-                                "input | results), image.png, mask.png, masked.png, one PNG per result and "
-                                "manifest.json (settings, NFE, masked-region L2/PSNR against the image).")
+    p = command(sub, "inpaint", "inpaint masked pixels of an image (RePaint)", INPAINT_HELP)
     p.add_argument("model", help="model folder or run folder of 'guidekit train'")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", metavar="FILE", help="image to inpaint (PNG/JPEG; 28x28 is padded to 32x32)")

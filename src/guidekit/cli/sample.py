@@ -8,12 +8,13 @@ from guidekit.cli.common import (FEW_STEP, add_guidance_args, add_output_args, a
 from guidekit.errors import check
 
 
+SAMPLE_HELP = """Sample from a guidekit model folder (or training run). Guidance weight in the paper's convention:
+eps = (1+w)·eps(x, y) − w·eps(x, ∅); w = 0 is the plain conditional model. Writes one PNG per image, grid.png (rows =
+classes, columns = seeds) and manifest.json to --out."""
+
+
 def register(sub) -> None:
-    p = command(sub, "sample", "sample images, with classifier-free guidance",
-                               "Sample from a guidekit model folder (or training run). Guidance weight in the "
-                               "paper's convention: eps = (1+w)·eps(x, y) − w·eps(x, ∅); w = 0 is the plain "
-                               "conditional model. Writes one PNG per image, grid.png (rows = classes, columns "
-                               "= seeds) and manifest.json to --out.")
+    p = command(sub, "sample", "sample images, with classifier-free guidance", SAMPLE_HELP)
     p.add_argument("model", help="model folder (config.json + model.safetensors), a run folder of 'guidekit train', "
                                  "or a diffusers UNet2DModel / pipeline folder")
     p.add_argument("--null-class-index", type=nonneg_int("--null-class-index"), default=None, metavar="I",

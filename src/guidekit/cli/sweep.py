@@ -27,6 +27,10 @@ def _common(p: argparse.ArgumentParser, ws: str) -> None:
     add_sweep_args(p)
 
 
+COMPARE_HELP = """Read OUT/results.csv of finished sweeps (e.g. cfg and classifier on the same model) and draw their
+FID-vs-IS curves on one plot."""
+
+
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="metric sweeps: guidance weights, ControlNet scale, SDEdit t0, RePaint masks, "
                                                "sampler steps, text prompts",
@@ -53,9 +57,7 @@ def register(sub) -> None:
     k.add_argument("--base-null", action="store_true", help="hand a class-conditional model ∅")
     k.add_argument("--cfg-w", type=float, default=0.0, help="also apply CFG at this fixed w (class-conditional)")
     k.set_defaults(run=run)
-    m = command(kinds, "compare", "one FID-vs-IS plot over several finished sweeps",
-                                  "Read OUT/results.csv of finished sweeps (e.g. cfg and classifier on the same "
-                                  "model) and draw their FID-vs-IS curves on one plot.")
+    m = command(kinds, "compare", "one FID-vs-IS plot over several finished sweeps", COMPARE_HELP)
     m.add_argument("sweeps", nargs="+", metavar="DIR[=LABEL]", help="sweep folders, each with an optional label")
     m.add_argument("--out", required=True, help="PNG file to write")
     m.set_defaults(run=compare)

@@ -21,15 +21,15 @@ def mask_list(text: str) -> list[str]:
     return list(dict.fromkeys(kinds))
 
 
+REPAINT_HELP = """Inpaint the first --n images of the --reference data set's --split under seeded masks of each type,
+once without resampling (r = 1) and once with --jump-n-sample r, and measure the generated region's L2 (RMS error on
+the [0, 1] scale) and PSNR against the ground truth, FID/KID-FMNIST of the completed images, accuracy (the
+ground-truth class kept), NFE and img/s. Writes OUT/results.csv, OUT/results.md and OUT/grid.png; finished rows are
+kept: rerun the same command to resume."""
+
+
 def register_kind(kinds) -> None:
-    p = command(kinds, "repaint", "RePaint inpainting per mask type, with and without resampling",
-                                  "Inpaint the first --n images of the --reference data set's --split under "
-                                  "seeded masks of each type, once without resampling (r = 1) and once with "
-                                  "--jump-n-sample r, and measure the generated region's L2 (RMS error on the "
-                                  "[0, 1] scale) and PSNR against the ground truth, FID/KID-FMNIST of the "
-                                  "completed images, accuracy (the ground-truth class kept), NFE and img/s. "
-                                  "Writes OUT/results.csv, OUT/results.md and OUT/grid.png; finished rows are "
-                                  "kept: rerun the same command to resume.")
+    p = command(kinds, "repaint", "RePaint inpainting per mask type, with and without resampling", REPAINT_HELP)
     p.add_argument("model", help="model or run folder")
     p.add_argument("--masks", type=mask_list, default=list(MASK_KINDS), help="mask types, comma-separated")
     p.add_argument("--n", type=positive_int("--n"), default=1000, help="images per row (at least 10)")

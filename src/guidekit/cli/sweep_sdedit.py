@@ -10,14 +10,15 @@ from guidekit.cli.edit import add_stroke_args
 from guidekit.errors import check
 
 
+SDEDIT_HELP = """For each t0: turn --n class-balanced test images of --guides into stroke paintings, SDEdit them with
+the images' classes (same seeds for every t0), and measure faithfulness (RMSE and L2 to the guide) and realism
+(FID/KID/IS-FMNIST, accuracy of the image's class). Writes OUT/results.csv, OUT/results.md,
+OUT/realism_faithfulness.png and OUT/grid.png (stroke guide | outputs across t0). Finished rows are kept: rerun the
+same command to resume."""
+
+
 def register_kind(kinds) -> None:
-    k = command(kinds, "sdedit", "SDEdit noise level t0: faithfulness (L2 to the guide) vs realism (FID)",
-                                 "For each t0: turn --n class-balanced test images of --guides into stroke "
-                                 "paintings, SDEdit them with the images' classes (same seeds for every t0), and "
-                                 "measure faithfulness (RMSE and L2 to the guide) and realism (FID/KID/IS-FMNIST, "
-                                 "accuracy of the image's class). Writes OUT/results.csv, OUT/results.md, "
-                                 "OUT/realism_faithfulness.png and OUT/grid.png (stroke guide | outputs across "
-                                 "t0). Finished rows are kept: rerun the same command to resume.")
+    k = command(kinds, "sdedit", "SDEdit noise level t0: faithfulness (L2 to the guide) vs realism (FID)", SDEDIT_HELP)
     k.add_argument("model", help="model or run folder")
     k.add_argument("--t0", type=number_list("--t0"), default=[i / 10 for i in range(1, 11)],
                    help="noise levels in (0, 1], comma-separated")

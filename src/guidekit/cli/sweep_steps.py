@@ -22,15 +22,15 @@ def setting(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(e)) from e
 
 
+STEPS_HELP = """For each sampler in --samplers and each NFE in --nfe, and once for --baseline (ancestral DDPM with
+all 1,000 steps by default): sample --n class-balanced images with the same seeds, measure FID/KID/IS-FMNIST and
+accuracy. NFE counts evaluations of the (guided) denoiser; with --w > 0 each is one batched call on both CFG halves.
+Writes OUT/<sampler>/results.csv, OUT/results.md (with FID relative to the baseline), OUT/fid_vs_nfe.png and grids.
+Finished rows are kept: rerun the same command to resume."""
+
+
 def register_kind(kinds) -> None:
-    k = command(kinds, "steps", "quality vs model evaluations: few-step samplers vs DDPM-1000",
-                                "For each sampler in --samplers and each NFE in --nfe, and once for "
-                                "--baseline (ancestral DDPM with all 1,000 steps by default): sample --n "
-                                "class-balanced images with the same seeds, measure FID/KID/IS-FMNIST and "
-                                "accuracy. NFE counts evaluations of the (guided) denoiser; with --w > 0 each "
-                                "is one batched call on both CFG halves. Writes OUT/<sampler>/results.csv, "
-                                "OUT/results.md (with FID relative to the baseline), OUT/fid_vs_nfe.png and "
-                                "grids. Finished rows are kept: rerun the same command to resume.")
+    k = command(kinds, "steps", "quality vs model evaluations: few-step samplers vs DDPM-1000", STEPS_HELP)
     k.add_argument("model", help="model or run folder (class-conditional)")
     k.add_argument("--samplers", default="ddim,dpmpp-2m", help="few-step samplers, comma-separated")
     k.add_argument("--nfe", type=number_list("--nfe", int, "10,15,20,50", minimum=1), default=[10, 15, 20, 50],

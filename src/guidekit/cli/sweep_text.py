@@ -8,17 +8,16 @@ from guidekit.cli.common import (add_sweep_args, command, load_fast_model, numbe
                                  preload_eval, sampler_settings, seed_int)
 
 
+PROMPTS_HELP = """For each w: sample the fixed evaluation prompts (per class: seen paraphrases, the held-out
+paraphrase, the held-out attribute combination) with --n // #prompts seeds each, and measure FID/IS-FMNIST, the
+accuracy of the prompt's class per group and attribute adherence (dark/light, small/large, plain/patterned
+re-measured on the output). Writes OUT/results.csv, OUT/results.md, OUT/adherence_vs_w.png, OUT/grids/w*.png (prompts
+× seeds) and OUT/per_prompt/w*.csv (accuracy and adherence per prompt, with the class of the seen caption the encoder
+puts nearest). 'guidekit sweep cfg' on a text-conditioned model runs this sweep."""
+
+
 def register_kind(kinds) -> None:
-    p = command(kinds, "prompts", "text prompts: class accuracy and attribute adherence over w",
-                                  "For each w: sample the fixed evaluation prompts (per class: seen paraphrases, "
-                                  "the held-out paraphrase, the held-out attribute combination) with --n // "
-                                  "#prompts seeds each, and measure FID/IS-FMNIST, the accuracy of the prompt's "
-                                  "class per group and attribute adherence (dark/light, small/large, "
-                                  "plain/patterned re-measured on the output). Writes OUT/results.csv, "
-                                  "OUT/results.md, OUT/adherence_vs_w.png, OUT/grids/w*.png (prompts × "
-                                  "seeds) and OUT/per_prompt/w*.csv (accuracy and adherence per prompt, with "
-                                  "the class of the seen caption the encoder puts nearest). 'guidekit sweep "
-                                  "cfg' on a text-conditioned model runs this sweep.")
+    p = command(kinds, "prompts", "text prompts: class accuracy and attribute adherence over w", PROMPTS_HELP)
     p.add_argument("model", help="a text-conditioned model (guidekit train --captions)")
     p.add_argument("--w", type=number_list("--w"), default=[0.0, 0.5, 1.0, 2.0, 4.0],
                    help="weights, comma-separated")

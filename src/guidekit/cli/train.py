@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from guidekit.cli.common import (add_data_arg, add_run_args, command, defaults_of, nonneg_float, nonneg_int,
-                                 positive_float, positive_int, seed_int, train_compile_mode)
+from guidekit.cli.common import (add_data_arg, add_run_args, command, defaults_of, fit, nonneg_float, nonneg_int,
+                                 positive_float, positive_int, seed_int)
 from guidekit.cli.resume import data_source, keep_recorded, preset_of, saved_run
 from guidekit.errors import check
 from guidekit.training.config import TrainConfig
@@ -19,13 +19,14 @@ NEW_RUN = {"dataset": "fashion-mnist", "split": "train", "captions_per_image": 4
            "prediction": "eps", "schedule": "linear", "timesteps": 1000, "dropout": 0.0}
 
 
+TRAIN_HELP = """Train a UNet noise predictor on Fashion-MNIST, MNIST, the embedded samples or an image folder.
+Class-conditional datasets train with condition dropout to the null class (classifier-free guidance, Ho & Salimans
+2021). Writes OUT/log.csv, OUT/checkpoints/step-N/ and OUT/model/ (EMA weights, config.json + model.safetensors).
+Multi-GPU: accelerate launch -m guidekit.cli train ..."""
+
+
 def register(sub) -> None:
-    p = command(sub, "train", "train a diffusion UNet (CFG training with a null class)",
-                              "Train a UNet noise predictor on Fashion-MNIST, MNIST, the embedded samples or "
-                              "an image folder. Class-conditional datasets train with condition dropout to the "
-                              "null class (classifier-free guidance, Ho & Salimans 2021). Writes OUT/log.csv, "
-                              "OUT/checkpoints/step-N/ and OUT/model/ (EMA weights, config.json + "
-                              "model.safetensors). Multi-GPU: accelerate launch -m guidekit.cli train ...")
+    p = command(sub, "train", "train a diffusion UNet (CFG training with a null class)", TRAIN_HELP)
     d = p.add_argument_group("data (defaults apply to new runs; --resume reads the run's own data)")
     d.add_argument("--dataset", default=None,
                    help=f"fashion-mnist | mnist | samples (embedded, 500 images) | path to an image folder "
@@ -125,10 +126,7 @@ def run(args) -> None:
                                         prediction_type=opt["prediction"], dropout=opt["dropout"])
     trainer = Trainer(unet_config, dataset, schedule, train_config, args.out, resume=args.resume,
                       mixed_precision=args.mixed_precision, text=text)
-    max_seconds = args.max_minutes * 60 if args.max_minutes else None
-    if train_compile_mode(args):
-        trainer.compile(train_compile_mode(args))
-    out = trainer.fit(max_seconds=max_seconds, progress=not args.no_progress)
+    out = fit(trainer, args)
     print(f"trained to step {trainer.step}: model at {out}, log at {trainer.out / 'log.csv'}")
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guidekit.cli.common import (add_data_arg, add_train_compile_args, command, defaults_of, nonneg_float, nonneg_int,
-                                 positive_float, positive_int, seed_int, train_compile_mode)
+from guidekit.cli.common import (add_data_arg, add_train_compile_args, command, defaults_of, fit, nonneg_float,
+                                 nonneg_int, positive_float, positive_int, seed_int)
 from guidekit.cli.resume import data_source, keep_recorded, preset_of, saved_run
 from guidekit.errors import check
 from guidekit.training.config import ClassifierTrainConfig
@@ -18,14 +18,15 @@ DEFAULTS = defaults_of(ClassifierTrainConfig, ("steps", "batch_size", "lr", "wei
 NEW_RUN = {"dataset": "fashion-mnist", "schedule": "linear", "timesteps": 1000, "preset": "small", "pool": "attention"}
 
 
+TRAIN_CLASSIFIER_HELP = """Train p_φ(y | x_t, t) (Dhariwal & Nichol 2021) on x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε with t
+uniform. The log and progress bar report accuracy per noise-level bucket on held-out images (the test split):
+accuracy near chance in the noisiest bucket is expected; stop when the held-out best stops improving. The
+classifier's noise schedule must match the diffusion model it will guide: pass --like MODEL to copy it."""
+
+
 def register(sub) -> None:
     p = command(sub, "train-classifier", "train a noise-aware classifier for classifier guidance",
-                                         "Train p_φ(y | x_t, t) (Dhariwal & Nichol 2021) on x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε "
-                                         "with t uniform. The log and progress bar report accuracy per noise-level "
-                                         "bucket on held-out images (the test split): accuracy near chance in the "
-                                         "noisiest bucket is expected; stop when the held-out best stops improving. "
-                                         "The classifier's noise schedule must match the diffusion model it will guide: "
-                                         "pass --like MODEL to copy it.")
+                                         TRAIN_CLASSIFIER_HELP)
     p.add_argument("--dataset", default=None,
                    help=f"fashion-mnist | mnist | samples | image folder (default {NEW_RUN['dataset']}; a resumed "
                         f"run reads its own)")
@@ -98,8 +99,5 @@ def run(args) -> None:
                                               num_train_timesteps=schedule.num_timesteps)
     trainer = ClassifierTrainer(config, train, schedule, train_config, args.out, resume=args.resume,
                                 eval_dataset=held_out)
-    if train_compile_mode(args):
-        trainer.compile(train_compile_mode(args))
-    out = trainer.fit(max_seconds=args.max_minutes * 60 if args.max_minutes else None,
-                      progress=not args.no_progress)
+    out = fit(trainer, args)
     print(f"classifier at {out}; per-bucket accuracy in {Path(args.out) / 'log.csv'}")

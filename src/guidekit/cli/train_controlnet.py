@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from guidekit.cli.common import (add_data_arg, add_run_args, command, defaults_of, nonneg_float, nonneg_int,
-                                 positive_float, positive_int, seed_int, train_compile_mode)
+from guidekit.cli.common import (add_data_arg, add_run_args, command, defaults_of, fit, nonneg_float, nonneg_int,
+                                 positive_float, positive_int, seed_int)
 from guidekit.cli.resume import data_source
 from guidekit.errors import check
 from guidekit.training.config import ControlNetTrainConfig
@@ -19,12 +19,14 @@ HELP = {"steps": "optimizer steps", "batch_size": "global batch", "lr": "AdamW l
         "keep": "checkpoints kept", "seed": "seed of the pairs, init, data order and noise"}
 
 
+TRAIN_CONTROLNET_HELP = """Freeze BASE, copy its encoder and middle block into a trainable ControlNet fed the
+condition's hint through zero convolutions (Zhang et al. 2023), and train it on --pairs images of --dataset with
+hints extracted once (seeded). Writes OUT/log.csv, OUT/checkpoints/step-N/ and OUT/controlnet/ (EMA weights)."""
+
+
 def register(sub) -> None:
     p = command(sub, "train-controlnet", "train a ControlNet (condition image → control) for a model",
-                                         "Freeze BASE, copy its encoder and middle block into a trainable ControlNet fed "
-                                         "the condition's hint through zero convolutions (Zhang et al. 2023), and train it "
-                                         "on --pairs images of --dataset with hints extracted once (seeded). Writes "
-                                         "OUT/log.csv, OUT/checkpoints/step-N/ and OUT/controlnet/ (EMA weights).")
+                                         TRAIN_CONTROLNET_HELP)
     p.add_argument("base", metavar="BASE", help="base model folder or run folder of 'guidekit train'")
     p.add_argument("--condition", default=None, help="hint extractor (guidekit.conditions), e.g. canny; "
                                                      "a resumed run keeps its own")
@@ -79,10 +81,7 @@ def run(args) -> None:
     trainer = ControlNetTrainer(base.net, base.schedule, data, hints, condition, train_config, args.out,
                                 resume=args.resume, mixed_precision=args.mixed_precision, hint_widths=widths,
                                 text=text)
-    if train_compile_mode(args):
-        trainer.compile(train_compile_mode(args))
-    out = trainer.fit(max_seconds=args.max_minutes * 60 if args.max_minutes else None,
-                      progress=not args.no_progress)
+    out = fit(trainer, args)
     print(f"trained to step {trainer.step}: ControlNet at {out}, log at {trainer.out / 'log.csv'}")
 
 

@@ -29,13 +29,14 @@ def concurrency(text: str) -> int:
     return v
 
 
+UI_HELP = """Serve a Gradio app: pick a model (zoo name or local folder) and a method (CFG sampling, classifier
+guidance, ControlNet, SDEdit, RePaint), draw a sketch or mask or upload an image (<= 2 MB, <= 1024x1024), and
+download the result as a full-resolution PNG. Needs gradio: pip install 'guidekit[ui]'. Bound to 127.0.0.1 by
+default; there is no login, and never a share link."""
+
+
 def register(sub) -> None:
-    p = command(sub, "ui", "web UI (Gradio): every guidance method on a canvas",
-                           "Serve a Gradio app: pick a model (zoo name or local folder) and a method "
-                           "(CFG sampling, classifier guidance, ControlNet, SDEdit, RePaint), draw a sketch or "
-                           "mask or upload an image (<= 2 MB, <= 1024x1024), and download the result as a "
-                           "full-resolution PNG. Needs gradio: pip install 'guidekit[ui]'. Bound to "
-                           "127.0.0.1 by default; there is no login, and never a share link.")
+    p = command(sub, "ui", "web UI (Gradio): every guidance method on a canvas", UI_HELP)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind; anything but loopback exposes the app (no login) to the network")
     p.add_argument("--port", type=port_number, default=7860, help="port to serve on")

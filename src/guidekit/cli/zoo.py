@@ -6,11 +6,13 @@ from guidekit.cli.common import command
 from guidekit.errors import check
 
 
+ZOO_HELP = """Models trained with guidekit's own commands on full Fashion-MNIST and shipped in the package (fp16
+safetensors). Pass a name wherever a model, classifier or ControlNet folder is expected; docs/models.md has their
+training commands."""
+
+
 def register(sub) -> None:
-    p = command(sub, "zoo", "list the shipped models (usable by name wherever a model path goes)",
-                            "Models trained with guidekit's own commands on full Fashion-MNIST and shipped in "
-                            "the package (fp16 safetensors). Pass a name wherever a model, classifier or "
-                            "ControlNet folder is expected; docs/models.md has their training commands.")
+    p = command(sub, "zoo", "list the shipped models (usable by name wherever a model path goes)", ZOO_HELP)
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
     ls = verbs.add_parser("list", help="name, kind, size and description of every shipped model")
     ls.add_argument("--verbose", "-v", action="store_true", help="also print training command, compute and metrics")

@@ -173,22 +173,31 @@ def save_condition_grid(cset: ControlSet, samples: torch.Tensor, names: list[str
              path)
 
 
+def _prepare(out: Path, kind: dict, model: LoadedModel, cset: ControlSet, seed: int, settings: SamplerSettings,
+             spec: dict | None, guidance: Guidance | None, base_null: bool) -> tuple:
+    """Record a control sweep's settings in OUT/sweep.json, make OUT/grids/, and return its seeds, labels, guidance
+    (base_null: the model sees ∅ and the hint decides the class) and the prompts' cond."""
+    from guidekit.experiments.sweep import check_spec
+
+    n = len(cset.labels)
+    check_spec(out, {**kind, "model": str(model.path), "n": n, "seed": seed, "settings": settings.to_dict(),
+                     **(spec or {})})
+    (out / "grids").mkdir(exist_ok=True)
+    guidance = guidance or Guidance()
+    guidance = dataclasses.replace(guidance, base_null=base_null or guidance.base_null)
+    return list(range(seed, seed + n)), cset.labels, guidance, set_cond(model, cset)
+
+
 def run_control_sweep(model: LoadedModel, controlnets: Sequence[LoadedControlNet], scales: list[float],
                       cset: ControlSet, settings: SamplerSettings, load_eval: Callable[[], tuple], out: Path,
                       seed: int = 0, device="cpu", progress: bool = True, guidance: Guidance | None = None,
                       hint_uncond: bool = True, spec: dict | None = None, base_null: bool = False) -> list[dict]:
     """One row per control scale (0 = the base model): adherence, FID/KID/IS, accuracy; resumable by row."""
-    from guidekit.experiments.sweep import check_spec, sweep_rows
+    from guidekit.experiments.sweep import sweep_rows
 
     check(all(s >= 0 for s in scales), f"every control scale must be >= 0, got {scales}")
-    n = len(cset.labels)
-    check_spec(out, {"kind": "controlnet scale", "model": str(model.path), "n": n, "seed": seed,
-                     "settings": settings.to_dict(), **(spec or {})})
-    (out / "grids").mkdir(exist_ok=True)
-    seeds, labels = list(range(seed, seed + n)), cset.labels
-    guidance = guidance or Guidance()
-    guidance = dataclasses.replace(guidance, base_null=base_null or guidance.base_null)  # ∅: the hint decides
-    cond = set_cond(model, cset)
+    seeds, labels, guidance, cond = _prepare(out, {"kind": "controlnet scale"}, model, cset, seed, settings, spec,
+                                             guidance, base_null)
 
     def sample_at(s: float) -> torch.Tensor:
         return control_samples(model, controlnets, cset.hints, labels, seeds, s, settings, device, guidance,
@@ -209,16 +218,10 @@ def run_control_curve(model: LoadedModel, checkpoints: dict[int, Path], load: Ca
                       out: Path, seed: int = 0, device="cpu", progress: bool = True, guidance: Guidance | None = None,
                       hint_uncond: bool = True, spec: dict | None = None, base_null: bool = False) -> list[dict]:
     """One row per training step (0 = the zero-initialized ControlNet, exactly the base model); resumable by row."""
-    from guidekit.experiments.sweep import check_spec, sweep_rows
+    from guidekit.experiments.sweep import sweep_rows
 
-    n = len(cset.labels)
-    check_spec(out, {"kind": "controlnet training curve", "model": str(model.path), "n": n, "seed": seed,
-                     "scale": scale, "settings": settings.to_dict(), **(spec or {})})
-    (out / "grids").mkdir(exist_ok=True)
-    seeds, labels = list(range(seed, seed + n)), cset.labels
-    guidance = guidance or Guidance()
-    guidance = dataclasses.replace(guidance, base_null=base_null or guidance.base_null)  # ∅: the hint decides
-    cond = set_cond(model, cset)
+    seeds, labels, guidance, cond = _prepare(out, {"kind": "controlnet training curve", "scale": scale}, model, cset,
+                                             seed, settings, spec, guidance, base_null)
 
     def sample_at(step: float) -> torch.Tensor:
         if step == 0:
