@@ -88,3 +88,13 @@ def test_every_readme_command_runs_on_a_machine_without_the_dataset(tmp_path, mo
         assert all(out and (f == out or f.startswith(out + "/")) for f in gone), (line, gone)
     done = [line for line, code in results if code == 0]
     assert sum("fmnist-cfg" in line for line in done) >= 9, results  # the zoo tour works without any dataset
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/architecture.md"])
+def test_the_python_examples_of_the_docs_run(doc, tmp_path, monkeypatch, capsys):
+    """Every python block of the README and the architecture page runs as written (on the zoo model)."""
+    monkeypatch.chdir(tmp_path)
+    blocks = re.findall(r"```python\n(.*?)```", (README.parent / doc).read_text(), re.S)
+    assert blocks
+    for code in blocks:
+        exec(compile(code, doc, "exec"), {"__name__": "docs_example"})
