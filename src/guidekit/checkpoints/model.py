@@ -35,12 +35,32 @@ class LoadedModel:
     path: Path
     fast: Fast | None = None  # how the network runs (guidekit.fast); None = as loaded, fp32 eager
     text: dict | None = None  # a text-conditioned model's encoder, null and caption settings (config.json "text")
+    latent: object = None  # a latent model's VAE edge (guidekit.latent.LatentSpace); None = pixel space
+    prompts: object = None  # a latent model's own prompt encoder (guidekit.latent.ClipPrompts)
     _fast_net: object = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def takes_text(self) -> bool:
-        """Whether the network is text-conditioned (guidekit train --captions; a DiffusersUNet never is)."""
+        """Whether the network is text-conditioned (guidekit train --captions, or a Stable Diffusion pipeline)."""
         return getattr(self.net.config, "text_dim", 0) > 0
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) the loop integrates: the image, or a latent model's latents."""
+        c = self.net.config
+        return c.in_channels, c.image_size, c.image_size
+
+    @property
+    def image_size(self) -> int:
+        """Side of the images this model makes, in pixels (latent side × the VAE's factor for a latent model)."""
+        return self.net.config.image_size * (self.latent.factor if self.latent is not None else 1)
+
+    @property
+    def image_channels(self) -> int:
+        """Channels of the images this model makes (3 for a latent model's RGB decoder)."""
+        if self.latent is not None:
+            return int(self.latent.vae.config.out_channels)
+        return self.net.config.in_channels
 
     def denoiser(self) -> ModelDenoiser:
         """The eps(x_t, t, cond) adapter of this network (run through self.fast when set)."""
@@ -94,7 +114,12 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", weights: st
     """Load a guidekit model folder (or run folder), or a diffusers UNet2DModel / pipeline folder, onto device,
     in eval mode; null_class_index applies to diffusers models only (guidekit.checkpoints.diffusers_folder)."""
     from guidekit.checkpoints.diffusers_folder import is_diffusers_folder, load_diffusers_model
+    from guidekit.checkpoints.latent_folder import is_latent_folder, load_latent_model
 
+    if is_latent_folder(path):
+        check(null_class_index is None, f"--null-class-index is for class-conditional UNet2DModels; {path} is a "
+                                        f"text-to-image pipeline, whose ∅ is the empty prompt")
+        return load_latent_model(path, device)
     if is_diffusers_folder(path):
         return load_diffusers_model(path, device, null_class_index)
     check(null_class_index is None, f"null_class_index / --null-class-index is for diffusers models only; {path} "

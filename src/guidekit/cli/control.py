@@ -73,9 +73,8 @@ def source_image(args, model):
     """(image (1, C, H, W) in [-1, 1], its label or None, dataset name) of --condition-from."""
     from guidekit.data import load_or_samples
 
-    c = model.net.config
-    data = load_or_samples(args.dataset, split="test", data_dir=args.data, resolution=c.image_size,
-                           channels=c.in_channels)
+    data = load_or_samples(args.dataset, split="test", data_dir=args.data, resolution=model.image_size,
+                           channels=model.image_channels)
     i = args.condition_from
     check(i < len(data), f"--condition-from {i} is out of range: {data.name} has {len(data)} images "
                          f"(use 0..{len(data) - 1})")
@@ -97,7 +96,7 @@ def run(args) -> None:
 
     device, model = start(args, "control")
     nets = [load_controlnet(path, model.net) for path in args.controlnet]
-    k, c = len(nets), model.net.config
+    k = len(nets)
     scale = per_net(args.control_scale, k, "--control-scale")
     begin = per_net(args.control_start, k, "--control-start")
     end = per_net(args.control_end, k, "--control-end")
@@ -109,7 +108,7 @@ def run(args) -> None:
         hints = [extract_hints(condition_of(n), source, args.seed) for n in nets]
         source_info = {"condition_from": args.condition_from, "dataset": name, "source_label": source_label}
     else:
-        hints = hints_from_files(args.condition_image, nets, c.image_size)
+        hints = hints_from_files(args.condition_image, nets, model.image_size)
         source_info = {"condition_images": [str(f) for f in args.condition_image]}
     req = request(args, model, device, args.class_, source_label, args.n)
     check(req.prompt is None or not args.hint_cond_only, "--hint-cond-only needs a class-conditional base: a text "
@@ -124,7 +123,7 @@ def run(args) -> None:
     images, elapsed = timed(lambda: control_samples(
         model, nets, hints, torch.full((args.n,), req.label), seeds, scale, settings, device, req.guidance, begin,
         end, not args.hint_cond_only, not args.no_progress, cond=req.cond))
-    lead = ([source[0]] if source is not None else []) + [hint_image(h[0], c.in_channels) for h in hints]
+    lead = ([source[0]] if source is not None else []) + [hint_image(h[0], model.image_channels) for h in hints]
     heads = (["source"] if source is not None else []) + [n.condition for n in nets]
     pictures = {"source.png": source[0]} if source is not None else {}
     hint_files = [f"hint{i}_{n.condition}.png" for i, n in enumerate(nets)]

@@ -69,13 +69,12 @@ def read_guide(args, model):
     from guidekit.data import load_or_samples
     from guidekit.guides import load_guide, stroke_painting
 
-    c = model.net.config
     if args.guide:
-        guide = load_guide(args.guide, c.image_size, args.invert)
-        return guide.expand(-1, c.in_channels, -1, -1), None, {"guide": str(args.guide), "invert": args.invert}
+        guide = load_guide(args.guide, model.image_size, args.invert)
+        return guide.expand(-1, model.image_channels, -1, -1), None, {"guide": str(args.guide), "invert": args.invert}
     check(not args.invert, "--invert applies to a --guide drawing, not to --stroke-from")
-    data = load_or_samples(args.dataset, split="test", data_dir=args.data, resolution=c.image_size,
-                           channels=c.in_channels)
+    data = load_or_samples(args.dataset, split="test", data_dir=args.data, resolution=model.image_size,
+                           channels=model.image_channels)
     check(args.stroke_from < len(data), f"--stroke-from {args.stroke_from} is out of range: {data.name} has "
                                         f"{len(data)} images (0..{len(data) - 1})")
     label = None if data.labels is None else int(data.labels[args.stroke_from])
@@ -98,7 +97,7 @@ def run(args) -> None:
     req = request(args, model, device, args.cls, label, args.n)
     mask = None
     if args.mask:
-        mask = check_mask(mask_from_arg(args.mask, model.net.config.image_size, 1,
+        mask = check_mask(mask_from_arg(args.mask, model.image_size, 1,
                                         torch.Generator().manual_seed(args.seed)), guide)
     check_memory(model.net, args.n, args.batch_size, device, guidance_passes(req.guidance), str(args.n))
     seeds, settings = seeds_of(args), sampler_settings(args)

@@ -102,11 +102,10 @@ def source_image(args, model):
     """(x0 of shape (1, C, H, W), its dataset label or None, a description) from --image or --from-dataset."""
     from guidekit.data import load_or_samples
 
-    c = model.net.config
     if args.image:
-        return load_image(args.image, c.image_size, c.in_channels), None, args.image
-    data = load_or_samples(args.dataset, split=args.split, data_dir=args.data, resolution=c.image_size,
-                           channels=c.in_channels)
+        return load_image(args.image, model.image_size, model.image_channels), None, args.image
+    data = load_or_samples(args.dataset, split=args.split, data_dir=args.data, resolution=model.image_size,
+                           channels=model.image_channels)
     i = args.from_dataset
     check(i < len(data), f"--from-dataset {i} is out of range: {data.name} has {len(data)} images (0..{len(data) - 1})")
     label = None if data.labels is None else int(data.labels[i])

@@ -92,7 +92,7 @@ def run(args) -> None:
         name = f"{i:04d}_class{'null' if y == NULL else y}_seed{s}.png"
         pictures[name] = images[i]
         files.append({"file": name, "class": y, "class_name": names[classes.index(y)], "seed": s})
-    cell = (model.net.config.image_size + 2) * 3
+    cell = (model.image_size + 2) * 3
     picture = labelled(grid(images, len(seeds), scale=3), title(guidance), names, cell)
     write_outputs(args, "sample", model, device, elapsed, pictures, picture,
                   {**settings.to_dict(), **guidance.describe(), "classes": classes, "seeds": seeds}, files)

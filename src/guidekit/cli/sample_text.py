@@ -36,7 +36,7 @@ def run_prompts(args, model, device) -> None:
         pictures[name] = images[i]
         files.append({"file": name, "prompt": p, "class": NULL if c is None else c,
                       "class_name": None if c is None or not model.class_names else model.class_names[c], "seed": s})
-    size = model.net.config.image_size
+    size = model.image_size
     title = f"w = {guidance.w:g}" + (f", negative: {args.negative_prompt!r}" if args.negative_prompt else "")
     picture = labelled(grid(images, len(seeds), scale=3), title, [p or '"" (∅)' for p in prompts], (size + 2) * 3,
                        margin=230, max_chars=40)

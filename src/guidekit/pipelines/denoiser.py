@@ -11,7 +11,7 @@ from guidekit.pipelines.settings import Guidance
 
 
 def guided_denoiser(model: LoadedModel, guidance: Guidance, clip_x0: bool = True):
-    """ModelDenoiser → CFG (w > 0) → classifier guidance (if a classifier) → x̂0 clipping."""
+    """ModelDenoiser → CFG (w > 0) → classifier guidance (if a classifier) → x̂0 clipping (pixel models)."""
     conditional = model.net.config.num_classes > 0
     texted = model.takes_text
     check(guidance.w == 0 or conditional or texted,
@@ -28,7 +28,8 @@ def guided_denoiser(model: LoadedModel, guidance: Guidance, clip_x0: bool = True
         kind = CleanClassifierGuidance if guidance.clean else ClassifierGuidance
         den = kind(den, guidance.classifier, model.schedule, guidance.classifier_w,
                    condition_model=conditional and not guidance.base_null)
-    return ClipX0(den, model.schedule) if clip_x0 else den
+    # x̂0 clipping keeps pixels in [-1, 1]; latents have no such range, so a latent model's x̂0 is never clipped
+    return ClipX0(den, model.schedule) if clip_x0 and model.latent is None else den
 
 
 def load_guiding_classifier(path: str, model: LoadedModel, device, clean: bool = False) -> torch.nn.Module:

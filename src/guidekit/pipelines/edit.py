@@ -7,7 +7,8 @@ import torch
 from guidekit.checkpoints import LoadedModel
 from guidekit.pipelines.denoiser import guided_denoiser
 from guidekit.pipelines.policy import network_labels
-from guidekit.pipelines.sample import check_samples
+from guidekit.latent.edges import latent_mask, restore_known
+from guidekit.pipelines.sample import check_samples, pixels
 from guidekit.pipelines.settings import Guidance, SamplerSettings
 from guidekit.sampling.loop import Callback
 from guidekit.sampling.sdedit import sdedit
@@ -18,15 +19,24 @@ def edit_guided(model: LoadedModel, guide: torch.Tensor, labels: torch.Tensor, s
                 guidance: Guidance, settings: SamplerSettings, repeats: int = 1, mask: torch.Tensor | None = None,
                 device: torch.device | str = "cpu", progress: bool = False,
                 cond: dict[str, torch.Tensor] | None = None, callback: Callback | None = None,
-                noise=None) -> torch.Tensor:
-    """SDEdit of guide (B or 1, C, H, W) for labels[i] (NULL = ∅) from seeds[i] (or row i of noise), under
-    `guidance`; checked finite. cond: further conditions, one row per seed (a text model's prompt_cond)."""
+                noise=None, guide_generator: torch.Generator | None = None) -> torch.Tensor:
+    """SDEdit of guide (B or 1, C, H, W) in pixels for labels[i] (NULL = ∅) from seeds[i] (or row i of noise), under
+    `guidance`; checked finite. cond: further conditions, one row per seed (a text model's prompt_cond). On a latent
+    model the guide is encoded first (the VAE posterior's mean, or a draw with guide_generator, as diffusers'
+    img2img), the edit runs on latents and is decoded; a mask's known pixels come back exactly (restore_known)."""
     step = make_step(settings.sampler, model.schedule, settings.eta)
-    out = sdedit(guided_denoiser(model, guidance, settings.clip_x0), model.schedule, guide, t0,
+    start, known = guide, mask
+    if model.latent is not None:
+        start = model.latent.encode(guide.to(device), guide_generator).cpu()
+        known = None if mask is None else latent_mask(mask, model.latent.factor)
+    out = sdedit(guided_denoiser(model, guidance, settings.clip_x0), model.schedule, start, t0,
                  {"y": network_labels(model, labels, guidance), **(cond or {})}, step, seeds, settings.steps,
-                 repeats, mask, settings.spacing, device=device, callback=callback, progress=progress,
-                 batch_size=settings.batch_size, noise=noise)
-    return check_samples(out, "edits")
+                 repeats, known, settings.spacing, device=device, callback=callback, progress=progress,
+                 batch_size=settings.batch_size, noise=noise, bounded=model.latent is None)
+    images = check_samples(pixels(model, check_samples(out, "edits")), "edits")
+    if model.latent is not None and mask is not None:
+        images = restore_known(images, guide.expand_as(images), mask, model.latent.factor / 2)
+    return images
 
 
 def faithfulness(images: torch.Tensor, guides: torch.Tensor) -> dict:

@@ -8,7 +8,8 @@ from guidekit.checkpoints import LoadedModel
 from guidekit.errors import check
 from guidekit.pipelines.denoiser import guided_denoiser
 from guidekit.pipelines.policy import network_labels
-from guidekit.pipelines.sample import check_samples
+from guidekit.latent.edges import latent_mask, restore_known
+from guidekit.pipelines.sample import check_samples, pixels
 from guidekit.pipelines.settings import Guidance, SamplerSettings
 from guidekit.sampling.loop import Callback
 from guidekit.sampling.repaint import inpaint
@@ -20,16 +21,25 @@ def inpaint_guided(model: LoadedModel, x0: torch.Tensor, mask: torch.Tensor, lab
                    cond: dict[str, torch.Tensor] | None = None, callback: Callback | None = None,
                    noise=None) -> tuple[torch.Tensor, int]:
     """(images, NFE per image): RePaint of x0 (1 or N rows) under mask (1 = known) for labels[i] from seeds[i] (or
-    row i of noise); callback(StepInfo) after every move."""
+    row i of noise); callback(StepInfo) after every move. On a latent model RePaint runs on latents (the mask on the
+    latent grid: a cell is known only if all its pixels are) and the known pixels come back exactly after decoding,
+    with the decoder's error at the border carried into the completion (guidekit.latent.edges.restore_known)."""
     check(isinstance(x0, torch.Tensor) and x0.is_floating_point() and bool(torch.isfinite(x0).all()),
           "the image to inpaint must be a float tensor without NaN or infinite values (its known pixels are kept "
           "as they are); fix or re-load the image")
-    images, nfe = inpaint(guided_denoiser(model, guidance, settings.clip_x0), model.schedule, x0, mask,
-                          {"y": network_labels(model, labels, guidance), **(cond or {})}, settings.sampler, seeds,
-                          settings.steps, jump_length, jump_n_sample, spacing=settings.spacing, eta=settings.eta,
-                          device=device, batch_size=settings.batch_size, callback=callback, progress=progress,
-                          noise=noise)
-    return check_samples(images), nfe
+    known, kept = x0, mask
+    if model.latent is not None:  # RePaint on latents: the known cells follow q(z_t | E(x0)), pixels put back after
+        known = model.latent.encode(x0.to(device)).cpu()
+        kept = latent_mask(mask, model.latent.factor)
+    out, nfe = inpaint(guided_denoiser(model, guidance, settings.clip_x0), model.schedule, known, kept,
+                       {"y": network_labels(model, labels, guidance), **(cond or {})}, settings.sampler, seeds,
+                       settings.steps, jump_length, jump_n_sample, spacing=settings.spacing, eta=settings.eta,
+                       device=device, batch_size=settings.batch_size, callback=callback, progress=progress,
+                       noise=noise)
+    images = check_samples(pixels(model, check_samples(out)))
+    if model.latent is not None:
+        images = restore_known(images, x0.expand_as(images), mask, model.latent.factor / 2)
+    return images, nfe
 
 
 def masked_errors(images: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

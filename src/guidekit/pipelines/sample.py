@@ -20,13 +20,16 @@ def sample_guided(model: LoadedModel, labels: torch.Tensor, seeds: list[int] | N
     """Images (N, C, H, W) in [−1, 1] for labels[i] (NULL = ∅) from seeds[i] (or row i of noise, as in
     sampling.generate); checked finite. cond: further per-image conditions (a ControlNet's "hint", a prompt's
     "text"), N rows each; callback(StepInfo) after every move."""
-    c = model.net.config
     cond = {"y": network_labels(model, labels, guidance), **(cond or {})}
-    images = generate(guided_denoiser(model, guidance, settings.clip_x0), model.schedule,
-                      (c.in_channels, c.image_size, c.image_size), seeds, cond, sampler=settings.sampler,
-                      steps=settings.steps, eta=settings.eta, spacing=settings.spacing, device=device,
-                      callback=callback, progress=progress, batch_size=settings.batch_size, noise=noise)
-    return check_samples(images)
+    out = generate(guided_denoiser(model, guidance, settings.clip_x0), model.schedule, model.sample_shape, seeds, cond,
+                   sampler=settings.sampler, steps=settings.steps, eta=settings.eta, spacing=settings.spacing,
+                   device=device, callback=callback, progress=progress, batch_size=settings.batch_size, noise=noise)
+    return check_samples(pixels(model, check_samples(out, "latents") if model.latent is not None else out))
+
+
+def pixels(model: LoadedModel, x: torch.Tensor) -> torch.Tensor:
+    """Images in [−1, 1] of what the loop returned: x itself, or a latent model's latents decoded by its VAE."""
+    return x if model.latent is None else model.latent.decode(x).cpu()
 
 
 def check_samples(images: torch.Tensor, what: str = "samples") -> torch.Tensor:

@@ -10,17 +10,23 @@ from guidekit.errors import check
 
 def prompt_cond(model: LoadedModel, prompts: list[str], negative: str | list[str] | None = None,
                 encoder=None) -> dict[str, torch.Tensor]:
-    """cond {"text": (N, D)[, "text_negative": (N, D)]} of a text-conditioned model for prompts (one per image) and
-    a negative prompt (one, or one per image) that replaces ∅ in CFG; "" is the empty prompt ∅ (zeros)."""
+    """cond {"text"[, "text_negative"]} of a text-conditioned model for prompts (one per image) and a negative prompt
+    (one, or one per image) that replaces ∅ in CFG. A model trained here embeds them with the frozen sentence encoder
+    ((N, D); "" is ∅, zeros); a latent pipeline with its own CLIP text encoder ((N, L, D)), whose ∅ is the empty
+    prompt's embedding, so its negative is always given ("" without --negative-prompt, as its pipelines do)."""
     from guidekit.diffusion.denoiser import NEGATIVE_TEXT, TEXT
     from guidekit.text.encoder import ENCODER_NAME, shared_encoder
 
-    meta = model.text or {}
     check(model.takes_text,
           f"{model.path} takes no text prompt: it was trained on class labels (use --class), or unconditionally")
-    check(meta.get("encoder") == ENCODER_NAME, f"{model.path} was trained with text encoder {meta.get('encoder')!r}; "
-                                               f"guidekit encodes prompts with {ENCODER_NAME} only")
-    encoder = encoder or shared_encoder()
+    if model.prompts is not None:
+        encoder, negative = model.prompts, "" if negative is None else negative
+    else:
+        meta = model.text or {}
+        check(meta.get("encoder") == ENCODER_NAME, f"{model.path} was trained with text encoder "
+                                                   f"{meta.get('encoder')!r}; guidekit encodes prompts with "
+                                                   f"{ENCODER_NAME} only")
+        encoder = encoder or shared_encoder()
     cond = {TEXT: encoder.encode(prompts)}
     if negative is not None:
         negative = [negative] * len(prompts) if isinstance(negative, str) else list(negative)

@@ -41,8 +41,9 @@ def sdedit_levels(schedule: NoiseSchedule, t0: float, steps: int, spacing: str =
     return [start] + [-1.0 + (t + 1.0) * scale for t in grid[1:-1]] + [-1.0]
 
 
-def check_guide(guide: torch.Tensor, n: int) -> torch.Tensor:
-    """A guide (B or 1, C, H, W) in [−1, 1] for n images, expanded to n rows."""
+def check_guide(guide: torch.Tensor, n: int, bounded: bool = True) -> torch.Tensor:
+    """A guide (B or 1, C, H, W) in [−1, 1] (any finite range with bounded=False: latents) for n images, expanded
+    to n rows."""
     check(isinstance(guide, torch.Tensor) and guide.dim() == 4 and guide.is_floating_point(),
           f"the guide must be a float tensor (B or 1, C, H, W) in [-1, 1], got "
           f"{type(guide).__name__ if not isinstance(guide, torch.Tensor) else f'{guide.dtype} {tuple(guide.shape)}'}")
@@ -50,7 +51,8 @@ def check_guide(guide: torch.Tensor, n: int) -> torch.Tensor:
                                     f"per seed, or a single guide (batch 1) for all of them")
     check(bool(torch.isfinite(guide).all()), "the guide contains NaN or infinite values: check how it was made")
     lo, hi = float(guide.min()), float(guide.max())
-    check(lo >= -1 - RANGE_SLACK and hi <= 1 + RANGE_SLACK, f"the guide spans {lo:.3g}..{hi:.3g} but must lie in "
+    check(not bounded or (lo >= -1 - RANGE_SLACK and hi <= 1 + RANGE_SLACK),
+          f"the guide spans {lo:.3g}..{hi:.3g} but must lie in "
           f"[-1, 1]: map [0, 1] images with 2 * x - 1 and uint8 pixels with x / 127.5 - 1")
     return guide.expand(n, -1, -1, -1)
 
@@ -60,20 +62,21 @@ def sdedit(denoiser: Denoiser, schedule: NoiseSchedule, guide: torch.Tensor, t0:
            step: Step | str, seeds: Sequence[int] | None, steps: int = 50, repeats: int = 1,
            mask: torch.Tensor | None = None, spacing: str = "trailing", constraints: Sequence[Constraint] = (),
            device: torch.device | str = "cpu", callback: Callback | None = None, progress: bool = False,
-           batch_size: int | None = None, noise=None) -> torch.Tensor:
+           batch_size: int | None = None, noise=None, bounded: bool = True) -> torch.Tensor:
     """SDEdit (Meng et al. 2022): x_t0 = √ᾱ·guide + √(1−ᾱ)·n, denoised to x0; `repeats` times, each from the last x0.
 
     One trajectory on the one loop: [−1] + sdedit_levels × repeats, starting at x = guide, so every noising
     (the first and each repeat's) is the loop's re-noise from the clean level. `mask` (B or 1, 1, H, W), 1 = known:
     masked SDEdit (Meng et al. 2022, Alg. 3) with RePaint's constraint, run after the others — those pixels follow the
     guide's forward process q(x_t | guide) and equal the guide bit-exactly at the end. Image i depends only on
-    seeds[i] (or row i of `noise`, as in generate), guide[i] and cond[i].
+    seeds[i] (or row i of `noise`, as in generate), guide[i] and cond[i]. bounded=False takes a guide in any range
+    (a latent model's encoded guide).
     """
     noise = noise_for(seeds, noise, device)
     n = len(noise)
     check(isinstance(repeats, int) and not isinstance(repeats, bool) and repeats >= 1,
           f"repeats = {repeats!r}: SDEdit repeats the noise-then-denoise K >= 1 times; use an integer like 1 or 3")
-    guide = check_guide(guide, n)
+    guide = check_guide(guide, n, bounded)
     if mask is not None:
         mask = check_mask(mask, guide).expand(n, -1, -1, -1)
     step = make_step(step, schedule) if isinstance(step, str) else step

@@ -1,0 +1,96 @@
+"""Local Stable-Diffusion-class pipeline folders (diffusers layout), loaded as a latent LoadedModel; nothing is
+downloaded. model_index.json names the parts: unet/ (UNet2DConditionModel), vae/ (AutoencoderKL), text_encoder/
+(CLIPTextModel), tokenizer/ (CLIPTokenizer) and scheduler/ (its config gives the noise schedule and prediction type).
+Weights are read only from safetensors; a part with only pickled .bin weights is refused with the conversion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from guidekit.checkpoints.diffusers_folder import WEIGHTS, schedule_from_scheduler
+from guidekit.checkpoints.files import PICKLE_SUFFIXES, read_json
+from guidekit.checkpoints.model import LoadedModel
+from guidekit.errors import GuidekitError, check
+
+PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+SDXL_PARTS = ("text_encoder_2", "tokenizer_2")
+
+
+def is_latent_folder(path: str | Path) -> bool:
+    """Whether path is a diffusers pipeline folder with a VAE and a text encoder (a latent text-to-image model)."""
+    index = Path(path) / "model_index.json"
+    if not index.is_file():
+        return False
+    try:
+        parts = read_json(index)
+    except GuidekitError:
+        return False
+    return "vae" in parts and "text_encoder" in parts
+
+
+def check_parts(path: Path, index: dict) -> None:
+    """Every part a Stable Diffusion pipeline needs is there; SDXL's second encoder is refused by name."""
+    name = index.get("_class_name", "pipeline")
+    extra = [p for p in SDXL_PARTS if index.get(p) and index[p] != [None, None]]
+    check(not extra, f"{path} is an SDXL pipeline ({name}: {', '.join(extra)}, pooled prompt embeddings and added "
+                     f"time ids); guidekit runs Stable Diffusion 1.x/2.x pipelines (one CLIP text encoder) so far")
+    missing = [p for p in PARTS if not (path / p).is_dir()]
+    check(not missing, f"{path} ({name}) lacks {', '.join(p + '/' for p in missing)}; a text-to-image pipeline "
+                       f"folder (StableDiffusionPipeline.save_pretrained) has {', '.join(p + '/' for p in PARTS)}")
+
+
+def check_safetensors(folder: Path, what: str) -> None:
+    """A part's weights must be safetensors; pickled weights are refused with the one-time conversion."""
+    if any(f.name.endswith(".safetensors") or f.name.endswith(".safetensors.index.json") for f in folder.iterdir()):
+        return
+    pickles = sorted(f.name for f in folder.iterdir() if f.suffix.lower() in PICKLE_SUFFIXES)
+    check(not pickles, f"{folder} has only pickled weights ({', '.join(pickles)}); guidekit reads only safetensors "
+                       f"because unpickling can run arbitrary code. Convert once where you trust the files: python "
+                       f"-c \"from diffusers import DiffusionPipeline; p = DiffusionPipeline.from_pretrained('"
+                       f"{folder.parent}', use_safetensors=False); p.save_pretrained('{folder.parent}', "
+                       f"safe_serialization=True)\"")
+    raise GuidekitError(f"{folder} has no weights ({WEIGHTS} or model.safetensors); save the pipeline with "
+                        f"save_pretrained(..., safe_serialization=True)")
+
+
+def _load(kind, folder: Path, what: str):
+    """kind.from_pretrained(folder) from local safetensors only, with an error that names the part."""
+    try:
+        return kind.from_pretrained(str(folder), use_safetensors=True, local_files_only=True)
+    except (OSError, ValueError, RuntimeError, EnvironmentError) as e:
+        raise GuidekitError(f"cannot load the {what} in {folder}: {str(e).splitlines()[0][:300]}") from e
+
+
+def load_latent_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
+    """A Stable Diffusion 1.x/2.x pipeline folder as a LoadedModel on latents: its UNet, VAE edge and prompts."""
+    from guidekit.latent import ClipPrompts, LatentSpace
+    from guidekit.models.diffusers_cond_unet import DiffusersCondUNet
+    from guidekit.models.diffusers_unet import import_diffusers
+
+    path = Path(path)
+    index = read_json(path / "model_index.json")
+    check_parts(path, index)
+    for part in ("unet", "vae", "text_encoder"):
+        check_safetensors(path / part, part)
+    diffusers = import_diffusers()
+    try:
+        import transformers
+    except ImportError as e:
+        raise GuidekitError("latent text-to-image models need transformers for their text encoder: "
+                            "pip install 'guidekit[diffusers]'") from e
+    source = path / "scheduler" / "scheduler_config.json"
+    schedule, prediction = schedule_from_scheduler(read_json(source), str(source))
+    unet = _load(diffusers.UNet2DConditionModel, path / "unet", "UNet")
+    vae = _load(diffusers.AutoencoderKL, path / "vae", "VAE")
+    encoder = _load(transformers.CLIPTextModel, path / "text_encoder", "text encoder")
+    try:
+        tokenizer = transformers.CLIPTokenizer.from_pretrained(str(path / "tokenizer"), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise GuidekitError(f"cannot load the tokenizer in {path / 'tokenizer'}: {e}") from e
+    net = DiffusersCondUNet(unet.float(), schedule.num_timesteps, prediction).to(device).eval()
+    latent = LatentSpace(vae.float().to(device).eval(), vae.config.scaling_factor,
+                         getattr(vae.config, "shift_factor", None))
+    return LoadedModel(net, schedule, None, path, latent=latent,
+                       prompts=ClipPrompts(tokenizer, encoder.float().to(device).eval()))
