@@ -59,3 +59,18 @@ def tiny_pipeline(root: Path, prediction: str = "epsilon", seed: int = 0):
     folder = root / "tiny-sd"
     pipe.save_pretrained(folder, safe_serialization=True)
     return pipe.set_progress_bar_config(disable=True) or pipe, folder
+
+
+def tiny_controlnet(pipe, folder: Path, seed: int = 1):
+    """A diffusers ControlNetModel of the tiny UNet, its zero convolutions randomized (else it changes nothing),
+    saved to folder."""
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed)
+    net = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(16, 32))
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "controlnet_down_blocks" in name or "controlnet_mid_block" in name or "conv_out" in name:
+                p.normal_(0, 0.3)
+    net.save_pretrained(folder, safe_serialization=True)
+    return net

@@ -116,3 +116,82 @@ def test_repaint_on_latents_keeps_the_known_pixels_exactly_without_a_seam(tiny):
     step_after = float((fixed[..., 4:11, 5] - fixed[..., 4:11, 4]).abs().max())  # first generated vs last kept column
     assert step_after < step_before / 3
     assert torch.equal(fixed[mask.expand_as(fixed).bool()], decoded[mask.expand_as(fixed).bool()])  # kept exactly
+
+
+@pytest.mark.parametrize("two", [False, True], ids=["one-controlnet", "two-controlnets"])
+def test_controlnets_equal_stable_diffusion_controlnet_pipeline(tiny, tmp_path, two):
+    """Public diffusers ControlNetModel folders steer the latent base as StableDiffusionControlNetPipeline does,
+    with per-net scales and guidance windows (diffusers' control_guidance_end e at N steps = guidekit's e − 1/N)."""
+    from diffusers import StableDiffusionControlNetPipeline
+    from sd_tiny import tiny_controlnet
+
+    from guidekit.checkpoints import load_controlnet
+    from guidekit.pipelines import control_samples
+
+    pipe, _, model = tiny
+    nets = [tiny_controlnet(pipe, tmp_path / f"cn{k}", seed=k) for k in range(1 + two)]
+    loaded = [load_controlnet(tmp_path / f"cn{k}", model.net) for k in range(1 + two)]
+    hints = [torch.rand((1, 3, 16, 16), generator=torch.Generator().manual_seed(10 + k)) for k in range(1 + two)]
+    scale, start, end = [1.0, 0.6][:1 + two], [0.2, 0.0][:1 + two], [1.0, 0.6][:1 + two]
+    steps, w, prompt = 5, 2.0, "a light dress"
+    cn_pipe = StableDiffusionControlNetPipeline(**{k: v for k, v in pipe.components.items() if k != "image_encoder"},
+                                                controlnet=nets if two else nets[0])
+    cn_pipe.set_progress_bar_config(disable=True)
+    x_T = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(4))
+    one = (lambda v: v) if two else (lambda v: v[0])
+    theirs = cn_pipe(prompt, negative_prompt="ugly", image=one(hints), num_inference_steps=steps, guidance_scale=1 + w,
+                     latents=x_T.clone(), controlnet_conditioning_scale=one(scale), control_guidance_start=one(start),
+                     control_guidance_end=one(end), output_type="pt").images
+    ours = control_samples(model, loaded, hints, torch.full((1,), NULL), None, scale,
+                           SamplerSettings("ddim", steps, 0.0, "trailing"), guidance=Guidance(w=w), start=start,
+                           end=[e - 1 / steps for e in end], cond=prompt_cond(model, [prompt], "ugly"),
+                           noise=GivenNoise([x_T]))
+    plain = sample_guided(model, torch.full((1,), NULL), None, Guidance(w=w), SamplerSettings("ddim", steps, 0.0,
+                          "trailing"), cond=prompt_cond(model, [prompt], "ugly"), noise=GivenNoise([x_T]))
+    assert float(((ours - plain).abs()).max()) > 1e-2  # the ControlNets do change the image
+    assert close((ours + 1) / 2, theirs), float(((ours + 1) / 2 - theirs).abs().max())
+
+
+def test_repaint_cfg_and_a_controlnet_compose_in_one_call_on_a_latent_model(tiny, tmp_path):
+    from sd_tiny import tiny_controlnet
+
+    from guidekit.checkpoints import load_controlnet
+    from guidekit.pipelines import controlled, inpaint_guided
+
+    pipe, _, model = tiny
+    tiny_controlnet(pipe, tmp_path / "cn")
+    cn = load_controlnet(tmp_path / "cn", model.net)
+    x0 = torch.rand((1, 3, 16, 16), generator=torch.Generator().manual_seed(8)) * 2 - 1
+    mask = torch.ones(1, 1, 16, 16)
+    mask[..., :, 8:] = 0
+    hint = torch.rand((1, 3, 16, 16), generator=torch.Generator().manual_seed(9))
+    images, nfe = inpaint_guided(controlled(model, [cn]), x0, mask, torch.full((2,), NULL), [0, 1], Guidance(w=2.0),
+                                 SamplerSettings("ddim", 4), 1, 2,
+                                 cond={**prompt_cond(model, ["a bag"] * 2, "ugly"), "hint": hint.expand(2, -1, -1, -1)})
+    assert images.shape == (2, 3, 16, 16) and bool(torch.isfinite(images).all())
+    known = mask.expand_as(images).bool()
+    assert torch.equal(images[known], x0.expand_as(images)[known])
+
+
+def test_every_command_takes_a_pipeline_folder(tiny, tmp_path, capsys):
+    from PIL import Image
+    from sd_tiny import tiny_controlnet
+
+    from guidekit.cli import main
+
+    pipe, folder, _ = tiny
+    tiny_controlnet(pipe, tmp_path / "cn")
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(tmp_path / "guide.png")
+    quick = ["--n", "1", "--steps", "2", "--no-progress"]
+    runs = {
+        "sample": ["sample", folder, "--prompt", "a red bag", "--negative-prompt", "blurry", "--w", "2"],
+        "edit": ["edit", folder, "--guide", tmp_path / "guide.png", "--t0", "0.5", "--prompt", "a red bag"],
+        "inpaint": ["inpaint", folder, "--image", tmp_path / "guide.png", "--mask", "half", "--prompt", "a bag",
+                    "--jump-n-sample", "1"],
+        "control": ["control", folder, "--controlnet", tmp_path / "cn", "--condition-image", tmp_path / "guide.png",
+                    "--prompt", "a shoe", "--guidance-scale", "3"],
+    }
+    for name, argv in runs.items():
+        code = main([str(a) for a in argv] + quick + ["--out", str(tmp_path / name)])
+        assert code == 0, (name, capsys.readouterr().err)
+        assert Image.open(next((tmp_path / name).glob("0000_*.png"))).size == (16, 16)

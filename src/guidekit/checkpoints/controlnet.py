@@ -11,7 +11,7 @@ import torch
 
 from guidekit.checkpoints.files import check_format, format_of, load_weights, read_json, read_tensors, write_folder
 from guidekit.checkpoints.model import resolve_model_dir
-from guidekit.errors import check
+from guidekit.errors import GuidekitError, check
 from guidekit.models.controlnet import ControlNet, ControlNetConfig, backbone_kind
 from guidekit.models.unet import UNet
 
@@ -64,7 +64,10 @@ def check_base(folder: Path, config: dict, cfg: ControlNetConfig, base: UNet) ->
 
 
 def load_controlnet(path: str | Path, base: UNet, weights: str = "model.safetensors") -> LoadedControlNet:
-    """Load a ControlNet folder (or train-controlnet run) for base, in eval mode on base's device."""
+    """Load a ControlNet folder (or train-controlnet run) for base, in eval mode on base's device; a diffusers
+    ControlNetModel folder (config.json "_class_name": "ControlNetModel", safetensors) for a latent base."""
+    if is_diffusers_controlnet(path):
+        return load_diffusers_controlnet(Path(path), base)
     folder = resolve_model_dir(path, export="controlnet")
     file = folder / "config.json"
     config = read_json(file)
@@ -77,3 +80,45 @@ def load_controlnet(path: str | Path, base: UNet, weights: str = "model.safetens
     check(file.exists(), f"{file} is missing; the ControlNet folder is incomplete")
     load_weights(net, read_tensors(file), file)
     return LoadedControlNet(net.to(next(base.parameters()).device).eval(), str(config.get("condition", "")), folder)
+
+
+def is_diffusers_controlnet(path: str | Path) -> bool:
+    """Whether path is a folder written by diffusers' ControlNetModel.save_pretrained."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return read_json(config).get("_class_name") == "ControlNetModel"
+    except GuidekitError:
+        return False
+
+
+def load_diffusers_controlnet(folder: Path, base) -> LoadedControlNet:
+    """A public diffusers ControlNetModel folder for a latent base (its cross-attention width and blocks checked);
+    its condition name comes from an optional guidekit.json {"condition": "canny"} (else the hint is yours)."""
+    from guidekit.checkpoints.latent_folder import check_safetensors
+    from guidekit.models.diffusers_cond_unet import DiffusersCondUNet
+    from guidekit.models.diffusers_unet import import_diffusers
+
+    check(isinstance(base, DiffusersCondUNet), f"{folder} is a diffusers ControlNetModel, which steers a latent "
+                                               f"text-to-image UNet (a Stable Diffusion pipeline folder as MODEL), "
+                                               f"not this base")
+    check_safetensors(folder, "ControlNet")
+    try:
+        net = import_diffusers().ControlNetModel.from_pretrained(str(folder), use_safetensors=True,
+                                                                  local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise GuidekitError(f"cannot load the ControlNetModel in {folder}: {str(e).splitlines()[0][:300]}") from e
+    mine, theirs = base.config.unet, dict(net.config)
+    for key in ("cross_attention_dim", "block_out_channels", "in_channels"):
+        check(list(_listed(mine.get(key))) == list(_listed(theirs.get(key))),
+              f"{folder} was made for a UNet with {key} {theirs.get(key)}, this base has {mine.get(key)}; pass the "
+              f"ControlNet of this base model family")
+    options = read_json(folder / "guidekit.json") if (folder / "guidekit.json").is_file() else {}
+    device = next(base.parameters()).device
+    return LoadedControlNet(net.float().to(device).eval(), str(options.get("condition", "")), folder)
+
+
+def _listed(v):
+    """A config value as a list (ints and lists alike)."""
+    return v if isinstance(v, (list, tuple)) else [v]

@@ -84,7 +84,13 @@ def load_latent_model(path: str | Path, device: torch.device | str = "cpu") -> L
     schedule, prediction = schedule_from_scheduler(read_json(source), str(source))
     unet = _load(diffusers.UNet2DConditionModel, path / "unet", "UNet")
     vae = _load(diffusers.AutoencoderKL, path / "vae", "VAE")
-    encoder = _load(transformers.CLIPTextModel, path / "text_encoder", "text encoder")
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # its per-tensor "Loading weights" bar, for a local folder
+    try:
+        encoder = _load(transformers.CLIPTextModel, path / "text_encoder", "text encoder")
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     try:
         tokenizer = transformers.CLIPTokenizer.from_pretrained(str(path / "tokenizer"), local_files_only=True)
     except (OSError, ValueError) as e:

@@ -48,7 +48,8 @@ def one_prompt(args, model, class_given: bool, n: int) -> tuple[str | None, dict
 
     prompt = normalize_prompt(args.prompt)
     negative = None if args.negative_prompt is None else normalize_prompt(args.negative_prompt)
-    return prompt, {k: v.repeat(n, 1) for k, v in prompt_cond(model, [prompt], negative).items()}
+    cond = prompt_cond(model, [prompt], negative)
+    return prompt, {k: v.expand(n, *v.shape[1:]).contiguous() for k, v in cond.items()}
 
 
 def condition_info(args, prompt: str | None, label: int, name: str) -> dict:

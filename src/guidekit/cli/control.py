@@ -66,7 +66,9 @@ def hints_from_files(files: list[str], nets: list, size: int) -> list:
     check(len(files) in (1, k), f"--condition-image got {len(files)} files for {k} ControlNet(s); give one file for "
                                 f"all, or one per --controlnet")
     files = files * k if len(files) == 1 else files
-    return [load_condition_image(f, size=size, channels=n.net.config.hint_channels) for f, n in zip(files, nets)]
+    from guidekit.pipelines.control import hint_shape
+
+    return [load_condition_image(f, size=size, channels=hint_shape(n.net, size)[0]) for f, n in zip(files, nets)]
 
 
 def source_image(args, model):

@@ -149,12 +149,13 @@ def run(args) -> None:
         args.jump_n_sample, device, not args.no_progress, {**req.cond, **(cond or {})}))
     l2, psnr = masked_errors(images, x0, mask)
     masked = x0 * mask  # unknown pixels shown as mid-gray (0)
+    shown = (mask * 2 - 1).expand_as(x0)  # the mask as an image of the picture's channels
     pictures = {"image.png": x0[0], "mask.png": mask[0] * 2 - 1, "masked.png": masked[0]}
     files = []
     for i, s in enumerate(seeds):
         pictures[f"{i:04d}_seed{s}.png"] = images[i]
         files.append({"file": f"{i:04d}_seed{s}.png", "seed": s, "l2": float(l2[i]), "psnr": float(psnr[i])})
-    row = torch.cat([x0, mask * 2 - 1, masked, images])
+    row = torch.cat([x0, shown, masked, images])
     title = (f"RePaint {args.sampler}-{args.steps} j={args.jump_length} r={args.jump_n_sample} NFE={nfe} "
              + (f"class={req.name}" if req.prompt is None else f"prompt={req.prompt!r}"))
     write_outputs(args, "inpaint", model, device, elapsed, pictures, labelled(grid(row, len(row), scale=3), title),

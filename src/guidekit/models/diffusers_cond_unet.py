@@ -85,3 +85,65 @@ class DiffusersCondUNet(nn.Module):
         return self.unet(x, t, encoder_hidden_states=text.to(x.dtype),
                          down_block_additional_residuals=down_residuals,
                          mid_block_additional_residual=mid_residual).sample
+
+
+class ControlledCondUNet(nn.Module):
+    """A frozen latent UNet steered by public diffusers ControlNetModels (Zhang et al. 2023): net(x, t, y, hint, text).
+
+    hint: the pixel-size condition images in [0, 1] of every ControlNet, channel-concatenated (B, Σ C_k, H·f, W·f)
+    or a list; each net's residuals, times its control_scale, are summed into the UNet's skips and middle block over
+    the rows whose trajectory fraction f(t) = (T − 1 − t)/T lies in its [control_start, control_end] window (a
+    diffusers pipeline's control_guidance_end e at N uniform steps is control_end e − 1/N here: it tests the next
+    step's fraction, guidekit the current one's)."""
+
+    graph_safe = False
+
+    def __init__(self, base: DiffusersCondUNet, controlnets, control_scale=1.0, control_start=0.0, control_end=1.0):
+        super().__init__()
+        from guidekit.models.controlnet import _per_net
+
+        diffusers = import_diffusers()
+        nets = list(controlnets) if isinstance(controlnets, (list, tuple)) else [controlnets]
+        check(len(nets) >= 1 and all(isinstance(n, diffusers.ControlNetModel) for n in nets),
+              "a latent base is steered by diffusers ControlNetModels (a folder written by ControlNetModel."
+              "save_pretrained); guidekit's own ControlNets steer the pixel models they were trained for")
+        self.base, self.controlnets, self.config = base.requires_grad_(False), nn.ModuleList(nets), base.config
+        k = len(nets)
+        self.control_scale = _per_net(control_scale, k, "control_scale")
+        self.control_start = _per_net(control_start, k, "control_start")
+        self.control_end = _per_net(control_end, k, "control_end")
+        check(all(s >= 0 for s in self.control_scale), f"control_scale must be >= 0, got {self.control_scale}")
+        for s, e in zip(self.control_start, self.control_end):
+            check(0 <= s <= e <= 1, f"need 0 <= control_start <= control_end <= 1 (fractions of the trajectory, "
+                                    f"0 = pure noise, 1 = clean), got start={s}, end={e}")
+        self.channels = [int(n.config.conditioning_channels) for n in nets]
+
+    def _hints(self, hint) -> list:
+        """One pixel-size hint per ControlNet."""
+        if isinstance(hint, (list, tuple)):
+            check(len(hint) == len(self.channels), f"{len(hint)} hints for {len(self.channels)} ControlNets")
+            return list(hint)
+        check(isinstance(hint, torch.Tensor) and hint.dim() == 4 and hint.shape[1] == sum(self.channels),
+              f"the hints of {len(self.channels)} ControlNet(s) must be one (B, {sum(self.channels)}, H, W) tensor "
+              f"(their channels {self.channels} concatenated), got {tuple(getattr(hint, 'shape', ()))}")
+        return list(hint.split(self.channels, dim=1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y=None, hint=None, text: torch.Tensor | None = None):
+        from guidekit.models.controlnet import trajectory_fraction
+
+        if hint is None:
+            return self.base(x, t, text=text)
+        t = t.expand(x.shape[0]) if t.dim() == 0 else t
+        f = trajectory_fraction(t.detach().cpu(), self.config.num_train_timesteps)
+        down, mid = None, None
+        for net, h, scale, start, end in zip(self.controlnets, self._hints(hint), self.control_scale,
+                                             self.control_start, self.control_end):
+            on = ((f >= start - 1e-9) & (f <= end + 1e-9)).to(x.device, x.dtype).view(-1, 1, 1, 1)
+            if scale == 0 or not bool(on.any()):
+                continue
+            d, m = net(x, t, encoder_hidden_states=text.to(x.dtype), controlnet_cond=h.to(x.dtype),
+                       conditioning_scale=scale, return_dict=False)
+            d, m = [r * on for r in d], m * on
+            down = d if down is None else [a + b for a, b in zip(down, d)]
+            mid = m if mid is None else mid + m
+        return self.base(x, t, text=text, down_residuals=down, mid_residual=mid)

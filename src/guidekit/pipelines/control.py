@@ -16,11 +16,12 @@ from guidekit.pipelines.settings import Guidance, SamplerSettings
 from guidekit.sampling.loop import Callback
 
 
-def as_nets(controlnets) -> list[ControlNet]:
-    """A list of ControlNet modules from one or several ControlNets or LoadedControlNets."""
+def as_nets(controlnets) -> list[torch.nn.Module]:
+    """A list of ControlNet modules (guidekit's, or diffusers ControlNetModels for a latent base) from one or
+    several ControlNets or LoadedControlNets."""
     items = list(controlnets) if isinstance(controlnets, (list, tuple)) else [controlnets]
     nets = [c.net if isinstance(c, LoadedControlNet) else c for c in items]
-    check(len(nets) >= 1 and all(isinstance(n, ControlNet) for n in nets),
+    check(len(nets) >= 1 and all(isinstance(n, ControlNet) or type(n).__name__ == "ControlNetModel" for n in nets),
           "controlnets must be a ControlNet (or load_controlnet result) or a non-empty list of them")
     return nets
 
@@ -36,20 +37,36 @@ def condition_of(controlnet: LoadedControlNet) -> Condition:
 
 def controlled(model: LoadedModel, controlnets, scale=1.0, start=0.0, end=1.0,
                hint_uncond: bool = True) -> LoadedModel:
-    """The model with its UNet steered by the ControlNets (ControlledUNet); validates scales and windows."""
+    """The model with its UNet steered by the ControlNets (ControlledUNet; ControlledCondUNet on a latent base, whose
+    hints are pixel-size images); validates scales and windows."""
+    if model.latent is not None:
+        from guidekit.models.diffusers_cond_unet import ControlledCondUNet
+
+        check(hint_uncond, "--hint-cond-only needs a class-conditional base; a latent text model's ∅ half is the "
+                           "empty or negative prompt: drop it")
+        return dataclasses.replace(model, net=ControlledCondUNet(model.net, as_nets(controlnets), scale, start, end))
     net = ControlledUNet(model.net, as_nets(controlnets), scale, start, end, hint_uncond)
     return dataclasses.replace(model, net=net)
 
 
-def join_hints(hints: Sequence[torch.Tensor], nets: list[ControlNet], n: int) -> torch.Tensor:
+def hint_shape(net, size: int | None = None) -> tuple[int, int]:
+    """(channels, side) of a ControlNet's hint: guidekit's at its model's size; a diffusers ControlNetModel's at the
+    pixel size of the images (size)."""
+    if isinstance(net, ControlNet):
+        return net.config.hint_channels, net.copy.config.image_size
+    check(size is not None, "a diffusers ControlNetModel's hint is an image at the pixel size: pass size")
+    return int(net.config.conditioning_channels), size
+
+
+def join_hints(hints: Sequence[torch.Tensor], nets: list, n: int, size: int | None = None) -> torch.Tensor:
     """One (n, sum of hint channels, H, W) tensor from one hint per ControlNet, each (n or 1, C_k, H, W)."""
     check(len(hints) == len(nets), f"got {len(hints)} hints for {len(nets)} ControlNets; pass one hint each")
     out = []
     for i, (h, net) in enumerate(zip(hints, nets)):
-        c, size = net.config.hint_channels, net.copy.config.image_size
+        c, side = hint_shape(net, size)
         ok = isinstance(h, torch.Tensor) and h.dim() == 4 and h.shape[0] in (1, n) and \
-            tuple(h.shape[1:]) == (c, size, size)
-        check(ok, f"hint {i} must be a ({n} or 1, {c}, {size}, {size}) tensor in [0, 1], got "
+            tuple(h.shape[1:]) == (c, side, side)
+        check(ok, f"hint {i} must be a ({n} or 1, {c}, {side}, {side}) tensor in [0, 1], got "
                   f"{tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__}")
         out.append(h.float().cpu().expand(n, -1, -1, -1))
     return torch.cat(out, 1).contiguous()
@@ -71,7 +88,7 @@ def control_samples(model: LoadedModel, controlnets, hints: Sequence[torch.Tenso
     if all(s == 0 for s in steered.net.control_scale):
         steered = model
     else:
-        cond["hint"] = join_hints(hints, list(steered.net.controlnets), len(labels))
+        cond["hint"] = join_hints(hints, list(steered.net.controlnets), len(labels), model.image_size)
     return sample_guided(steered, labels, seeds, guidance, settings, device, progress, cond, callback, noise)
 
 
