@@ -195,3 +195,18 @@ def test_every_command_takes_a_pipeline_folder(tiny, tmp_path, capsys):
         code = main([str(a) for a in argv] + quick + ["--out", str(tmp_path / name)])
         assert code == 0, (name, capsys.readouterr().err)
         assert Image.open(next((tmp_path / name).glob("0000_*.png"))).size == (16, 16)
+
+
+def test_the_web_ui_service_runs_a_pipeline_folder(tiny):
+    import numpy as np
+
+    from guidekit.ui import service
+
+    _, folder, _ = tiny
+    p = service.Params(prompt="a red bag", negative_prompt="blurry", steps=2, n=1, jump_length=1, jump_n_sample=1)
+    image = np.full((16, 16, 3), 128, np.uint8)
+    mask = np.full((16, 16), 255, np.uint8)
+    mask[:, 8:] = 0
+    for method in ("sample", "sdedit", "repaint"):
+        result = service.run_method(method, str(folder), p, image=image, mask=mask, sketch=image)
+        assert result.images.shape[1:3] == (16, 16), method

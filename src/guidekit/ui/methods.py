@@ -91,26 +91,28 @@ def controlnet(model, p, y, image, mask, sketch, device, progress):
 
     cn = load_controlnet(p.controlnet, model, device)
     drawing = need(sketch, "the ControlNet's hint", "draw white strokes on the black canvas or upload an image")
-    size, channels = model.net.config.image_size, cn.net.config.hint_channels
+    from guidekit.pipelines.control import hint_shape
+
+    size = model.image_size
+    channels = hint_shape(cn.net, size)[0]
     extract = extracts(p, image)
     if extract:
-        hint = extract_hints(condition_of(cn), model_image(drawing, size, model.net.config.in_channels,
+        hint = extract_hints(condition_of(cn), model_image(drawing, size, model.image_channels,
                                                            "drawing", p.invert), p.seed)
     else:
         hint = (model_image(drawing, size, channels, "drawing", p.invert) + 1) / 2
     guidance = _cfg(model, y, p)
     images = control_samples(model, [cn], [hint], _labels(y, p.n), _seeds(p), p.control_scale, _settings(p), device,
                              guidance, cond=_cond(model, p), callback=reporter(progress, "ControlNet"))
-    shown = hint_image(hint[0], model.net.config.in_channels)[None]
+    shown = hint_image(hint[0], model.image_channels)[None]
     return images, {"hint": shown}, {"controlnet": p.controlnet, "condition": cn.condition, "extract_hint": extract,
                                      "control_scale": p.control_scale, "w": guidance.w}
 
 
 def sdedit(model, p, y, image, mask, sketch, device, progress):
     """SDEdit (Meng et al. 2022): noise the drawing to level t0, then denoise it."""
-    c = model.net.config
     drawing = need(sketch, "the SDEdit guide", "draw on the canvas (light garment on black) or upload an image")
-    guide = model_image(drawing, c.image_size, c.in_channels, "guide", p.invert)
+    guide = model_image(drawing, model.image_size, model.image_channels, "guide", p.invert)
     guidance = _cfg(model, y, p)
     images = edit_guided(model, guide, _labels(y, p.n), _seeds(p), p.t0, guidance, _settings(p), device=device,
                          cond=_cond(model, p), callback=reporter(progress, "SDEdit"))
@@ -121,10 +123,9 @@ def repaint(model, p, y, image, mask, sketch, device, progress):
     """RePaint (Lugmayr et al. 2022): regenerate the unknown pixels (mask 0) of the image."""
     from guidekit.masks import check_mask
 
-    c = model.net.config
-    x0 = model_image(need(image, "the image to inpaint", "upload one or load a test image"), c.image_size,
-                     c.in_channels)
-    m = known_mask(need(mask, "the mask", "paint the region to regenerate over the image"), c.image_size)
+    x0 = model_image(need(image, "the image to inpaint", "upload one or load a test image"), model.image_size,
+                     model.image_channels)
+    m = known_mask(need(mask, "the mask", "paint the region to regenerate over the image"), model.image_size)
     check(bool((m == 0).any()), "nothing to inpaint: the painted region vanished at the model's resolution; paint "
                                 "a larger region")
     check(bool((m == 1).any()), "the painted region covers the whole image: that is plain sampling; leave part of "

@@ -112,7 +112,7 @@ def load_classifier(name: str, model, device="cpu"):
 def image_size(name: str, device="cpu") -> int:
     """The model's image side, or 32 (Fashion-MNIST) when it cannot be loaded (running it will say why)."""
     try:
-        return load_model(name, device).net.config.image_size
+        return load_model(name, device).image_size
     except (GuidekitError, OSError):
         return 32
 
