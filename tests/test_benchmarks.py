@@ -210,3 +210,17 @@ def test_fid_vs_nfe_refuses_folders_that_scored_other_images(tmp_path, capsys):
     assert "is not MACHINE=FOLDER" in capsys.readouterr().err
     assert fid_vs_nfe.main(["--out", str(out), f"X={tmp_path / 'missing'}"]) == 2
     assert not out.exists()
+
+
+def test_sd_vs_diffusers_times_both_sides_on_the_same_tiny_pipeline(capsys):
+    """benchmarks/sd_vs_diffusers.py: guidekit and StableDiffusionPipeline on one tiny pipeline folder, both timed,
+    the same images to float rounding (both sides in this process, to keep it to seconds)."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    sd = _load("sd_vs_diffusers")
+    r = sd.main(["--unet", "tiny", "--steps", "2", "--batch", "1", "--repeats", "1", "--in-process", "--device", "cpu"])
+    assert [row["side"] for row in r["rows"]] == ["guidekit", "diffusers"]
+    assert all(row["img_s"] > 0 for row in r["rows"]) and r["ratio"] > 0
+    assert r["max_abs_diff"] < 1e-3 and r["image_shape"] == [1, 3, 16, 16]
+    out = capsys.readouterr().out
+    assert "| guidekit / diffusers |" in out and "max abs difference" in out
