@@ -18,12 +18,14 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 LEGACY_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")  # a model folder's legacy weights file, read weights-only
 
 #: The newest version of each folder kind's config.json "format" ("guidekit-<kind>/<version>") this guidekit reads.
-VERSIONS = {"unet": 1, "controlnet": 1, "classifier": 1, "evaluator": 1}
+VERSIONS = {"unet": 1, "controlnet": 1, "classifier": 1, "evaluator": 1, "vae": 1, "latent": 1}
 #: What each kind is called in messages, and what to pass instead.
-NAMES = {"unet": "UNet", "controlnet": "ControlNet", "classifier": "classifier", "evaluator": "evaluator"}
+NAMES = {"unet": "UNet", "controlnet": "ControlNet", "classifier": "classifier", "evaluator": "evaluator",
+         "vae": "VAE", "latent": "latent text-to-image pipeline"}
 MADE_BY = {"unet": "a diffusion model (guidekit train)", "controlnet": "a ControlNet (guidekit train-controlnet)",
            "classifier": "a noise-aware classifier (guidekit train-classifier)",
-           "evaluator": "an evaluator (guidekit eval train-evaluator)"}
+           "evaluator": "an evaluator (guidekit eval train-evaluator)",
+           "vae": "an autoencoder (guidekit train --latent)", "latent": "a latent model (guidekit train --latent)"}
 _FORMAT = re.compile(r"guidekit-([a-z]+)/([0-9]+)")
 
 
@@ -54,17 +56,21 @@ def check_not_pickle(path: Path) -> None:
 
 
 def write_folder(dest: Path, files: dict[str, dict | dict[str, torch.Tensor]], public: bool = False) -> Path:
-    """Write {name: json-dict | tensor-dict} into dest atomically (temp folder, fsync, rename); public: mode 755/644
-    whatever the umask (an installed file)."""
+    """Write {name: json-dict | tensor-dict | bytes} into dest atomically (temp folder, fsync, rename); a name may
+    hold subfolders ("unet/config.json": a pipeline folder); public: mode 755/644 whatever the umask (an installed
+    file)."""
     with atomic_folder(dest) as tmp:
         for name, content in files.items():
-            if name.endswith(".json"):
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                (tmp / name).write_bytes(content)
+            elif name.endswith(".json"):
                 (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
             else:
                 save_file({k: v.detach().contiguous().cpu() for k, v in content.items()}, str(tmp / name))
             slow_point()
         if public:
-            for f in (tmp, *(tmp / name for name in files)):
+            for f in (tmp, *tmp.rglob("*")):
                 os.chmod(f, 0o755 if f.is_dir() else 0o644)
     return Path(dest)
 

@@ -1,6 +1,6 @@
 """Local Stable-Diffusion-class pipeline folders (diffusers layout), loaded as a latent LoadedModel; nothing is
 downloaded. model_index.json names the parts: unet/ (UNet2DConditionModel), vae/ (AutoencoderKL), text_encoder/
-(CLIPTextModel), tokenizer/ (CLIPTokenizer) and scheduler/ (its config gives the noise schedule and prediction type).
+(CLIPTextModel, or the BertModel of a model trained here), tokenizer/ and scheduler/ (its config gives the noise schedule and prediction type).
 Weights are read only from safetensors; a part with only pickled .bin weights is refused with the conversion."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from guidekit.checkpoints.diffusers_folder import WEIGHTS, schedule_from_scheduler
-from guidekit.checkpoints.files import PICKLE_SUFFIXES, read_json
+from guidekit.checkpoints.files import PICKLE_SUFFIXES, check_format, read_json
 from guidekit.checkpoints.model import LoadedModel
 from guidekit.errors import GuidekitError, check
 
@@ -36,6 +36,9 @@ def check_parts(path: Path, index: dict) -> None:
     extra = [p for p in SDXL_PARTS if index.get(p) and index[p] != [None, None]]
     check(not extra, f"{path} is an SDXL pipeline ({name}: {', '.join(extra)}, pooled prompt embeddings and added "
                      f"time ids); guidekit runs Stable Diffusion 1.x/2.x pipelines (one CLIP text encoder) so far")
+    check(not index.get("transformer") and not index.get("text_encoder_3"),
+          f"{path} is a diffusion-transformer pipeline ({name}: transformer/ instead of unet/, as SD3 and Flux have); "
+          f"guidekit runs UNet pipelines (Stable Diffusion 1.x/2.x) so far")
     missing = [p for p in PARTS if not (path / p).is_dir()]
     check(not missing, f"{path} ({name}) lacks {', '.join(p + '/' for p in missing)}; a text-to-image pipeline "
                        f"folder (StableDiffusionPipeline.save_pretrained) has {', '.join(p + '/' for p in PARTS)}")
@@ -63,6 +66,32 @@ def _load(kind, folder: Path, what: str):
         raise GuidekitError(f"cannot load the {what} in {folder}: {str(e).splitlines()[0][:300]}") from e
 
 
+def load_vae(folder: str | Path, device: torch.device | str = "cpu"):
+    """An AutoencoderKL folder (diffusers layout, safetensors) as a LatentSpace, frozen, in eval mode."""
+    from guidekit.latent import LatentSpace
+    from guidekit.models.diffusers_unet import import_diffusers
+
+    folder = Path(folder)
+    check((folder / "config.json").is_file(), f"{folder} is not an AutoencoderKL folder (no config.json); pass "
+                                              f"the model/ folder of a VAE run, or a pipeline's vae/")
+    check_safetensors(folder, "vae")
+    vae = _load(import_diffusers().AutoencoderKL, folder, "VAE").float().to(device).eval().requires_grad_(False)
+    return LatentSpace(vae, vae.config.scaling_factor, getattr(vae.config, "shift_factor", None))
+
+
+#: The text encoders (and tokenizers) a pipeline folder may name: Stable Diffusion's CLIP, and the BERT-family
+#: sentence encoder of the latent models trained here.
+TEXT_ENCODERS = ("CLIPTextModel", "BertModel")
+TOKENIZERS = ("CLIPTokenizer", "CLIPTokenizerFast", "BertTokenizer", "BertTokenizerFast")
+
+
+def _class_of(index: dict, part: str, allowed: tuple[str, ...], path: Path) -> str:
+    entry = index.get(part)
+    name = entry[1] if isinstance(entry, (list, tuple)) and len(entry) == 2 else None
+    check(name in allowed, f"{path}/model_index.json names {part} {name!r}; guidekit loads {', '.join(allowed)}")
+    return name
+
+
 def load_latent_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
     """A Stable Diffusion 1.x/2.x pipeline folder as a LoadedModel on latents: its UNet, VAE edge and prompts."""
     from guidekit.latent import ClipPrompts, LatentSpace
@@ -87,16 +116,21 @@ def load_latent_model(path: str | Path, device: torch.device | str = "cpu") -> L
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()  # its per-tensor "Loading weights" bar, for a local folder
     try:
-        encoder = _load(transformers.CLIPTextModel, path / "text_encoder", "text encoder")
+        kind = getattr(transformers, _class_of(index, "text_encoder", TEXT_ENCODERS, path))
+        encoder = _load(kind, path / "text_encoder", "text encoder")
     finally:
         if bars:
             transformers.utils.logging.enable_progress_bar()
     try:
-        tokenizer = transformers.CLIPTokenizer.from_pretrained(str(path / "tokenizer"), local_files_only=True)
+        kind = getattr(transformers, _class_of(index, "tokenizer", TOKENIZERS, path))
+        tokenizer = kind.from_pretrained(str(path / "tokenizer"), local_files_only=True)
     except (OSError, ValueError) as e:
         raise GuidekitError(f"cannot load the tokenizer in {path / 'tokenizer'}: {e}") from e
     net = DiffusersCondUNet(unet.float(), schedule.num_timesteps, prediction).to(device).eval()
     latent = LatentSpace(vae.float().to(device).eval(), vae.config.scaling_factor,
                          getattr(vae.config, "shift_factor", None))
-    return LoadedModel(net, schedule, None, path, latent=latent,
-                       prompts=ClipPrompts(tokenizer, encoder.float().to(device).eval()))
+    record = read_json(path / "guidekit.json") if (path / "guidekit.json").is_file() else {}
+    if record:
+        check_format(record, "latent", path / "guidekit.json")
+    return LoadedModel(net, schedule, record.get("class_names"), path, latent=latent,
+                       prompts=ClipPrompts(tokenizer, encoder.float().to(device).eval()), text=record.get("text"))

@@ -116,6 +116,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", weights: st
     from guidekit.checkpoints.diffusers_folder import is_diffusers_folder, load_diffusers_model
     from guidekit.checkpoints.latent_folder import is_latent_folder, load_latent_model
 
+    if not is_latent_folder(path) and is_latent_folder(Path(path) / "model"):
+        path = Path(path) / "model"  # a latent run folder (guidekit train --latent): its exported pipeline
     if is_latent_folder(path):
         check(null_class_index is None, f"--null-class-index is for class-conditional UNet2DModels; {path} is a "
                                         f"text-to-image pipeline, whose ∅ is the empty prompt")

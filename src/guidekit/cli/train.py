@@ -70,6 +70,9 @@ def register(sub) -> None:
     o.add_argument("--keep", type=positive_int("--keep"), help=f"checkpoints kept (default {DEFAULTS['keep']})")
     o.add_argument("--seed", type=seed_int("--seed"), help=f"seed of init, data order and noise (default {DEFAULTS['seed']})")
     add_run_args(p)
+    from guidekit.cli.train_latent import add_latent_args
+
+    add_latent_args(p)
     p.set_defaults(run=run)
 
 
@@ -82,6 +85,11 @@ def run(args) -> None:
     check(not (args.captions and args.unconditional), "--captions and --unconditional exclude each other: "
                                                        "captions are conditions")
     overrides = {k: getattr(args, k) for k in DEFAULTS if getattr(args, k) is not None}
+    if args.latent:
+        from guidekit.cli.train_latent import run_latent
+
+        opt = {k: NEW_RUN[k] if getattr(args, k) is None else getattr(args, k) for k in NEW_RUN}
+        return run_latent(args, opt, TrainConfig(**dict(DEFAULTS, **overrides)), new_run=not args.resume)
     saved = _resumed(args) if args.resume else None
     if saved is not None:
         unet_config = UNetConfig.from_dict(saved["config"]["unet"])

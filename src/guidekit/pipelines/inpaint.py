@@ -28,7 +28,15 @@ def inpaint_guided(model: LoadedModel, x0: torch.Tensor, mask: torch.Tensor, lab
           "the image to inpaint must be a float tensor without NaN or infinite values (its known pixels are kept "
           "as they are); fix or re-load the image")
     known, kept = x0, mask
-    if model.latent is not None:  # RePaint on latents: the known cells follow q(z_t | E(x0)), pixels put back after
+    if model.latent is not None:
+        c, side, f = model.image_channels, model.image_size, model.latent.factor
+        check(x0.dim() == 4 and tuple(x0.shape[1:]) == (c, side, side),
+              f"the image to inpaint must be (N, {c}, {side}, {side}) pixels for this latent model (its VAE makes "
+              f"{side // f}×{side // f} latents of it), got {tuple(x0.shape)}")
+        check(isinstance(mask, torch.Tensor) and mask.dim() == 4 and mask.shape[1] == 1
+              and tuple(mask.shape[2:]) == (side, side),
+              f"the mask must be (N or 1, 1, {side}, {side}) at the pixel size (guidekit puts it on the {side // f}"
+              f"×{side // f} latent grid itself), got {tuple(getattr(mask, 'shape', ()))}")  # RePaint on latents: the known cells follow q(z_t | E(x0)), pixels put back after
         known = model.latent.encode(x0.to(device)).cpu()
         kept = latent_mask(mask, model.latent.factor)
     out, nfe = inpaint(guided_denoiser(model, guidance, settings.clip_x0), model.schedule, known, kept,

@@ -64,7 +64,7 @@ def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 def _same_files(src: Path, dest: Path, names: list[str]) -> bool:
     """Whether folder dest holds exactly the files `names`, byte-equal to those in src."""
-    if not dest.is_dir() or sorted(p.name for p in dest.iterdir()) != sorted(names):
+    if not dest.is_dir() or sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()) != sorted(names):
         return False
     return all(filecmp.cmp(src / n, dest / n, shallow=False) for n in names)
 
@@ -128,6 +128,9 @@ class BaseTrainer:
 
     desc = "train"  # progress-bar label
     export_name = "model"  # OUT/<export_name> holds the exported (EMA) weights
+    config_name = "config.json"  # the export file check_resume reads back
+    weights_name = "model.safetensors"  # the export file of the (EMA) weights
+    other_entries: tuple[str, ...] = ()  # what else a new run's OUT may hold (an earlier stage's run folder)
     ema_optional = False  # True: ema_decay == 0 means no EMA (the raw weights are exported)
     # a non-finite step is skipped on the device (fused AdamW's found_inf), without a per-step host sync; None = on
     # CUDA. A trainer whose after_step reads per-step values on the host sets False (it syncs anyway).
@@ -164,7 +167,7 @@ class BaseTrainer:
         else:
             if self.acc.is_main_process:
                 recover_run(self.out)
-            refuse_existing(self.out, self.export_name)
+            refuse_existing(self.out, self.export_name, self.other_entries)
             if self.acc.is_main_process:  # the log of an attempt killed before its first checkpoint
                 (self.out / "log.csv").unlink(missing_ok=True)
 
@@ -454,7 +457,7 @@ class BaseTrainer:
                 self.acc.wait_for_everyone()
         self.check_resume(ckpt, config, state)
         self.check_data(ckpt, state.get("dataset"))
-        load_weights(self.trained, raw, ckpt / ("raw.safetensors" if self.ema is not None else "model.safetensors"))
+        load_weights(self.trained, raw, ckpt / ("raw.safetensors" if self.ema is not None else self.weights_name))
         if self.ema is not None:
             self.ema.load_state_dict(ema)
         unflatten_optimizer(self.opt, opt, state["param_groups"])
@@ -467,9 +470,9 @@ class BaseTrainer:
 
     def _read_checkpoint(self, ckpt: Path) -> tuple:
         """(state, config, trained weights, EMA weights or None, optimizer tensors) of ckpt, read but not applied."""
-        raw_file = ckpt / ("raw.safetensors" if self.ema is not None else "model.safetensors")
-        return (read_json(ckpt / "state.json"), read_json(ckpt / "config.json"), read_tensors(raw_file),
-                read_tensors(ckpt / "model.safetensors") if self.ema is not None else None,
+        raw_file = ckpt / ("raw.safetensors" if self.ema is not None else self.weights_name)
+        return (read_json(ckpt / "state.json"), read_json(ckpt / self.config_name), read_tensors(raw_file),
+                read_tensors(ckpt / self.weights_name) if self.ema is not None else None,
                 read_tensors(ckpt / "optimizer.safetensors"))
 
     def _sync_export(self, ckpt: Path, names: list[str] | None) -> None:
@@ -479,6 +482,7 @@ class BaseTrainer:
             return
         with atomic_folder(export) as tmp:
             for n in names:
+                (tmp / n).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(ckpt / n, tmp / n)
 
     def _trim_log(self) -> None:

@@ -16,7 +16,7 @@ __all__ = ["LEGACY_FILES", "complete_checkpoints", "is_complete", "newest_checkp
            "prune", "warmup_lr"]
 
 
-def refuse_existing(out: str | Path, export: str = "model") -> None:
+def refuse_existing(out: str | Path, export: str = "model", allowed: tuple[str, ...] = ()) -> None:
     """A new run must not write over an earlier run's (complete) checkpoints, nor into a folder that holds anything
     but what a run killed before its first checkpoint leaves (log.csv, checkpoints/, its export folder)."""
     check(not complete_checkpoints(out),
@@ -25,7 +25,7 @@ def refuse_existing(out: str | Path, export: str = "model") -> None:
     if not folder.is_dir():
         return
     other = sorted(p.name for p in folder.iterdir()
-                   if not (p.name in ("log.csv", "checkpoints") or LEFTOVER.match(p.name)
+                   if not (p.name in ("log.csv", "checkpoints", *allowed) or LEFTOVER.match(p.name)
                            or (p.name == export and _is_export(p))))
     check(not other, f"{out} is not empty and is not a guidekit run (it holds {', '.join(other[:5])}"
                      f"{', …' if len(other) > 5 else ''}); a new run needs a new or empty --out")
@@ -33,10 +33,13 @@ def refuse_existing(out: str | Path, export: str = "model") -> None:
 
 def _is_export(folder: Path) -> bool:
     """Whether folder is a guidekit export (its config.json names a guidekit format)."""
-    try:
-        return str(json.loads((folder / "config.json").read_text()).get("format", "")).startswith("guidekit-")
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return False
+    for name in ("config.json", "guidekit.json"):  # a model folder; a pipeline folder trained here
+        try:
+            if str(json.loads((folder / name).read_text()).get("format", "")).startswith("guidekit-"):
+                return True
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            pass
+    return False
 
 
 def prune(out: str | Path, keep: int) -> None:
