@@ -131,3 +131,64 @@ def test_masks_and_hints_of_the_wrong_size_for_the_latent_grid_are_refused(tiny,
     with pytest.raises(GuidekitError, match="hint 0 must be"):
         control_samples(model, [net], [torch.zeros(1, 3, 8, 8)], torch.full((1,), NULL), [0], 1.0, settings,
                         cond=prompt_cond(model, ["a bag"]))
+
+
+def test_train_controlnet_on_a_latent_base_writes_a_controlnet_model_that_steers_it(tiny, tmp_path, capsys):
+    """train-controlnet on a pipeline folder: a diffusers ControlNetModel (zero convolutions: at step 0 the base is
+    unchanged), loadable by diffusers and by `guidekit control`, resumable."""
+    from diffusers import ControlNetModel
+
+    from guidekit.checkpoints import load_controlnet
+    from guidekit.pipelines import control_samples
+
+    _, folder = tiny
+    out = tmp_path / "cn"
+    argv = ["train-controlnet", str(folder), "--condition", "canny", "--dataset", "samples", "--pairs", "16",
+            "--steps", "2", "--batch-size", "4", "--save-every", "2", "--log-every", "1", "--no-progress",
+            "--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "every prompt is the empty one" in capsys.readouterr().out
+    net = ControlNetModel.from_pretrained(str(out / "controlnet"), local_files_only=True)
+    assert net.config.conditioning_channels == 1  # a Canny edge map
+    model = load_model(folder)
+    loaded = load_controlnet(out / "controlnet", model.net)
+    assert loaded.condition == "canny"
+    settings = SamplerSettings("ddim", 2, 0.0, "trailing")
+    cond = prompt_cond(model, ["a bag"])
+    images = control_samples(model, [loaded], [torch.rand(1, 1, 16, 16)], torch.full((1,), NULL), [0], 1.0, settings,
+                             cond=cond)
+    assert images.shape == (1, 3, 16, 16) and bool(torch.isfinite(images).all())
+    argv[argv.index("--steps") + 1] = "3"
+    assert main(argv + ["--resume"]) == 0
+    assert (out / "log.csv").read_text().splitlines()[-1].startswith("3,")
+
+
+def test_classifier_guidance_on_a_latent_model_with_a_classifier_trained_on_its_latents(trained, tmp_path, capsys):
+    from guidekit.pipelines import load_guiding_classifier
+
+    clf = tmp_path / "clf"
+    assert main(["train-classifier", "--like", str(trained), "--dataset", "samples", "--preset", "tiny", "--steps",
+                 "3", "--batch-size", "8", "--save-every", "3", "--log-every", "1", "--no-progress",
+                 "--out", str(clf)]) == 0, capsys.readouterr().err
+    export = next(p for p in clf.iterdir() if (p / "config.json").is_file())
+    config = json.loads((export / "config.json").read_text())
+    unet = config["classifier"]["unet"]
+    assert (unet["in_channels"], unet["image_size"]) == (4, 8) and config["latent_model"].endswith("model")
+    model = load_model(trained)
+    classifier = load_guiding_classifier(str(export), model, "cpu")
+    labels = torch.tensor([8, 8])
+    cond = prompt_cond(model, ["", ""])
+    settings = SamplerSettings("ddim", 3, 0.0, "trailing")
+    plain = sample_guided(model, labels, [0, 1], Guidance(w=0), settings, cond=cond)
+    zero = sample_guided(model, labels, [0, 1], Guidance(w=0, classifier=classifier, classifier_w=0.0), settings,
+                         cond=cond)
+    guided = sample_guided(model, labels, [0, 1], Guidance(w=0, classifier=classifier, classifier_w=1e5), settings,
+                           cond=cond)
+    assert torch.equal(plain, zero) and float((guided - plain).abs().max()) > 1e-4  # 3 steps: a weak classifier
+    out = tmp_path / "s"
+    assert main(["sample", str(trained), "--classifier", str(export), "--class", "bag", "--classifier-w", "3",
+                 "--n", "2", "--steps", "3", "--no-progress", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert len(list(out.glob("0*_class8_*.png"))) == 2
+    assert main(["sample", str(trained), "--classifier", "fmnist-classifier", "--class", "bag", "--n", "1",
+                 "--out", str(tmp_path / "pixel")]) == 2
+    assert "reads 1×32² inputs, the model samples 4×8×8 latents" in capsys.readouterr().err

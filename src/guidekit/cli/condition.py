@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from guidekit.errors import check
 
 
-def check_prompt_args(args, model, prompts: bool | None = None, classes: bool | None = None) -> bool:
+def check_prompt_args(args, model, prompts: bool | None = None, classes: bool | None = None,
+                      classifier: bool = False) -> bool:
     """True when this is a prompt run; refuses prompts for label models, labels for text models, and the like.
-    prompts / classes: whether --prompt / --class were given (default: args.prompts / args.classes)."""
+    prompts / classes: whether --prompt / --class were given (default: args.prompts / args.classes). classifier:
+    the command runs classifier guidance on a text model (sample): --class then names the classifier's target, one
+    --prompt (default "") conditions the model, and False is returned (a class run)."""
     texted = model.takes_text
     prompts = args.prompts is not None if prompts is None else prompts
     classes = bool(args.classes) if classes is None else classes
@@ -19,13 +22,20 @@ def check_prompt_args(args, model, prompts: bool | None = None, classes: bool | 
     check(args.negative_prompt is None or prompts, "--negative-prompt needs --prompt (and a text-conditioned model)")
     if not texted:
         return False
+    if classifier and args.classifier and not (args.clean_classifier or args.base_null):
+        check(classes, f"--classifier on the text model {args.model}: name the class to guide towards with --class "
+                       f"(the model itself sees --prompt, default \"\")")
+        check(args.prompts is None or len(args.prompts) == 1,
+              "--classifier on a text model takes one --prompt (the model's condition for every class)")
+        return False
     check(not classes, f"--class: {args.model} is text-conditioned; describe the image with --prompt instead, "
                             f"e.g. --prompt \"a dark pair of trousers\"")
     check(prompts, f"{args.model} is text-conditioned: give --prompt \"...\" (repeatable; --prompt \"\" samples "
                    f"unconditionally)")
     check(not (args.classifier or args.clean_classifier or args.base_null),
           "--classifier / --clean-classifier / --base-null need class labels; a text-conditioned model is guided "
-          "with --w (and --negative-prompt)")
+          "with --w (and --negative-prompt), or in `guidekit sample` by a noise-aware classifier (--classifier "
+          "CLF --class NAME)")
     return True
 
 

@@ -71,7 +71,7 @@ def run(args) -> None:
     from guidekit.pipelines import class_names, default_w, sample_guided
 
     device, model = start(args, "sample", null_class_index=args.null_class_index)
-    if check_prompt_args(args, model):
+    if check_prompt_args(args, model, classifier=True):
         return run_prompts(args, model, device)
     guidance = guidance_from_args(args, model, device)
     names_all = class_names(model, guidance)
@@ -84,8 +84,16 @@ def run(args) -> None:
     labels = torch.tensor([c for c in classes for _ in seeds])
     all_seeds = [s for _ in classes for s in seeds]
     settings = sampler_settings(args)
+    cond = None
+    if model.takes_text:  # classifier guidance on a text model: the classifier reads the class, the model a prompt
+        from guidekit.pipelines import prompt_cond
+
+        prompt = args.prompts[0] if args.prompts else ""
+        if prompt == "" and args.w is None and args.guidance_scale is None:
+            guidance.w = 0.0  # CFG of "" against "" changes nothing: no second half
+        cond = prompt_cond(model, [prompt] * len(labels), args.negative_prompt)
     images, elapsed = timed(lambda: sample_guided(model, labels, all_seeds, guidance, settings, device,
-                                                  not args.no_progress))
+                                                  not args.no_progress, cond))
     names = [("null" if y == NULL else names_all[y]) for y in classes]
     pictures, files = {}, []
     for i, (y, s) in enumerate(zip(labels.tolist(), all_seeds)):

@@ -56,6 +56,23 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
+def latent_space(args, saved: dict | None):
+    """The latent model (a LoadedModel with .latent) whose latents the classifier reads: --like's, or on --resume
+    the one the run recorded; None for a pixel classifier."""
+    from guidekit.checkpoints import load_model
+
+    path = args.like or (saved or {}).get("latent_model")
+    if not path:
+        return None
+    model = load_model(path)
+    return model if model.latent is not None else None
+
+
+def latent_trunk(size: int, space) -> dict:
+    """On latents, attention at half the input side (the presets put it at 16 of 32 pixels)."""
+    return {} if space is None else {"attention_resolutions": (max(1, size // 2),)}
+
+
 def run(args) -> None:
     from guidekit.data import load_dataset
     from guidekit.diffusion import NoiseSchedule
@@ -89,15 +106,26 @@ def run(args) -> None:
             schedule = (NoiseSchedule.linear if opt["schedule"] == "linear" else NoiseSchedule.cosine)(opt["timesteps"])
         source = {"dataset": opt["dataset"], "data": args.data}
         config, train_config = None, ClassifierTrainConfig(**dict(DEFAULTS, **overrides))
-    train = load_dataset(source["dataset"], split="train", data_dir=source["data"])
+    space = latent_space(args, saved["config"] if args.resume else None)
+    size = dict(resolution=space.image_size, channels=space.image_channels) if space is not None else {}
+    train = load_dataset(source["dataset"], split="train", data_dir=source["data"], **size)
     check(train.num_classes > 1, f"{train.name} has no class labels; a classifier needs a labelled dataset")
-    held_out = load_dataset(source["dataset"], split="test", data_dir=source["data"]) \
+    held_out = load_dataset(source["dataset"], split="test", data_dir=source["data"], **size) \
         if source["dataset"] in ("fashion-mnist", "mnist") and train.name != "samples" else None
+    if space is not None:  # a latent model's classifier reads its noisy latents: the data is encoded once
+        from guidekit.latent.data import encode_dataset
+
+        train = encode_dataset(train, space.latent, not args.no_progress)
+        held_out = held_out and encode_dataset(held_out, space.latent, not args.no_progress)
+        print(f"latents: {len(train)} images as {train.channels}×{train.resolution}² latents of {space.path}")
     if config is None:
         config = ClassifierConfig.from_preset(opt["preset"], train.num_classes, pool=opt["pool"],
                                               image_size=train.resolution, in_channels=train.channels,
+                                              **latent_trunk(train.resolution, space),
                                               num_train_timesteps=schedule.num_timesteps)
     trainer = ClassifierTrainer(config, train, schedule, train_config, args.out, resume=args.resume,
                                 eval_dataset=held_out)
+    if space is not None:
+        trainer.latent_model = str(Path(space.path).resolve())
     out = fit(trainer, args)
     print(f"classifier at {out}; per-bucket accuracy in {Path(args.out) / 'log.csv'}")

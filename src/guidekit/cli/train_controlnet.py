@@ -57,7 +57,8 @@ def run(args) -> None:
     condition, pairs, widths = args.condition, args.pairs, (16, 32)
     if args.resume:
         ckpt = newest_checkpoint(args.out)
-        saved, state = read_json(ckpt / "config.json"), read_json(ckpt / "state.json")
+        saved = read_json(ckpt / ("guidekit.json" if (ckpt / "guidekit.json").is_file() else "config.json"))
+        state = read_json(ckpt / "state.json")
         for flag, mine, theirs in (("--condition", condition, saved.get("condition")),
                                    ("--pairs", pairs, state.get("pairs"))):
             check(mine in (None, theirs), f"--resume: {args.out} was trained with {flag} {theirs}, not {mine}; "
@@ -72,6 +73,8 @@ def run(args) -> None:
         train_config = ControlNetTrainConfig(**dict(DEFAULTS, **overrides))
         source = {"dataset": args.dataset or "fashion-mnist", "data": args.data}
     check(condition in CONDITIONS, f"--condition {condition!r} is unknown: use one of {', '.join(CONDITIONS)}")
+    if base.latent is not None:
+        return run_latent(args, base, condition, pairs, train_config, source)
     c = base.net.config
     dataset = load_dataset(source["dataset"], split="train", data_dir=source["data"], resolution=c.image_size,
                            channels=c.in_channels)
@@ -83,6 +86,33 @@ def run(args) -> None:
                                 text=text)
     out = fit(trainer, args)
     print(f"trained to step {trainer.step}: ControlNet at {out}, log at {trainer.out / 'log.csv'}")
+
+
+def run_latent(args, base, condition: str, pairs: int, train_config, source: dict) -> None:
+    """A diffusers ControlNetModel for a latent text base (a pipeline folder): the pairs at the base's pixel size,
+    their captions as prompts, dropped to "" with --p-uncond (default 0.5, the paper's 50 %)."""
+    from guidekit.conditions import get_condition
+    from guidekit.data import load_dataset
+    from guidekit.training.controlnet_trainer import make_pairs
+    from guidekit.training.latent_controlnet_trainer import LatentControlNetTrainer
+
+    if args.p_uncond is None and not args.resume:
+        train_config.p_uncond = LATENT_P_UNCOND
+    dataset = load_dataset(source["dataset"], split="train", data_dir=source["data"], resolution=base.image_size,
+                           channels=base.image_channels)
+    data, hints = make_pairs(dataset, get_condition(condition), pairs, seed=train_config.seed)
+    text = pair_captions(base, data, train_config.seed) if base.text else None
+    if text is None:
+        print("captions: the base records no caption settings, so every prompt is the empty one", flush=True)
+    trainer = LatentControlNetTrainer(base, data, hints, condition, text, train_config, args.out,
+                                      resume=args.resume, mixed_precision=args.mixed_precision,
+                                      progress=not args.no_progress)
+    out = fit(trainer, args)
+    print(f"trained to step {trainer.step}: ControlNet (diffusers ControlNetModel) at {out}, log at "
+          f"{trainer.out / 'log.csv'}")
+
+
+LATENT_P_UNCOND = 0.5  # prompts dropped to "" on a latent base (Zhang et al. 2023: 50 %)
 
 
 def pair_captions(base, pairs, seed: int):

@@ -34,7 +34,8 @@ class ClassifierGuidance:
     """Denoiser → denoiser adding the gradient of a noise-aware classifier; w = 0 is the base denoiser exactly.
 
     `condition_model=False` (an unconditional base model) hands the inner denoiser ∅; True (a class-conditional
-    model, or CFG below this transform) passes the labels through.
+    model, or CFG below this transform) passes the labels through; "prompt" (a text model) passes its prompt
+    through and hands it ∅ labels, which only the classifier reads.
     """
 
     def __init__(self, denoiser: Denoiser, classifier: torch.nn.Module, schedule: NoiseSchedule, w: float,
@@ -42,11 +43,19 @@ class ClassifierGuidance:
         check(math.isfinite(as_weight(w)) and as_weight(w) >= 0,
               f"classifier guidance weight must be >= 0 and finite (0 = no guidance), got {w!r}; e.g. 1")
         self.denoiser, self.classifier, self.schedule, self.w = denoiser, classifier, schedule, as_weight(w)
+        check(condition_model in (False, True, "prompt"), f"condition_model must be False, True or 'prompt', got "
+                                                          f"{condition_model!r}")
         self.condition_model = condition_model
+
+    def inner_cond(self, cond: Cond) -> Cond:
+        """What the inner denoiser sees (see condition_model)."""
+        if self.condition_model == "prompt":
+            return {**cond, "y": torch.full_like(cond["y"], NULL)}
+        return cond if self.condition_model else null_cond(cond)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
         check("y" in cond, "classifier guidance needs the requested classes in cond['y']")
-        eps = self.denoiser(x, t, cond if self.condition_model else null_cond(cond))
+        eps = self.denoiser(x, t, self.inner_cond(cond))
         if self.w == 0:
             return eps
         grad = log_prob_grad(self.classifier, x, t, cond["y"])
@@ -63,7 +72,7 @@ class CleanClassifierGuidance(ClassifierGuidance):
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
         check("y" in cond, "classifier guidance needs the requested classes in cond['y']")
-        eps = self.denoiser(x, t, cond if self.condition_model else null_cond(cond))
+        eps = self.denoiser(x, t, self.inner_cond(cond))
         if self.w == 0:
             return eps
         ab = _bcast(self.schedule.alpha_bar(t.detach().cpu()), x, eps)

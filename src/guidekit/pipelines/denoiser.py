@@ -17,8 +17,9 @@ def guided_denoiser(model: LoadedModel, guidance: Guidance, clip_x0: bool = True
     check(guidance.w == 0 or conditional or texted,
           f"w = {guidance.w}: classifier-free guidance needs a class-conditional (or text-conditioned) model, and "
           f"this one is unconditional; use w = 0")
-    check(not (texted and guidance.classifier is not None),
-          "classifier guidance needs class labels, and this model is text-conditioned; guide it with --w")
+    check(not (texted and guidance.classifier is not None and (guidance.clean or guidance.base_null)),
+          "on a text model classifier guidance takes a noise-aware classifier (guidekit train-classifier --like "
+          "MODEL) and conditions the model on the prompt (\"\" for ∅): drop --clean-classifier / --base-null")
     check(not (guidance.base_null and guidance.w > 0), "base_null hands the model ∅, so CFG (w > 0) cannot apply; "
                                                        "use w = 0 with --base-null")
     den = model.denoiser()
@@ -27,7 +28,7 @@ def guided_denoiser(model: LoadedModel, guidance: Guidance, clip_x0: bool = True
     if guidance.classifier is not None:
         kind = CleanClassifierGuidance if guidance.clean else ClassifierGuidance
         den = kind(den, guidance.classifier, model.schedule, guidance.classifier_w,
-                   condition_model=conditional and not guidance.base_null)
+                   condition_model="prompt" if texted else conditional and not guidance.base_null)
     # x̂0 clipping keeps pixels in [-1, 1]; latents have no such range, so a latent model's x̂0 is never clipped
     return ClipX0(den, model.schedule) if clip_x0 and model.latent is None else den
 
@@ -48,5 +49,10 @@ def load_guiding_classifier(path: str, model: LoadedModel, device, clean: bool =
           f"'guidekit train-classifier --like MODEL'")
     check(model.class_names is None or loaded.class_names is None or loaded.class_names == model.class_names,
           f"the classifier's classes {loaded.class_names} differ from the model's {model.class_names}")
+    c = loaded.net.config
+    check((c.in_channels, c.image_size, c.image_size) == tuple(model.sample_shape),
+          f"the classifier {path} reads {c.in_channels}×{c.image_size}² inputs, the model samples "
+          f"{'×'.join(map(str, model.sample_shape))} {'latents' if model.latent is not None else 'images'}; train "
+          f"one for it with 'guidekit train-classifier --like MODEL'")
     loaded.net.class_names = loaded.class_names
     return loaded.net.eval()

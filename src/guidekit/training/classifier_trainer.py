@@ -245,8 +245,13 @@ class ClassifierTrainer(BaseTrainer):
         if regular:
             self._reset_window()
 
+    latent_model: str | None = None  # the latent model whose latents it reads (recorded in config.json)
+
     def export_files(self, weights: dict[str, torch.Tensor]) -> dict:
-        return classifier_files(self.raw, self.schedule, self.dataset.class_names, weights)
+        files = classifier_files(self.raw, self.schedule, self.dataset.class_names, weights)
+        if self.latent_model:
+            files["config.json"]["latent_model"] = self.latent_model
+        return files
 
     def extra_state(self) -> dict:
         return {"best_acc": self.best_acc, "best_step": self.best_step,
