@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from guidekit.checkpoints.controlnet import fingerprint
 from guidekit.checkpoints.files import format_of
@@ -17,9 +16,10 @@ from guidekit.data.dataset import ImageDataset
 from guidekit.diffusion.parameterization import q_sample, target
 from guidekit.errors import check
 from guidekit.models.diffusers_cond_unet import ControlledCondUNet
-from guidekit.training.base import BaseTrainer, _step_generator, batch_indices
-from guidekit.training.batch import draw_noise, to_device
+from guidekit.training.base import BaseTrainer
+from guidekit.training.batch import to_device
 from guidekit.training.config import ControlNetTrainConfig
+from guidekit.training.latent_trainer import latent_draws, posterior_latents
 
 
 class LatentControlNetTrainer(BaseTrainer):
@@ -49,21 +49,11 @@ class LatentControlNetTrainer(BaseTrainer):
         self.base_fingerprint = fingerprint(base.net)
         super().__init__(config, out_dir, resume, mixed_precision)
         device = self.acc.device
-        self.mean, self.std = self._latents(progress)
+        self.mean, self.std = posterior_latents(pairs, base.latent, device, progress)
         captions = (text.captions if text is not None else []) + [""]
         self.tokens = torch.cat([base.prompts.encode(captions[i:i + 512]) for i in range(0, len(captions), 512)])
         self.tokens, self.null_id = self.tokens.half().to(device), len(captions) - 1
         self.hints_on_device = self.hints.to(device)
-
-    @torch.no_grad()
-    def _latents(self, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        space, device, means, stds = self.base.latent, self.acc.device, [], []
-        for i in tqdm(range(0, len(self.dataset), 512), desc="latents", disable=not progress, leave=False):
-            x = self.dataset.images(torch.arange(i, min(i + 512, len(self.dataset)))).to(device)
-            post = space.vae.encode(x).latent_dist
-            means.append((post.mean.float() - space.shift) * space.scale)
-            stds.append(post.std.float() * space.scale)
-        return torch.cat(means), torch.cat(stds)
 
     def build(self) -> ControlledCondUNet:
         from guidekit.models.diffusers_unet import import_diffusers
@@ -79,17 +69,9 @@ class LatentControlNetTrainer(BaseTrainer):
 
     def loss_on(self, step: int) -> torch.Tensor:
         """The base's latent diffusion loss with the ControlNet's residuals, on step's (shard of the) pairs."""
-        g, device = _step_generator(self.cfg.seed, step), self.acc.device
-        idx = batch_indices(len(self.dataset), self.cfg.batch_size, self.cfg.seed, step)
-        t = torch.randint(self.schedule.num_timesteps, (len(idx),), generator=g)
-        shape = (len(idx), *self.mean.shape[1:])
-        eps = draw_noise(shape, g, self.cfg.seed, step, device)
-        n = torch.randn(shape, generator=g)
-        drop = torch.rand(len(idx), generator=g) < self.cfg.p_uncond
-        drop_hint = torch.rand(len(idx), generator=g) < self.cfg.p_drop_hint
-        pick = torch.randint(self.text.ids.shape[1] if self.text is not None else 1, (len(idx),), generator=g)
-        shard = lambda v: v.chunk(self.acc.num_processes)[self.acc.process_index]  # noqa: E731
-        idx, t, eps, n, drop, drop_hint, pick = (shard(v) for v in (idx, t, eps, n, drop, drop_hint, pick))
+        device = self.acc.device
+        captions = self.text.ids.shape[1] if self.text is not None else 1
+        idx, t, eps, n, drop, drop_hint, pick = latent_draws(self, step, captions, hint_drop=True)
         rows = to_device(idx, device)
         z0 = self.mean[rows] + self.std[rows] * to_device(n, device)
         ab = to_device(self.schedule.alpha_bar(t).float(), device)

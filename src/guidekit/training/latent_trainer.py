@@ -76,6 +76,35 @@ class TokenEncoder:
         return files
 
 
+@torch.no_grad()
+def posterior_latents(dataset: ImageDataset, space, device, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image's posterior mean and std under the frozen VAE of space (a LatentSpace), scaled, on device."""
+    means, stds = [], []
+    for i in tqdm(range(0, len(dataset), 512), desc="latents", disable=not progress, leave=False):
+        post = space.vae.encode(dataset.images(torch.arange(i, min(i + 512, len(dataset)))).to(device)).latent_dist
+        means.append((post.mean.float() - space.shift) * space.scale)
+        stds.append(post.std.float() * space.scale)
+    return torch.cat(means), torch.cat(stds)
+
+
+def latent_draws(trainer, step: int, captions: int, hint_drop: bool = False) -> tuple[torch.Tensor, ...]:
+    """(idx, t, ε, n, drop[, drop_hint], pick) of step's shard, drawn from the step's generator in this order: the
+    images, their timesteps, noise, the posterior draw z0 = μ + σ·n, the caption dropout (p_uncond), the hint
+    dropout (p_drop_hint) and which of each image's `captions` captions."""
+    cfg, device = trainer.cfg, trainer.acc.device
+    g = _step_generator(cfg.seed, step)
+    idx = batch_indices(len(trainer.dataset), cfg.batch_size, cfg.seed, step)
+    t = torch.randint(trainer.schedule.num_timesteps, (len(idx),), generator=g)
+    shape = (len(idx), *trainer.mean.shape[1:])
+    eps = draw_noise(shape, g, cfg.seed, step, device)
+    n = torch.randn(shape, generator=g)
+    drawn = [idx, t, eps, n, torch.rand(len(idx), generator=g) < cfg.p_uncond]
+    if hint_drop:
+        drawn.append(torch.rand(len(idx), generator=g) < cfg.p_drop_hint)
+    drawn.append(torch.randint(captions, (len(idx),), generator=g))
+    return tuple(v.chunk(trainer.acc.num_processes)[trainer.acc.process_index] for v in drawn)
+
+
 class LatentTrainer(BaseTrainer):
     """Trains a latent UNet2DConditionModel on captioned images; writes checkpoints/, log.csv and model/, a
     StableDiffusionPipeline folder (unet, vae, text_encoder, tokenizer, scheduler) with guidekit.json."""
@@ -102,21 +131,9 @@ class LatentTrainer(BaseTrainer):
         self.space = load_vae(self.vae_dir, self.acc.device)
         check(self.space.channels == unet_config["in_channels"],
               f"the VAE's latents have {self.space.channels} channels, the UNet takes {unet_config['in_channels']}")
-        self.mean, self.std = self.encode_dataset(progress)
+        self.mean, self.std = posterior_latents(dataset, self.space, self.acc.device, progress)
         self.tokens = encoder.encode(text.captions + [""], progress).half().to(self.acc.device)
         self.null_id = len(text.captions)
-
-    @torch.no_grad()
-    def encode_dataset(self, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every image's posterior mean and std under the frozen VAE, scaled (on the training device)."""
-        means, stds = [], []
-        vae, device = self.space.vae, self.acc.device
-        for i in tqdm(range(0, len(self.dataset), 512), desc="latents", disable=not progress, leave=False):
-            x = self.dataset.images(torch.arange(i, min(i + 512, len(self.dataset)))).to(device)
-            post = vae.encode(x).latent_dist
-            means.append((post.mean.float() - self.space.shift) * self.space.scale)
-            stds.append(post.std.float() * self.space.scale)
-        return torch.cat(means), torch.cat(stds)
 
     def build(self) -> DiffusersCondUNet:
         return DiffusersCondUNet(build_unet(self.unet_config), self.schedule.num_timesteps, self.prediction)
@@ -126,16 +143,8 @@ class LatentTrainer(BaseTrainer):
 
     def loss_on(self, step: int) -> torch.Tensor:
         """MSE to the ε/v/x0 target at uniform t, z0 drawn from each image's posterior, its caption or ∅."""
-        g, device = _step_generator(self.cfg.seed, step), self.acc.device
-        idx = batch_indices(len(self.dataset), self.cfg.batch_size, self.cfg.seed, step)
-        t = torch.randint(self.schedule.num_timesteps, (len(idx),), generator=g)
-        shape = (len(idx), *self.mean.shape[1:])
-        eps = draw_noise(shape, g, self.cfg.seed, step, device)
-        n = torch.randn(shape, generator=g)
-        drop = torch.rand(len(idx), generator=g) < self.cfg.p_uncond
-        pick = torch.randint(self.text.ids.shape[1], (len(idx),), generator=g)
-        shard = lambda v: v.chunk(self.acc.num_processes)[self.acc.process_index]  # noqa: E731
-        idx, t, eps, n, drop, pick = (shard(v) for v in (idx, t, eps, n, drop, pick))
+        device = self.acc.device
+        idx, t, eps, n, drop, pick = latent_draws(self, step, self.text.ids.shape[1])
         d = to_device(idx, device)
         z0 = self.mean[d] + self.std[d] * to_device(n, device)
         ab = to_device(self.schedule.alpha_bar(t).float(), device)
