@@ -185,6 +185,7 @@ def test_classifier_guidance_on_a_latent_model_with_a_classifier_trained_on_its_
     guided = sample_guided(model, labels, [0, 1], Guidance(w=0, classifier=classifier, classifier_w=1e5), settings,
                            cond=cond)
     assert torch.equal(plain, zero) and float((guided - plain).abs().max()) > 1e-4  # 3 steps: a weak classifier
+    assert torch.equal(plain, sample_guided(model, labels, [0, 1], Guidance(w=0), settings))  # no prompt: ∅ = ""
     out = tmp_path / "s"
     assert main(["sample", str(trained), "--classifier", str(export), "--class", "bag", "--classifier-w", "3",
                  "--n", "2", "--steps", "3", "--no-progress", "--out", str(out)]) == 0, capsys.readouterr().err

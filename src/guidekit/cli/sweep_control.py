@@ -72,8 +72,8 @@ def _setup(args, model, nets):
           "--base-null samples every image at ∅ (the class must come from the hint): use it with --w 0 and "
           "without --hint-cond-only")
     check(args.n >= 10, f"--n {args.n} is too small: FID/KID/IS need at least 10 images")
-    data = load_dataset(args.dataset, split="test", data_dir=args.data, resolution=c.image_size,
-                        channels=c.in_channels)
+    data = load_dataset(args.dataset, split="test", data_dir=args.data, resolution=model.image_size,
+                        channels=model.image_channels)
     cset = control_set(data, [condition_of(n) for n in nets], args.n, args.seed)
     if text:
         cset = with_prompts(cset, model)

@@ -63,8 +63,8 @@ def run(args) -> None:
     args.jump_length = jump_length_of(args, model.schedule.num_timesteps)
     rs = sorted({1, args.jump_n_sample})
     repaint_levels(model.schedule.timesteps(settings.steps, settings.spacing), args.jump_length, max(rs))
-    data = load_dataset(args.reference, split=args.split, data_dir=args.data, resolution=c.image_size,
-                        channels=c.in_channels)
+    data = load_dataset(args.reference, split=args.split, data_dir=args.data, resolution=model.image_size,
+                        channels=model.image_channels)
     check(args.n <= len(data), f"--n {args.n} exceeds the {len(data)} images of {data.name}; lower --n")
     truth = data.images(slice(0, args.n))
     truth_labels = None if data.labels is None else data.labels[:args.n]

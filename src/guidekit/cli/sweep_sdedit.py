@@ -45,9 +45,8 @@ def run(args) -> None:
         check_t0(t0)
     device = pick_device(args.device)
     model = load_fast_model(args.model, args, device)
-    c = model.net.config
-    data = load_dataset(args.guides, split="test", data_dir=args.data, resolution=c.image_size,
-                        channels=c.in_channels)
+    data = load_dataset(args.guides, split="test", data_dir=args.data, resolution=model.image_size,
+                        channels=model.image_channels)
     K = data.num_classes
     check(K > 0, f"--guides {args.guides} has no labels; the sweep needs labelled images")
     check(args.n >= max(2 * K, 10), f"--n {args.n} is too small: use at least {max(2 * K, 10)} (two images per class)")

@@ -96,7 +96,7 @@ def run_sdedit_sweep(model: LoadedModel, t0s: list[float], guides: torch.Tensor,
                for t0 in sorted(t0s)]  # kept from the rows' sampling (made again only if deleted)
     cols = [guides[pick]] + [images[pick] for images in outputs]
     cells = torch.stack(cols, 1).flatten(0, 1)
-    size = (model.net.config.image_size + 2) * 2
+    size = (model.image_size + 2) * 2
     names = [class_names[int(labels[i])] for i in pick] if class_names else []
     title = "stroke guide | t0 = " + ", ".join(f"{t:g}" for t in sorted(t0s))
     save_png(labelled(grid(cells, len(cols), scale=2), title, names, size), out / "grid.png")

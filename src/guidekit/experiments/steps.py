@@ -56,7 +56,7 @@ def run_steps_sweep(model: LoadedModel, samplers: list[str], nfes: list[int], ba
 
         def draw(k: float, images: torch.Tensor, sampler=sampler, sub=sub) -> None:
             save_png(labelled(grid(images[pick], cols, scale=2), f"{sampler} NFE = {k:g}, w = {w:g}", names,
-                              (model.net.config.image_size + 2) * 2), sub / "grids" / f"nfe{k:g}.png")
+                              (model.image_size + 2) * 2), sub / "grids" / f"nfe{k:g}.png")
 
         series[label] = sweep_rows(sub, "nfe", [float(v) for v in values], sample_at, lambda k: f"nfe{k:g}", draw,
                                    load_eval, lambda k, im, ev, ref: evaluate(im, labels, ev, ref, seed=seed),

@@ -132,7 +132,7 @@ def run_sweep(model: LoadedModel, ws: list[float], guidance_at: Callable[[float]
 
     def draw(w: float, images: torch.Tensor) -> None:
         save_png(labelled(grid(images[pick], cols, scale=2), f"{title} w = {w:g}", names,
-                          (model.net.config.image_size + 2) * 2), out / "grids" / f"w{w:g}.png")
+                          (model.image_size + 2) * 2), out / "grids" / f"w{w:g}.png")
 
     rows = sweep_rows(out, "w", ws,
                       lambda w: sample_guided(model, labels, seeds, guidance_at(w), settings, device, progress),

@@ -108,7 +108,7 @@ def run_prompt_sweep(model: LoadedModel, ws: list[float], n: int, settings: Samp
     nearest = nearest_seen_class(prompts)
 
     def draw(w: float, images: torch.Tensor) -> None:
-        size = model.net.config.image_size
+        size = model.image_size
         title = f"prompts (rows) x seeds (columns), w = {w:g}"
         save_png(labelled(grid(images[pick], cols, scale=2), title, names, (size + 2) * 2, margin=330, max_chars=60),
                  out / "grids" / f"w{w:g}.png")

@@ -10,6 +10,7 @@ from guidekit.pipelines.policy import network_labels
 from guidekit.latent.edges import latent_mask, restore_known
 from guidekit.pipelines.sample import check_samples, pixels
 from guidekit.pipelines.settings import Guidance, SamplerSettings
+from guidekit.pipelines.text import with_prompt
 from guidekit.sampling.loop import Callback
 from guidekit.sampling.sdedit import sdedit
 from guidekit.sampling.steps import make_step
@@ -30,7 +31,8 @@ def edit_guided(model: LoadedModel, guide: torch.Tensor, labels: torch.Tensor, s
         start = model.latent.encode(guide.to(device), guide_generator).cpu()
         known = None if mask is None else latent_mask(mask, model.latent.factor)
     out = sdedit(guided_denoiser(model, guidance, settings.clip_x0), model.schedule, start, t0,
-                 {"y": network_labels(model, labels, guidance), **(cond or {})}, step, seeds, settings.steps,
+                 {"y": network_labels(model, labels, guidance), **with_prompt(model, cond, len(labels))}, step,
+                 seeds, settings.steps,
                  repeats, known, settings.spacing, device=device, callback=callback, progress=progress,
                  batch_size=settings.batch_size, noise=noise, bounded=model.latent is None)
     images = check_samples(pixels(model, check_samples(out, "edits")), "edits")

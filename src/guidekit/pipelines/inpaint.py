@@ -11,6 +11,7 @@ from guidekit.pipelines.policy import network_labels
 from guidekit.latent.edges import latent_mask, restore_known
 from guidekit.pipelines.sample import check_samples, pixels
 from guidekit.pipelines.settings import Guidance, SamplerSettings
+from guidekit.pipelines.text import with_prompt
 from guidekit.sampling.loop import Callback
 from guidekit.sampling.repaint import inpaint
 
@@ -36,11 +37,13 @@ def inpaint_guided(model: LoadedModel, x0: torch.Tensor, mask: torch.Tensor, lab
         check(isinstance(mask, torch.Tensor) and mask.dim() == 4 and mask.shape[1] == 1
               and tuple(mask.shape[2:]) == (side, side),
               f"the mask must be (N or 1, 1, {side}, {side}) at the pixel size (guidekit puts it on the {side // f}"
-              f"×{side // f} latent grid itself), got {tuple(getattr(mask, 'shape', ()))}")  # RePaint on latents: the known cells follow q(z_t | E(x0)), pixels put back after
+              f"×{side // f} latent grid itself), got {tuple(getattr(mask, 'shape', ()))}")
+        # RePaint on latents: the known cells follow q(z_t | E(x0)), the pixels are put back after decoding
         known = model.latent.encode(x0.to(device)).cpu()
         kept = latent_mask(mask, model.latent.factor)
     out, nfe = inpaint(guided_denoiser(model, guidance, settings.clip_x0), model.schedule, known, kept,
-                       {"y": network_labels(model, labels, guidance), **(cond or {})}, settings.sampler, seeds,
+                       {"y": network_labels(model, labels, guidance), **with_prompt(model, cond, len(labels))},
+                       settings.sampler, seeds,
                        settings.steps, jump_length, jump_n_sample, spacing=settings.spacing, eta=settings.eta,
                        device=device, batch_size=settings.batch_size, callback=callback, progress=progress,
                        noise=noise)

@@ -9,6 +9,7 @@ from guidekit.errors import check
 from guidekit.pipelines.denoiser import guided_denoiser
 from guidekit.pipelines.policy import network_labels
 from guidekit.pipelines.settings import Guidance, SamplerSettings
+from guidekit.pipelines.text import with_prompt
 from guidekit.sampling import generate
 from guidekit.sampling.loop import Callback
 
@@ -20,7 +21,7 @@ def sample_guided(model: LoadedModel, labels: torch.Tensor, seeds: list[int] | N
     """Images (N, C, H, W) in [−1, 1] for labels[i] (NULL = ∅) from seeds[i] (or row i of noise, as in
     sampling.generate); checked finite. cond: further per-image conditions (a ControlNet's "hint", a prompt's
     "text"), N rows each; callback(StepInfo) after every move."""
-    cond = {"y": network_labels(model, labels, guidance), **(cond or {})}
+    cond = {"y": network_labels(model, labels, guidance), **with_prompt(model, cond, len(labels))}
     out = generate(guided_denoiser(model, guidance, settings.clip_x0), model.schedule, model.sample_shape, seeds, cond,
                    sampler=settings.sampler, steps=settings.steps, eta=settings.eta, spacing=settings.spacing,
                    device=device, callback=callback, progress=progress, batch_size=settings.batch_size, noise=noise)

@@ -41,3 +41,14 @@ def class_prompt_cond(model: LoadedModel, labels: torch.Tensor) -> dict[str, tor
     from guidekit.text.captions import class_prompts
 
     return prompt_cond(model, class_prompts([int(y) for y in labels.tolist()]))
+
+
+def with_prompt(model: LoadedModel, cond: dict | None, n: int) -> dict:
+    """cond, with the empty prompt ∅ for every row where a latent text model is given no prompt (its UNet always
+    cross-attends to one); other models' cond unchanged."""
+    from guidekit.diffusion.denoiser import TEXT
+
+    cond = dict(cond or {})
+    if model.prompts is not None and TEXT not in cond:
+        cond.update(prompt_cond(model, [""] * n))
+    return cond
