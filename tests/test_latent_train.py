@@ -5,6 +5,7 @@ refusals (missing parts, SD3/Flux, long prompts, masks and hints of the wrong si
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -193,3 +194,18 @@ def test_classifier_guidance_on_a_latent_model_with_a_classifier_trained_on_its_
     assert main(["sample", str(trained), "--classifier", "fmnist-classifier", "--class", "bag", "--n", "1",
                  "--out", str(tmp_path / "pixel")]) == 2
     assert "reads 1×32² inputs, the model samples 4×8×8 latents" in capsys.readouterr().err
+    assert main(["sample", str(trained), "--classifier", str(export), "--n", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "name the class to guide towards with --class" in capsys.readouterr().err
+
+
+def test_the_vae_reconstruction_benchmark_scores_a_latent_model(trained, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "vae_reconstruction.py"
+    spec = importlib.util.spec_from_file_location("vae_reconstruction", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    r = bench.main([str(trained), "--dataset", "samples", "--n", "20"])
+    assert r["n"] == 20 and r["rmse"] > 0 and math.isfinite(r["fid"]) and 0 <= r["accuracy"] <= 1
+    assert "| 20 |" in capsys.readouterr().out
