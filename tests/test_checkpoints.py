@@ -106,7 +106,7 @@ def test_dependencies_point_one_way(layer, above):
 
 def test_format_strings_are_the_ones_written_so_far():
     assert [format_of(k) for k in VERSIONS] == ["guidekit-unet/1", "guidekit-controlnet/1", "guidekit-classifier/1",
-                                                "guidekit-evaluator/1"]
+                                                "guidekit-evaluator/1", "guidekit-vae/1", "guidekit-latent/1"]
     assert check_format({"format": "guidekit-unet/1"}, "unet", Path("config.json")) == 1
 
 

@@ -377,6 +377,43 @@ CLI += [
 ]
 
 
+def _sd(f, kind: str = "ok"):
+    """tests/sd_tiny.py's pipeline folder under the catalogue's root (built once): "ok", "broken" (no tokenizer/),
+    "sd3" (a diffusion-transformer index), or "cn" (a tiny ControlNetModel folder for it)."""
+    from sd_tiny import tiny_controlnet, tiny_pipeline
+
+    if not hasattr(f, "sd"):
+        f.sd_pipe, f.sd = tiny_pipeline(f.root / "sd")
+        f.sd_broken = shutil.copytree(f.sd, f.root / "sd-broken")
+        shutil.rmtree(f.sd_broken / "tokenizer")
+        f.sd3 = shutil.copytree(f.sd, f.root / "sd3")
+        index = json.loads((f.sd3 / "model_index.json").read_text())
+        index.update(_class_name="StableDiffusion3Pipeline", transformer=["diffusers", "SD3Transformer2DModel"],
+                     text_encoder_3=["transformers", "T5EncoderModel"])
+        (f.sd3 / "model_index.json").write_text(json.dumps(index))
+        tiny_controlnet(f.sd_pipe, f.root / "sd-cn")
+        f.sd_cn = f.root / "sd-cn"
+    return str({"ok": f.sd, "broken": f.sd_broken, "sd3": f.sd3, "cn": f.sd_cn}[kind])
+
+
+CLI += [
+    ("latent-folder-missing-part", lambda f, o: ["sample", _sd(f, "broken"), "--prompt", "a bag", "--out", o],
+     ["lacks tokenizer/", "has unet/, vae/, text_encoder/, tokenizer/, scheduler/"], None),
+    ("latent-folder-sd3", lambda f, o: ["sample", _sd(f, "sd3"), "--prompt", "a bag", "--out", o],
+     ["is a diffusion-transformer pipeline", "as SD3 and Flux have", "Stable Diffusion 1.x/2.x"], None),
+    ("train-latent-preset-base", lambda f, o: ["train", "--latent", "--preset", "base", "--out", o],
+     ["--latent has the presets tiny, small; got --preset base"], None),
+    ("train-latent-used-folder", lambda f, o: ["train", "--latent", "--preset", "tiny", "--out", str(f.root)],
+     ["is not empty; a new --latent run needs a new or empty --out, or pass --resume"], None),
+    ("sample-latent-pixel-classifier", lambda f, o: ["sample", _sd(f), "--classifier", "fmnist-classifier",
+                                                     "--class", "bag", "--n", "1", "--out", o],
+     ["reads 1×32² inputs, the model samples 4×8×8 latents", "guidekit train-classifier --like MODEL"], None),
+    ("sample-text-classifier-without-class", lambda f, o: ["sample", _sd(f), "--classifier", "fmnist-classifier",
+                                                           "--n", "1", "--out", o],
+     ["name the class to guide towards with --class"], None),
+]
+
+
 def _run(argv: list[str]) -> int:
     """main(argv), with argparse's SystemExit turned into its code."""
     try:
@@ -656,7 +693,32 @@ def _api():
         ("load-classifier-other-kind", lambda f, M: load_classifier(WEIGHTS / "fmnist-canny"),
          ["has format 'guidekit-controlnet/1', expected 'guidekit-classifier/1'", "that is a ControlNet",
           "pass a noise-aware classifier (guidekit train-classifier)"]),
+        ("latent-inpaint-mask-latent-size", lambda f, M: _latent_inpaint(f, torch.ones(1, 1, 8, 8)),
+         ["the mask must be (N or 1, 1, 16, 16) at the pixel size", "on the 8×8 latent grid itself"]),
+        ("latent-hint-latent-size", lambda f, M: _latent_control(f, torch.zeros(1, 3, 8, 8)),
+         ["hint 0 must be a (1 or 1, 3, 16, 16) tensor"]),
     ]
+
+
+def _latent_inpaint(f, mask):
+    from guidekit.checkpoints import load_model
+    from guidekit.diffusion import NULL
+    from guidekit.pipelines import Guidance, SamplerSettings, inpaint_guided, prompt_cond
+
+    model = load_model(_sd(f))
+    return inpaint_guided(model, torch.zeros(1, 3, 16, 16), mask, torch.full((1,), NULL), [0], Guidance(),
+                          SamplerSettings("ddim", 2), 1, 1, cond=prompt_cond(model, ["a bag"]))
+
+
+def _latent_control(f, hint):
+    from guidekit.checkpoints import load_controlnet, load_model
+    from guidekit.diffusion import NULL
+    from guidekit.pipelines import SamplerSettings, control_samples, prompt_cond
+
+    model = load_model(_sd(f))
+    net = load_controlnet(_sd(f, "cn"), model.net)
+    return control_samples(model, [net], [hint], torch.full((1,), NULL), [0], 1.0, SamplerSettings("ddim", 2),
+                           cond=prompt_cond(model, ["a bag"]))
 
 
 API = _api()

@@ -153,7 +153,7 @@ def test_train_controlnet_on_a_latent_base_writes_a_controlnet_model_that_steers
     assert net.config.conditioning_channels == 1  # a Canny edge map
     model = load_model(folder)
     loaded = load_controlnet(out / "controlnet", model.net)
-    assert loaded.condition == "canny"
+    assert loaded.condition == "canny" and load_controlnet(out, model.net).condition == "canny"  # the run folder
     settings = SamplerSettings("ddim", 2, 0.0, "trailing")
     cond = prompt_cond(model, ["a bag"])
     images = control_samples(model, [loaded], [torch.rand(1, 1, 16, 16)], torch.full((1,), NULL), [0], 1.0, settings,

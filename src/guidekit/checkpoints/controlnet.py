@@ -68,6 +68,8 @@ def load_controlnet(path: str | Path, base: UNet, weights: str = "model.safetens
     ControlNetModel folder (config.json "_class_name": "ControlNetModel", safetensors) for a latent base."""
     if is_diffusers_controlnet(path):
         return load_diffusers_controlnet(Path(path), base)
+    if is_diffusers_controlnet(Path(path) / "controlnet"):  # a train-controlnet run on a latent base
+        return load_diffusers_controlnet(Path(path) / "controlnet", base)
     folder = resolve_model_dir(path, export="controlnet")
     file = folder / "config.json"
     config = read_json(file)

@@ -44,15 +44,15 @@ def load_guiding_classifier(path: str, model: LoadedModel, device, clean: bool =
     from guidekit.checkpoints import load_classifier
 
     loaded = load_classifier(path, device)
-    check(torch.allclose(loaded.schedule.alpha_bar_table, model.schedule.alpha_bar_table),
-          f"the classifier {path} was trained on another noise schedule than the model; retrain it with "
-          f"'guidekit train-classifier --like MODEL'")
-    check(model.class_names is None or loaded.class_names is None or loaded.class_names == model.class_names,
-          f"the classifier's classes {loaded.class_names} differ from the model's {model.class_names}")
     c = loaded.net.config
     check((c.in_channels, c.image_size, c.image_size) == tuple(model.sample_shape),
           f"the classifier {path} reads {c.in_channels}×{c.image_size}² inputs, the model samples "
           f"{'×'.join(map(str, model.sample_shape))} {'latents' if model.latent is not None else 'images'}; train "
           f"one for it with 'guidekit train-classifier --like MODEL'")
+    check(torch.allclose(loaded.schedule.alpha_bar_table, model.schedule.alpha_bar_table),
+          f"the classifier {path} was trained on another noise schedule than the model; retrain it with "
+          f"'guidekit train-classifier --like MODEL'")
+    check(model.class_names is None or loaded.class_names is None or loaded.class_names == model.class_names,
+          f"the classifier's classes {loaded.class_names} differ from the model's {model.class_names}")
     loaded.net.class_names = loaded.class_names
     return loaded.net.eval()
