@@ -28,7 +28,8 @@ DIFFUSERS_PREDICTION = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}
 
 
 def scheduler_config(schedule: NoiseSchedule, prediction: str) -> dict:
-    """A diffusers DDIMScheduler config with guidekit's schedule and prediction type (trailing spacing, η = 0)."""
+    """A diffusers DDIMScheduler config with guidekit's schedule and prediction type (trailing spacing, η = 0; the
+    last step lands on the clean image, ᾱ = 1, as guidekit's does: set_alpha_to_one)."""
     import diffusers
 
     c = schedule.to_config()
@@ -38,7 +39,7 @@ def scheduler_config(schedule: NoiseSchedule, prediction: str) -> dict:
              "cosine": {"beta_schedule": "squaredcos_cap_v2"}}[c["kind"]]
     return {"_class_name": "DDIMScheduler", "_diffusers_version": diffusers.__version__,
             "num_train_timesteps": schedule.num_timesteps, **betas, "prediction_type": DIFFUSERS_PREDICTION[prediction],
-            "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "timestep_spacing": "trailing"}
+            "clip_sample": False, "set_alpha_to_one": True, "steps_offset": 1, "timestep_spacing": "trailing"}
 
 
 class TokenEncoder:
