@@ -1,4 +1,5 @@
-"""Prompts as a CLIP text encoder's token embeddings, the condition a latent UNet cross-attends to."""
+"""Prompts as a text encoder's token embeddings (CLIP, or the BERT of a model trained here), the condition a latent
+UNet cross-attends to."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from guidekit.errors import check
 
 
 class ClipPrompts:
-    """A user's own tokenizer and CLIPTextModel (from a pipeline folder): encode(prompts) → (B, L, D), padded to
-    the tokenizer's max length as Stable Diffusion's pipelines do; "" is the empty prompt, CFG's ∅."""
+    """A pipeline folder's tokenizer and text encoder (CLIPTextModel, BertModel): encode(prompts) → (B, L, D),
+    padded to the tokenizer's max length as Stable Diffusion's pipelines do; "" is the empty prompt, CFG's ∅."""
 
     def __init__(self, tokenizer, text_encoder: torch.nn.Module):
         self.tokenizer, self.encoder = tokenizer, text_encoder

@@ -60,8 +60,8 @@ class LatentControlNetTrainer(BaseTrainer):
 
         levels = self.base.latent.factor.bit_length()  # factor 2^k: k stride-2 convolutions, k + 1 widths
         widths = tuple(16 * 2 ** i for i in range(levels))
-        net = import_diffusers().ControlNetModel.from_unet(self.base.net.unet, conditioning_channels=self.hints.shape[1],
-                                                           conditioning_embedding_out_channels=widths)
+        net = import_diffusers().ControlNetModel.from_unet(
+            self.base.net.unet, conditioning_channels=self.hints.shape[1], conditioning_embedding_out_channels=widths)
         return ControlledCondUNet(self.base.net, [net]).train()
 
     def trainable(self, net: ControlledCondUNet) -> torch.nn.Module:

@@ -43,24 +43,28 @@ def scheduler_config(schedule: NoiseSchedule, prediction: str) -> dict:
 
 
 class TokenEncoder:
-    """The frozen text encoder's token embeddings (B, MAX_TOKENS, D) of prompts, from its local folder."""
+    """The frozen text encoder's token embeddings (B, MAX_TOKENS, D) of prompts, from its local folder, through the
+    same ClipPrompts the exported pipeline is sampled with (the attention mask passed, the tokenizer cut at
+    MAX_TOKENS)."""
 
     def __init__(self, path: Path):
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        from guidekit.latent.clip import ClipPrompts
+
+        hf_logging.disable_progress_bar()  # its per-tensor "Loading weights" bar, for a local folder
         self.path = Path(path)
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self.tokenizer.model_max_length = MAX_TOKENS
         self.model = AutoModel.from_pretrained(str(path), local_files_only=True).eval().requires_grad_(False)
-        self.dim = int(self.model.config.hidden_size)
+        self.model.config.use_attention_mask = True
+        self.prompts = ClipPrompts(self.tokenizer, self.model)
+        self.dim = self.prompts.dim
 
-    @torch.no_grad()
     def encode(self, prompts: list[str], progress: bool = False) -> torch.Tensor:
-        out = []
-        for i in tqdm(range(0, len(prompts), 512), desc="token embeddings", disable=not progress, leave=False):
-            tok = self.tokenizer(prompts[i:i + 512], padding="max_length", max_length=MAX_TOKENS, truncation=True,
-                                 return_tensors="pt")
-            out.append(self.model(tok.input_ids, attention_mask=tok.attention_mask)[0].float())
-        return torch.cat(out)
+        return torch.cat([self.prompts.encode(prompts[i:i + 512]) for i in tqdm(
+            range(0, len(prompts), 512), desc="token embeddings", disable=not progress, leave=False)])
 
     def files(self) -> dict:
         """The text_encoder/ and tokenizer/ files of the exported pipeline (the attention mask switched on, as
@@ -171,7 +175,8 @@ class LatentTrainer(BaseTrainer):
                                      _diffusers_version=diffusers.__version__),
             "unet/diffusion_pytorch_model.safetensors": weights,
             "vae/config.json": json.loads((self.vae_dir / "config.json").read_text()),
-            "vae/diffusion_pytorch_model.safetensors": read_tensors(self.vae_dir / "diffusion_pytorch_model.safetensors"),
+            "vae/diffusion_pytorch_model.safetensors":
+                read_tensors(self.vae_dir / "diffusion_pytorch_model.safetensors"),
             "scheduler/scheduler_config.json": scheduler_config(self.schedule, self.prediction),
             **self.encoder.files(),
             "guidekit.json": {"format": format_of("latent"), "unet": self.unet_config,
