@@ -695,9 +695,18 @@ def _api():
           "pass a noise-aware classifier (guidekit train-classifier)"]),
         ("latent-inpaint-mask-latent-size", lambda f, M: _latent_inpaint(f, torch.ones(1, 1, 8, 8)),
          ["the mask must be (N or 1, 1, 16, 16) at the pixel size", "on the 8×8 latent grid itself"]),
+        ("latent-inpaint-mask-no-whole-cell", lambda f, M: _latent_inpaint(f, _lines(16)),
+         ["mask 0 keeps no whole 2×2 pixel cell", "every-second-line", "use a mask of blocks"]),
         ("latent-hint-latent-size", lambda f, M: _latent_control(f, torch.zeros(1, 3, 8, 8)),
          ["hint 0 must be a (1 or 1, 3, 16, 16) tensor"]),
     ]
+
+
+def _lines(side: int) -> torch.Tensor:
+    """A (1, 1, side, side) mask keeping every second row."""
+    mask = torch.ones(1, 1, side, side)
+    mask[..., ::2, :] = 0
+    return mask
 
 
 def _latent_inpaint(f, mask):

@@ -125,6 +125,11 @@ def test_masks_and_hints_of_the_wrong_size_for_the_latent_grid_are_refused(tiny,
     with pytest.raises(GuidekitError, match=r"the mask must be \(N or 1, 1, 16, 16\) at the pixel size"):
         inpaint_guided(model, x0, torch.ones(1, 1, 8, 8), torch.full((1,), NULL), [0], Guidance(w=0), settings, 1, 1,
                        cond=prompt_cond(model, ["a bag"]))
+    lines = torch.ones(1, 1, 16, 16)
+    lines[..., ::2, :] = 0
+    with pytest.raises(GuidekitError, match="keeps no whole 2×2 pixel cell"):
+        inpaint_guided(model, x0, lines, torch.full((1,), NULL), [0], Guidance(w=0), settings, 1, 1,
+                       cond=prompt_cond(model, ["a bag"]))
     with pytest.raises(GuidekitError, match=r"\(N, 3, 16, 16\) pixels"):
         inpaint_guided(model, torch.zeros(1, 3, 8, 8), torch.ones(1, 1, 8, 8), torch.full((1,), NULL), [0],
                        Guidance(w=0), settings, 1, 1, cond=prompt_cond(model, ["a bag"]))

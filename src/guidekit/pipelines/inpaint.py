@@ -41,6 +41,11 @@ def inpaint_guided(model: LoadedModel, x0: torch.Tensor, mask: torch.Tensor, lab
         # RePaint on latents: the known cells follow q(z_t | E(x0)), the pixels are put back after decoding
         known = model.latent.encode(x0.to(device)).cpu()
         kept = latent_mask(mask, model.latent.factor)
+        empty = (kept.flatten(1).amax(1) == 0) & (mask.flatten(1).amax(1) > 0)
+        check(not bool(empty.any()), f"mask {int(empty.int().argmax())} keeps no whole {f}×{f} pixel cell, so on "
+              f"the {side // f}×{side // f} latent grid it keeps nothing (thin or scattered masks such as "
+              f"every-second-line or sr2 do this): RePaint on a latent model keeps known regions cell by cell; use "
+              f"a mask of blocks (half, wide, expand, your own), or a pixel-space model")
     out, nfe = inpaint(guided_denoiser(model, guidance, settings.clip_x0), model.schedule, known, kept,
                        {"y": network_labels(model, labels, guidance), **with_prompt(model, cond, len(labels))},
                        settings.sampler, seeds,
