@@ -215,3 +215,16 @@ def test_the_vae_reconstruction_benchmark_scores_a_latent_model(trained, capsys)
     r = bench.main([str(trained), "--dataset", "samples", "--n", "20"])
     assert r["n"] == 20 and r["rmse"] > 0 and math.isfinite(r["fid"]) and 0 <= r["accuracy"] <= 1
     assert "| 20 |" in capsys.readouterr().out
+
+
+def test_the_latent_checks_benchmark_runs_on_a_trained_model(trained, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "latent_checks.py"
+    spec = importlib.util.spec_from_file_location("latent_checks", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    r = bench.main([str(trained), "--dataset", "samples", "--n", "4", "--masks", "half"])
+    assert r["diffusers_max_abs"] <= 1e-5 and r["repaint"][0]["known_max_abs"] == 0.0
+    assert "| half | 4 |" in capsys.readouterr().out
