@@ -14,8 +14,6 @@ import argparse
 
 import torch
 
-from guidekit.checkpoints import load_model
-from guidekit.data import load_dataset
 from guidekit.diffusion import NULL
 from guidekit.masks import make_mask
 from guidekit.pipelines import (Guidance, SamplerSettings, class_prompt_cond, inpaint_guided, prompt_cond,
@@ -64,13 +62,14 @@ def known_pixels(model, data, n: int, kind: str) -> dict:
 
 
 def main(argv=None) -> dict:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from vae_reconstruction import latent_model_and_data
+
     a = parse_args(argv)
-    model = load_model(a.model)
-    if model.latent is None:
-        raise SystemExit(f"{a.model} is not a latent model")
-    split = "train" if a.dataset == "samples" else "test"
-    data = load_dataset(a.dataset, split=split, data_dir=a.data, resolution=model.image_size,
-                        channels=model.image_channels)
+    model, data = latent_model_and_data(a)
     r = {"diffusers_max_abs": against_diffusers(model),
          "repaint": [known_pixels(model, data, min(a.n, len(data)), k) for k in a.masks.split(",")]}
     print(f"StableDiffusionPipeline vs guidekit, same latents (DDIM 5, guidance scale 3): max |diff| "

@@ -29,14 +29,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-@torch.no_grad()
-def run(a: argparse.Namespace) -> dict:
+def latent_model_and_data(a: argparse.Namespace):
+    """(the latent model a.model, a.dataset's test split at its pixel size; the embedded samples' one split)."""
     model = load_model(a.model)
     if model.latent is None:
         raise SystemExit(f"{a.model} is not a latent model (it has no VAE)")
     split = "train" if a.dataset == "samples" else "test"
-    data = load_dataset(a.dataset, split=split, data_dir=a.data, resolution=model.image_size,
-                        channels=model.image_channels)
+    return model, load_dataset(a.dataset, split=split, data_dir=a.data, resolution=model.image_size,
+                               channels=model.image_channels)
+
+
+@torch.no_grad()
+def run(a: argparse.Namespace) -> dict:
+    model, data = latent_model_and_data(a)
     n = min(a.n, len(data))
     x = data.images(slice(0, n))
     recon = torch.cat([model.latent.decode(model.latent.encode(x[i:i + 256])) for i in range(0, n, 256)])
