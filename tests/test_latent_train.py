@@ -204,27 +204,27 @@ def test_classifier_guidance_on_a_latent_model_with_a_classifier_trained_on_its_
     assert "name the class to guide towards with --class" in capsys.readouterr().err
 
 
-def test_the_vae_reconstruction_benchmark_scores_a_latent_model(trained, capsys):
+def _bench(name: str):
+    """benchmarks/NAME.py as a module."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "vae_reconstruction.py"
-    spec = importlib.util.spec_from_file_location("vae_reconstruction", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "benchmarks"
+                                                  / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_vae_reconstruction_benchmark_scores_a_latent_model(trained, capsys):
+    bench = _bench("vae_reconstruction")
     r = bench.main([str(trained), "--dataset", "samples", "--n", "20"])
     assert r["n"] == 20 and r["rmse"] > 0 and math.isfinite(r["fid"]) and 0 <= r["accuracy"] <= 1
     assert "| 20 |" in capsys.readouterr().out
 
 
 def test_the_latent_checks_benchmark_runs_on_a_trained_model(trained, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "latent_checks.py"
-    spec = importlib.util.spec_from_file_location("latent_checks", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench("latent_checks")
     r = bench.main([str(trained), "--dataset", "samples", "--n", "4", "--masks", "half"])
     assert r["diffusers_max_abs"] <= 1e-5 and r["repaint"][0]["known_max_abs"] == 0.0
     assert "| half | 4 |" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """Local Stable-Diffusion-class pipeline folders (diffusers layout), loaded as a latent LoadedModel; nothing is
 downloaded. model_index.json names the parts: unet/ (UNet2DConditionModel), vae/ (AutoencoderKL), text_encoder/
-(CLIPTextModel, or the BertModel of a model trained here), tokenizer/ and scheduler/ (its config gives the noise schedule and prediction type).
+(CLIPTextModel, or the BertModel of a model trained here), tokenizer/ and scheduler/ (its config gives the noise
+schedule and prediction type).
 Weights are read only from safetensors; a part with only pickled .bin weights is refused with the conversion."""
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def _class_of(index: dict, part: str, allowed: tuple[str, ...], path: Path) -> s
 
 def load_latent_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
     """A Stable Diffusion 1.x/2.x pipeline folder as a LoadedModel on latents: its UNet, VAE edge and prompts."""
-    from guidekit.latent import ClipPrompts, LatentSpace
+    from guidekit.latent import ClipPrompts
     from guidekit.models.diffusers_cond_unet import DiffusersCondUNet
     from guidekit.models.diffusers_unet import import_diffusers
 
@@ -112,7 +113,6 @@ def load_latent_model(path: str | Path, device: torch.device | str = "cpu") -> L
     source = path / "scheduler" / "scheduler_config.json"
     schedule, prediction = schedule_from_scheduler(read_json(source), str(source))
     unet = _load(diffusers.UNet2DConditionModel, path / "unet", "UNet")
-    vae = _load(diffusers.AutoencoderKL, path / "vae", "VAE")
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()  # its per-tensor "Loading weights" bar, for a local folder
     try:
@@ -127,8 +127,7 @@ def load_latent_model(path: str | Path, device: torch.device | str = "cpu") -> L
     except (OSError, ValueError) as e:
         raise GuidekitError(f"cannot load the tokenizer in {path / 'tokenizer'}: {e}") from e
     net = DiffusersCondUNet(unet.float(), schedule.num_timesteps, prediction).to(device).eval()
-    latent = LatentSpace(vae.float().to(device).eval(), vae.config.scaling_factor,
-                         getattr(vae.config, "shift_factor", None))
+    latent = load_vae(path / "vae", device)
     record = read_json(path / "guidekit.json") if (path / "guidekit.json").is_file() else {}
     if record:
         check_format(record, "latent", path / "guidekit.json")

@@ -88,9 +88,7 @@ def run(args) -> None:
     if model.takes_text:  # classifier guidance on a text model: the classifier reads the class, the model a prompt
         from guidekit.pipelines import prompt_cond
 
-        prompt = args.prompts[0] if args.prompts else ""
-        if prompt == "" and args.w is None and args.guidance_scale is None:
-            guidance.w = 0.0  # CFG of "" against "" changes nothing: no second half
+        prompt = args.prompts[0] if args.prompts else ""  # w defaults to 0 under a classifier (the policy)
         cond = prompt_cond(model, [prompt] * len(labels), args.negative_prompt)
     images, elapsed = timed(lambda: sample_guided(model, labels, all_seeds, guidance, settings, device,
                                                   not args.no_progress, cond))

@@ -89,7 +89,7 @@ def run(args) -> None:
         from guidekit.cli.train_latent import run_latent
 
         opt = {k: NEW_RUN[k] if getattr(args, k) is None else getattr(args, k) for k in NEW_RUN}
-        return run_latent(args, opt, TrainConfig(**dict(DEFAULTS, **overrides)), new_run=not args.resume)
+        return run_latent(args, opt, TrainConfig(**dict(DEFAULTS, **overrides)))
     saved = _resumed(args) if args.resume else None
     if saved is not None:
         unet_config = UNetConfig.from_dict(saved["config"]["unet"])

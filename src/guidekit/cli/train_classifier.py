@@ -56,16 +56,14 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
-def latent_space(args, saved: dict | None):
-    """The latent model (a LoadedModel with .latent) whose latents the classifier reads: --like's, or on --resume
-    the one the run recorded; None for a pixel classifier."""
+def latent_space(like, saved: dict | None):
+    """The latent model (a LoadedModel with .latent) whose latents the classifier reads: --like's (like, loaded),
+    or on --resume the one the run recorded; None for a pixel classifier."""
     from guidekit.checkpoints import load_model
 
-    path = args.like or (saved or {}).get("latent_model")
-    if not path:
-        return None
-    model = load_model(path)
-    return model if model.latent is not None else None
+    path = (saved or {}).get("latent_model")
+    model = like if like is not None else load_model(path) if path else None
+    return model if model is not None and model.latent is not None else None
 
 
 def latent_trunk(size: int, space) -> dict:
@@ -80,15 +78,16 @@ def run(args) -> None:
     from guidekit.training.classifier_trainer import ClassifierTrainConfig, ClassifierTrainer
 
     overrides = {k: getattr(args, k) for k in DEFAULTS if getattr(args, k) is not None}
+    like_model = None
+    if args.like:
+        from guidekit.checkpoints import load_model
+
+        like_model = load_model(args.like)
     if args.resume:
         saved = saved_run(args.out)
         config = ClassifierConfig.from_dict(saved["config"]["classifier"])
         schedule = NoiseSchedule.from_config(saved["config"]["schedule"])
-        like = None
-        if args.like:
-            from guidekit.checkpoints import load_model
-
-            like = load_model(args.like).schedule.to_config()
+        like = like_model.schedule.to_config() if like_model is not None else None
         keep_recorded(args.out, {"--preset": args.preset, "--pool": args.pool, "--schedule": args.schedule,
                                  "--timesteps": args.timesteps, "--like": like},
                       {"--preset": preset_of(config.unet) or "(a custom configuration)", "--pool": config.pool,
@@ -98,15 +97,13 @@ def run(args) -> None:
         train_config = ClassifierTrainConfig(**dict(saved["state"]["train"], **overrides))
     else:
         opt = {k: NEW_RUN[k] if getattr(args, k) is None else getattr(args, k) for k in NEW_RUN}
-        if args.like:
-            from guidekit.checkpoints import load_model
-
-            schedule = load_model(args.like).schedule
+        if like_model is not None:
+            schedule = like_model.schedule
         else:
             schedule = (NoiseSchedule.linear if opt["schedule"] == "linear" else NoiseSchedule.cosine)(opt["timesteps"])
         source = {"dataset": opt["dataset"], "data": args.data}
         config, train_config = None, ClassifierTrainConfig(**dict(DEFAULTS, **overrides))
-    space = latent_space(args, saved["config"] if args.resume else None)
+    space = latent_space(like_model, saved["config"] if args.resume else None)
     size = dict(resolution=space.image_size, channels=space.image_channels) if space is not None else {}
     train = load_dataset(source["dataset"], split="train", data_dir=source["data"], **size)
     check(train.num_classes > 1, f"{train.name} has no class labels; a classifier needs a labelled dataset")

@@ -101,7 +101,7 @@ def run_latent(args, base, condition: str, pairs: int, train_config, source: dic
     dataset = load_dataset(source["dataset"], split="train", data_dir=source["data"], resolution=base.image_size,
                            channels=base.image_channels)
     data, hints = make_pairs(dataset, get_condition(condition), pairs, seed=train_config.seed)
-    text = pair_captions(base, data, train_config.seed) if base.text else None
+    text = pair_captions(base, data, train_config.seed, embed=False) if base.text else None
     if text is None:
         print("captions: the base records no caption settings, so every prompt is the empty one", flush=True)
     trainer = LatentControlNetTrainer(base, data, hints, condition, text, train_config, args.out,
@@ -115,7 +115,7 @@ def run_latent(args, base, condition: str, pairs: int, train_config, source: dic
 LATENT_P_UNCOND = 0.5  # prompts dropped to "" on a latent base (Zhang et al. 2023: 50 %)
 
 
-def pair_captions(base, pairs, seed: int):
+def pair_captions(base, pairs, seed: int, embed: bool = True):
     """Captions of the pairs on a text base, measured with the base's own attribute thresholds (deterministic, so a
     resumed run rebuilds the same table)."""
     from guidekit.text.attributes import Thresholds
@@ -125,7 +125,8 @@ def pair_captions(base, pairs, seed: int):
     check("captions_per_image" in meta and "thresholds" in meta,
           f"{base.path} is text-conditioned but its config.json has no caption settings (text.captions_per_image, "
           f"text.thresholds); retrain it with 'guidekit train --captions'")
-    table = build_table(pairs, meta["captions_per_image"], seed, thresholds=Thresholds.from_dict(meta["thresholds"]))
-    print(f"captions: {len(table.captions)} unique over {len(pairs)} pairs × {meta['captions_per_image']}, "
-          f"embedded by the frozen {table.meta['encoder']}")
+    table = build_table(pairs, meta["captions_per_image"], seed, thresholds=Thresholds.from_dict(meta["thresholds"]),
+                        embed=embed)
+    print(f"captions: {len(table.captions)} unique over {len(pairs)} pairs × {meta['captions_per_image']}"
+          + (f", embedded by the frozen {table.meta['encoder']}" if embed else ""))
     return table

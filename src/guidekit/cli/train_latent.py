@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from guidekit.cli.common import nonneg_float, positive_float, positive_int
 from guidekit.errors import check
 
 #: The autoencoder stage's defaults (--vae-steps, --vae-batch-size, --vae-lr, --kl-weight).
@@ -21,17 +22,17 @@ def add_latent_args(p) -> None:
                         "diffusers and every guidekit command load. --preset tiny|small sizes both parts")
     g.add_argument("--vae", metavar="FOLDER", help="--latent: use this trained AutoencoderKL folder instead of "
                                                   "training one (e.g. another run's OUT/vae/model)")
-    g.add_argument("--vae-steps", type=int, default=None,
+    g.add_argument("--vae-steps", type=positive_int("--vae-steps"), default=None,
                    help=f"--latent: autoencoder steps (default {VAE_DEFAULTS['steps']})")
-    g.add_argument("--vae-batch-size", type=int, default=None,
+    g.add_argument("--vae-batch-size", type=positive_int("--vae-batch-size"), default=None,
                    help=f"--latent: autoencoder batch (default {VAE_DEFAULTS['batch_size']})")
-    g.add_argument("--vae-lr", type=float, default=None, help=f"--latent: autoencoder learning rate (default "
-                                                               f"{VAE_DEFAULTS['lr']})")
-    g.add_argument("--kl-weight", type=float, default=None,
+    g.add_argument("--vae-lr", type=positive_float("--vae-lr"), default=None,
+                   help=f"--latent: autoencoder learning rate (default {VAE_DEFAULTS['lr']})")
+    g.add_argument("--kl-weight", type=nonneg_float("--kl-weight"), default=None,
                    help=f"--latent: weight of the KL term per pixel (default {VAE_DEFAULTS['kl_weight']})")
 
 
-def run_latent(args, opt: dict, train_config, new_run: bool) -> None:
+def run_latent(args, opt: dict, train_config) -> None:
     """Both stages; each continues from its own checkpoints (--resume) and skips itself once done."""
     from guidekit.checkpoints.runs import complete_checkpoints
     from guidekit.cli.common import fit
@@ -46,13 +47,7 @@ def run_latent(args, opt: dict, train_config, new_run: bool) -> None:
 
     check(not args.unconditional, "--latent trains a text-to-image model; drop --unconditional")
     check(opt["preset"] in PRESETS, f"--latent has the presets {', '.join(PRESETS)}; got --preset {opt['preset']}")
-    for flag in ("vae_steps", "vae_batch_size"):
-        v = getattr(args, flag)
-        check(v is None or v >= 1, f"--{flag.replace('_', '-')} must be >= 1, got {v}")
-    check(args.vae_lr is None or args.vae_lr > 0, f"--vae-lr must be > 0, got {args.vae_lr}")
-    check(args.kl_weight is None or args.kl_weight >= 0, f"--kl-weight must be >= 0, got {args.kl_weight}")
     out = Path(args.out)
-    check(args.resume or new_run, "internal: a latent run is new or resumed")
     check(args.resume or not (out.exists() and any(out.iterdir())),
           f"{out} is not empty; a new --latent run needs a new or empty --out, or pass --resume to continue it")
     dataset = load_dataset(opt["dataset"], split=opt["split"], data_dir=args.data, resolution=32, channels=1)
@@ -71,7 +66,7 @@ def run_latent(args, opt: dict, train_config, new_run: bool) -> None:
             vt.fit(progress=not args.no_progress)
         print(f"autoencoder: {vae_dir} (step {vt.step})")
         del vt
-    text = build_table(dataset, opt["captions_per_image"], train_config.seed)
+    text = build_table(dataset, opt["captions_per_image"], train_config.seed, embed=False)
     encoder = TokenEncoder(model_dir())
     print(f"captions: {len(text.captions)} unique over {len(dataset)} images × {opt['captions_per_image']}, as "
           f"token embeddings of the frozen {text.meta['encoder']}")

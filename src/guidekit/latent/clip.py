@@ -34,3 +34,10 @@ class ClipPrompts:
         mask = tokens.attention_mask.to(p.device) if getattr(self.encoder.config, "use_attention_mask", False) \
             else None
         return self.encoder(tokens.input_ids.to(p.device), attention_mask=mask)[0].float().cpu()
+
+    def encode_all(self, prompts: list[str], batch: int = 512, progress: bool = False) -> torch.Tensor:
+        """encode() over many prompts, batch at a time (a training set's captions)."""
+        from tqdm.auto import tqdm
+
+        return torch.cat([self.encode(prompts[i:i + batch]) for i in tqdm(
+            range(0, len(prompts), batch), desc="token embeddings", disable=not progress, leave=False)])

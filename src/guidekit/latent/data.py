@@ -31,9 +31,19 @@ class LatentImages(ImageDataset):
 
 
 @torch.no_grad()
-def encode_dataset(dataset: ImageDataset, space, progress: bool = True, batch: int = 512) -> LatentImages:
-    """dataset with its images encoded once by space (a LatentSpace: z = scaling·E(x), the posterior mean)."""
-    z = torch.cat([space.encode(dataset.images(slice(i, i + batch))).cpu()
-                   for i in tqdm(range(0, len(dataset), batch), desc=f"latents of {dataset.name}",
-                                 disable=not progress, leave=False)])
-    return LatentImages(dataset.pixels, dataset.labels, dataset.class_names, dataset.name, dataset.source, latents=z)
+def posterior_latents(dataset: ImageDataset, space, device, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image's posterior mean and std under the frozen VAE of space (a LatentSpace), scaled, on device."""
+    means, stds = [], []
+    for i in tqdm(range(0, len(dataset), 512), desc="latents", disable=not progress, leave=False):
+        post = space.vae.encode(dataset.images(torch.arange(i, min(i + 512, len(dataset)))).to(device)).latent_dist
+        means.append((post.mean.float() - space.shift) * space.scale)
+        stds.append(post.std.float() * space.scale)
+    return torch.cat(means), torch.cat(stds)
+
+
+def encode_dataset(dataset: ImageDataset, space, progress: bool = True) -> LatentImages:
+    """dataset with its images encoded once by space (a LatentSpace: z = scaling·(E(x) − shift), the posterior
+    mean)."""
+    z, _ = posterior_latents(dataset, space, next(space.vae.parameters()).device, progress)
+    return LatentImages(dataset.pixels, dataset.labels, dataset.class_names, dataset.name, dataset.source,
+                        latents=z.cpu())

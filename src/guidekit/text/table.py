@@ -37,11 +37,12 @@ def text_meta(thresholds: Thresholds, per_image: int, seed: int, dim: int, encod
                          "combos": [cap.held_out_combo(c) for c in range(len(cap.CLASS_PHRASES))]}}
 
 
-def build_table(dataset, per_image: int, seed: int, encoder=None, thresholds: Thresholds | None = None
-                ) -> CaptionTable:
+def build_table(dataset, per_image: int, seed: int, encoder=None, thresholds: Thresholds | None = None,
+                embed: bool = True) -> CaptionTable:
     """Measure every image, fit the thresholds (unless given), caption each image per_image times, embed the unique
-    captions once."""
-    from guidekit.text.encoder import DIM, shared_encoder, weights_sha256
+    captions once; embed=False leaves the embeddings empty (U, 0), for a model that encodes the captions itself
+    (a latent model's token embeddings)."""
+    from guidekit.text.encoder import DIM, model_dir, shared_encoder, weights_sha256
 
     check(dataset.labels is not None and dataset.num_classes == len(cap.CLASS_PHRASES),
           f"captions describe the {len(cap.CLASS_PHRASES)} Fashion-MNIST classes; dataset {dataset.name} has "
@@ -53,6 +54,9 @@ def build_table(dataset, per_image: int, seed: int, encoder=None, thresholds: Th
     unique = sorted({c for row in per for c in row})
     index = {c: i for i, c in enumerate(unique)}
     ids = torch.tensor([[index[c] for c in row] for row in per], dtype=torch.int64)
+    if not embed:
+        return CaptionTable(ids, torch.zeros(len(unique), 0), unique,
+                            text_meta(thresholds, per_image, seed, DIM, weights_sha256(model_dir())))
     encoder = encoder or shared_encoder()
     emb = encoder.encode(unique)
     sha = weights_sha256(encoder.path) if encoder.path is not None else None

@@ -19,7 +19,8 @@ from guidekit.models.diffusers_cond_unet import ControlledCondUNet
 from guidekit.training.base import BaseTrainer
 from guidekit.training.batch import to_device
 from guidekit.training.config import ControlNetTrainConfig
-from guidekit.training.latent_trainer import latent_draws, posterior_latents
+from guidekit.latent.data import posterior_latents
+from guidekit.training.latent_trainer import latent_draws
 
 
 class LatentControlNetTrainer(BaseTrainer):
@@ -51,8 +52,8 @@ class LatentControlNetTrainer(BaseTrainer):
         device = self.acc.device
         self.mean, self.std = posterior_latents(pairs, base.latent, device, progress)
         captions = (text.captions if text is not None else []) + [""]
-        self.tokens = torch.cat([base.prompts.encode(captions[i:i + 512]) for i in range(0, len(captions), 512)])
-        self.tokens, self.null_id = self.tokens.half().to(device), len(captions) - 1
+        self.tokens = base.prompts.encode_all(captions, progress=progress).half().to(device)
+        self.null_id = len(captions) - 1
         self.hints_on_device = self.hints.to(device)
 
     def build(self) -> ControlledCondUNet:

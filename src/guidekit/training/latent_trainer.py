@@ -9,13 +9,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from guidekit.checkpoints.diffusers_folder import PREDICTIONS
 from guidekit.checkpoints.files import format_of, read_tensors
 from guidekit.data.dataset import ImageDataset
 from guidekit.diffusion.parameterization import q_sample, target
 from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import check
+from guidekit.latent.data import posterior_latents
 from guidekit.models.diffusers_cond_unet import DiffusersCondUNet
 from guidekit.models.latent_parts import build_unet
 from guidekit.training.base import BaseTrainer, _step_generator, batch_indices
@@ -24,7 +25,7 @@ from guidekit.training.config import TrainConfig
 
 MAX_TOKENS = 24  # the tokenizer's max length in the exported pipeline (every Fashion-MNIST caption fits)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
-DIFFUSERS_PREDICTION = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}
+DIFFUSERS_PREDICTION = {ours: theirs for theirs, ours in PREDICTIONS.items()}  # "v" -> "v_prediction"
 
 
 def scheduler_config(schedule: NoiseSchedule, prediction: str) -> dict:
@@ -63,8 +64,7 @@ class TokenEncoder:
         self.dim = self.prompts.dim
 
     def encode(self, prompts: list[str], progress: bool = False) -> torch.Tensor:
-        return torch.cat([self.prompts.encode(prompts[i:i + 512]) for i in tqdm(
-            range(0, len(prompts), 512), desc="token embeddings", disable=not progress, leave=False)])
+        return self.prompts.encode_all(prompts, progress=progress)
 
     def files(self) -> dict:
         """The text_encoder/ and tokenizer/ files of the exported pipeline (the attention mask switched on, as
@@ -79,17 +79,6 @@ class TokenEncoder:
         tc = json.loads((self.path / "tokenizer_config.json").read_text())
         files["tokenizer/tokenizer_config.json"] = dict(tc, model_max_length=MAX_TOKENS)
         return files
-
-
-@torch.no_grad()
-def posterior_latents(dataset: ImageDataset, space, device, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every image's posterior mean and std under the frozen VAE of space (a LatentSpace), scaled, on device."""
-    means, stds = [], []
-    for i in tqdm(range(0, len(dataset), 512), desc="latents", disable=not progress, leave=False):
-        post = space.vae.encode(dataset.images(torch.arange(i, min(i + 512, len(dataset)))).to(device)).latent_dist
-        means.append((post.mean.float() - space.shift) * space.scale)
-        stds.append(post.std.float() * space.scale)
-    return torch.cat(means), torch.cat(stds)
 
 
 def latent_draws(trainer, step: int, captions: int, hint_drop: bool = False) -> tuple[torch.Tensor, ...]:
@@ -137,6 +126,11 @@ class LatentTrainer(BaseTrainer):
         check(self.space.channels == unet_config["in_channels"],
               f"the VAE's latents have {self.space.channels} channels, the UNet takes {unet_config['in_channels']}")
         self.mean, self.std = posterior_latents(dataset, self.space, self.acc.device, progress)
+        self.fixed_files = {  # the frozen parts' files, the same in every export: read once
+            "vae/config.json": json.loads((self.vae_dir / "config.json").read_text()),
+            "vae/diffusion_pytorch_model.safetensors":
+                read_tensors(self.vae_dir / "diffusion_pytorch_model.safetensors"),
+            "scheduler/scheduler_config.json": scheduler_config(schedule, prediction), **encoder.files()}
         self.tokens = encoder.encode(text.captions + [""], progress).half().to(self.acc.device)
         self.null_id = len(text.captions)
 
@@ -173,12 +167,7 @@ class LatentTrainer(BaseTrainer):
             "feature_extractor": [None, None], "image_encoder": [None, None], "requires_safety_checker": False},
             "unet/config.json": dict(self.unet_config, _class_name="UNet2DConditionModel",
                                      _diffusers_version=diffusers.__version__),
-            "unet/diffusion_pytorch_model.safetensors": weights,
-            "vae/config.json": json.loads((self.vae_dir / "config.json").read_text()),
-            "vae/diffusion_pytorch_model.safetensors":
-                read_tensors(self.vae_dir / "diffusion_pytorch_model.safetensors"),
-            "scheduler/scheduler_config.json": scheduler_config(self.schedule, self.prediction),
-            **self.encoder.files(),
+            "unet/diffusion_pytorch_model.safetensors": weights, **self.fixed_files,
             "guidekit.json": {"format": format_of("latent"), "unet": self.unet_config,
                               "schedule": self.schedule.to_config(), "prediction_type": self.prediction,
                               "class_names": self.dataset.class_names, "text": self.text.meta,
