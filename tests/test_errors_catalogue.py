@@ -414,6 +414,29 @@ CLI += [
 ]
 
 
+CLI += [
+    ("guidance-cfgpp-other-sampler", lambda f, o: S + ["--guidance-rule", "cfgpp", "--sampler", "dpmpp-2m", "--out", o],
+     ["CFG++ renoises DDIM's direction term", "runs with --sampler ddim, not dpmpp-2m"], None),
+    ("guidance-cfgpp-lambda-above-one", lambda f, o: S + ["--guidance-rule", "cfgpp", "--w", "2", "--sampler", "ddim",
+                                                           "--out", o],
+     ["CFG++'s λ (given as w) must lie in [0, 1]", "got w = 2.0"], None),
+    ("guidance-rule-without-w", lambda f, o: S + ["--class", "bag", "--guidance-rule", "apg", "--w", "0", "--out", o],
+     ["--guidance-rule apg, --rescale and --guidance-interval change how guidance combines", "give w > 0"], None),
+    ("guidance-interval-reversed", lambda f, o: S + ["--guidance-interval", "5,1", "--out", o],
+     ["--guidance-interval needs 0 <= lo < hi (hi may be inf), like 0.3,5, got '5,1'"], None),
+    ("guidance-rescale-out-of-range", lambda f, o: S + ["--rescale", "1.5", "--out", o],
+     ["CFG rescale factor φ must lie in [0, 1]", "got 1.5"], None),
+    ("guidance-apg-momentum-out-of-range", lambda f, o: S + ["--guidance-rule", "apg", "--apg-momentum", "1.5",
+                                                              "--out", o],
+     ["APG's momentum β must lie in (-1, 1)", "got 1.5"], None),
+    ("guide-model-latent-for-pixel", lambda f, o: S + ["--guide-model", _sd(f), "--out", o],
+     ["samples 4×8×8, the model 1×32×32", "autoguidance needs the same sample space"], None),
+    ("dynamic-threshold-latent", lambda f, o: ["sample", _sd(f), "--prompt", "a bag", "--dynamic-threshold", "--n",
+                                               "1", "--out", o],
+     ["a latent model's latents have no such range", "drop --dynamic-threshold"], None),
+]
+
+
 def _run(argv: list[str]) -> int:
     """main(argv), with argparse's SystemExit turned into its code."""
     try:

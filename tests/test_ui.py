@@ -386,3 +386,18 @@ def test_user_errors_log_one_line_and_unexpected_ones_a_traceback(tmp_path, monk
         assert "guidekit ui: error" not in err
     finally:
         demo.close()
+
+
+def test_every_method_takes_the_guidance_after_cfg():
+    """The UI's accordion of methods after CFG reaches the pipelines: rule, rescale, interval, autoguidance, CADS."""
+    frontier = dict(guidance_rule="apg", rescale=0.5, guidance_interval="0.5,inf", guide_model="fmnist-cfg",
+                    cads=True, dynamic_threshold=True)
+    r = run_method("sample", "fmnist-cfg", Params(cls="Trouser", w=0.5, steps=2, n=1, **frontier))
+    assert r.info["rule"] == "apg" and r.info["interval"] == [0.5, "inf"] and r.info["cads"] == [0.6, 0.9]
+    assert r.info["guide_model"].endswith("fmnist-cfg") and r.info["dynamic_threshold"] == 0.995
+    plain = run_method("sample", "fmnist-cfg", Params(cls="Trouser", w=0.5, steps=2, n=1))
+    assert not np.array_equal(r.images, plain.images)
+    cfgpp = run_method("sample", "fmnist-cfg", Params(cls="Trouser", w=0.5, steps=2, n=1, guidance_rule="cfgpp"))
+    assert cfgpp.info["rule"] == "cfgpp"
+    with pytest.raises(GuidekitError, match="guidance interval"):
+        run_method("sample", "fmnist-cfg", Params(cls="Trouser", w=0.5, steps=2, n=1, guidance_interval="5,1"))

@@ -104,7 +104,8 @@ def check_memory(net, n_images: int, batch_size: int, device: torch.device | str
 
 def guidance_passes(guidance) -> int:
     """Network passes per image that sampling keeps in memory: 2 with CFG, twice that with a classifier's backward."""
-    return (2 if guidance.w > 0 else 1) * (2 if guidance.classifier is not None else 1)
+    pair = guidance.w > 0 or guidance.rule == "cfgpp" or guidance.guide_model is not None
+    return (2 if pair else 1) * (2 if guidance.classifier is not None else 1)
 
 
 @contextlib.contextmanager
@@ -360,6 +361,10 @@ def add_guidance_args(p: argparse.ArgumentParser, cfg_weight: bool = True) -> No
     p.add_argument("--base-null", action="store_true",
                    help="give a class-conditional model ∅ so its null class is the unconditional base that the "
                         "classifier guides")
+    if cfg_weight:
+        from guidekit.cli.guidance_args import add_frontier_args
+
+        add_frontier_args(p)
 
 
 def guidance_from_args(args, model, device, unconditional: bool = False):
@@ -373,9 +378,13 @@ def guidance_from_args(args, model, device, unconditional: bool = False):
     w = getattr(args, "w", None)
     if getattr(args, "guidance_scale", None) is not None:
         w = guidance_scale_to_w(args.guidance_scale)
-    if w is None:
-        w = default_w(model, unconditional, classifier is not None, args.base_null)
-    return Guidance(w, classifier, args.classifier_w, bool(args.clean_classifier), args.base_null)
+    from guidekit.cli.guidance_args import frontier_from_args
+
+    frontier = frontier_from_args(args, model, device)
+    if w is None:  # autoguidance guides any model, unconditional ones too
+        w = 1.0 if frontier.get("guide_model") is not None else default_w(model, unconditional,
+                                                                           classifier is not None, args.base_null)
+    return Guidance(w, classifier, args.classifier_w, bool(args.clean_classifier), args.base_null, **frontier)
 
 
 #: The options that name what a command writes; every other option naming an existing path is one of its inputs.

@@ -18,6 +18,10 @@ TEXT = "text"
 NEGATIVE_TEXT = "text_negative"
 """cond key of negative-prompt embeddings (B, D): CFG's null half uses them instead of ∅; never reaches the network."""
 
+CLASS_EMBEDDING = "class_embedding"
+"""cond key of a float class embedding (B, D) that replaces the network's lookup of cond["y"] in the rows whose label
+is not ∅ (CADS noises it; ∅ rows, CFG's null half among them, keep the null embedding)."""
+
 Cond = Mapping[str, torch.Tensor]
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Cond], torch.Tensor]
 
@@ -39,3 +43,26 @@ class ModelDenoiser:
             y = torch.where(y == NULL, torch.full_like(y, self.num_classes), y) if self.num_classes else None
         out = self.net(x, t, y=y, **kwargs)
         return to_eps(out.to(x.dtype), x, self.schedule.alpha_bar(t.detach().cpu()), self.prediction_type)
+
+
+def reset_state(obj) -> None:
+    """Forget what a stateful denoiser transform carries between calls (APG's momentum, CFG-Zero*'s step count):
+    the loop calls it at the start of every trajectory; transforms forward it to what they wrap."""
+    reset = getattr(obj, "reset", None)
+    if callable(reset):
+        reset()
+
+
+class CountedDenoiser:
+    """A denoiser that counts its network evaluations: `images` = rows evaluated (a batched CFG call of N images
+    counts 2N), so NFE per image = images / N."""
+
+    def __init__(self, denoiser: Denoiser):
+        self.denoiser, self.images = denoiser, 0
+
+    def reset(self) -> None:
+        reset_state(self.denoiser)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
+        self.images += x.shape[0]
+        return self.denoiser(x, t, cond)

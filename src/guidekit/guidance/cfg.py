@@ -7,7 +7,7 @@ import numbers
 
 import torch
 
-from guidekit.diffusion.denoiser import NEGATIVE_TEXT, NULL, TEXT, Cond, Denoiser
+from guidekit.diffusion.denoiser import NEGATIVE_TEXT, NULL, TEXT, Cond, Denoiser, reset_state
 from guidekit.errors import check
 
 
@@ -40,23 +40,49 @@ def _cat(a: Cond, b: Cond) -> dict:
     return {k: torch.cat([a[k], b[k]]) for k in a}
 
 
+def cfg_rule(eps_c: torch.Tensor, eps_u: torch.Tensor, w: float, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Ho & Salimans 2021's combination ε_c + w·(ε_c − ε_u); every rule of guidekit.guidance has this signature."""
+    return eps_c + w * (eps_c - eps_u)
+
+
 class ClassifierFreeGuidance:
     """Denoiser → denoiser: ε̂ = (1+w)·ε(x, c) − w·ε(x, ∅); w = 0 is the plain conditional model. c is a class label
-    (cond["y"]) or a prompt embedding (cond["text"]); cond["text_negative"] replaces ∅ (negative prompt)."""
+    (cond["y"]) or a prompt embedding (cond["text"]); cond["text_negative"] replaces ∅ (negative prompt).
 
-    def __init__(self, denoiser: Denoiser, w: float):
+    `rule` replaces the combination of the two halves (APG, CFG rescale, CFG-Zero*, CFG++: guidekit.guidance);
+    `interval` (a GuidanceInterval) guides only at the noise levels it holds, elsewhere one conditional pass."""
+
+    def __init__(self, denoiser: Denoiser, w: float, rule=None, interval=None):
         check(math.isfinite(as_weight(w)) and as_weight(w) >= 0,
               f"guidance weight w must be >= 0 and finite (w = 0 is the plain conditional model), got {w!r}; "
               f"with --guidance-scale s, w = s - 1")
         self.denoiser, self.w = denoiser, as_weight(w)
+        self.rule, self.interval = rule or cfg_rule, interval
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
-        if self.w == 0:
-            return self.denoiser(x, t, cond)
+    def reset(self) -> None:
+        reset_state(self.denoiser)
+        reset_state(self.rule)
+
+    def pair(self, x: torch.Tensor, t: torch.Tensor, cond: Cond) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ε(x, c), ε(x, ∅)) in one batched forward."""
         n = x.shape[0]
         eps = self.denoiser(torch.cat([x, x]), torch.cat([t, t]), _cat(positive_cond(cond), null_cond(cond)))
-        eps_cond, eps_null = eps[:n], eps[n:]
-        return eps_cond + self.w * (eps_cond - eps_null)
+        return eps[:n], eps[n:]
+
+    def single(self, x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
+        """The unguided prediction: one pass with the condition."""
+        return self.denoiser(x, t, positive_cond(cond))
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
+        plain = getattr(self.rule, "plain_at", lambda w: w == 0)(self.w)  # the rule gives ε_c at this w
+        active = None if self.interval is None else self.interval.active(t)
+        if plain or (active is not None and not bool(active.any())):
+            return self.single(x, t, cond)
+        eps_c, eps_u = self.pair(x, t, cond)
+        out = self.rule(eps_c, eps_u, self.w, x, t)
+        if active is not None and not bool(active.all()):
+            out = torch.where(active.view(-1, *[1] * (x.dim() - 1)).to(out.device), out, eps_c.to(out.dtype))
+        return out
 
 
 def guidance_scale_to_w(s: float) -> float:

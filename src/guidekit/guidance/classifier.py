@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from guidekit.diffusion.denoiser import NULL, Cond, Denoiser
+from guidekit.diffusion.denoiser import NULL, Cond, Denoiser, reset_state
 from guidekit.diffusion.parameterization import _bcast
 from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import check
@@ -52,6 +52,9 @@ class ClassifierGuidance:
         if self.condition_model == "prompt":
             return {**cond, "y": torch.full_like(cond["y"], NULL)}
         return cond if self.condition_model else null_cond(cond)
+
+    def reset(self) -> None:
+        reset_state(self.denoiser)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
         check("y" in cond, "classifier guidance needs the requested classes in cond['y']")

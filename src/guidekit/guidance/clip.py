@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from guidekit.diffusion.denoiser import Cond, Denoiser
+from guidekit.diffusion.denoiser import Cond, Denoiser, reset_state
 from guidekit.diffusion.parameterization import eps_to_x0, x0_to_eps
 from guidekit.diffusion.schedule import NoiseSchedule
 
@@ -14,6 +14,9 @@ class ClipX0:
 
     def __init__(self, denoiser: Denoiser, schedule: NoiseSchedule, lo: float = -1.0, hi: float = 1.0):
         self.denoiser, self.schedule, self.lo, self.hi = denoiser, schedule, lo, hi
+
+    def reset(self) -> None:
+        reset_state(self.denoiser)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
         eps = self.denoiser(x, t, cond)

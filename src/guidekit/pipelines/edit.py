@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from guidekit.checkpoints import LoadedModel
-from guidekit.pipelines.denoiser import guided_denoiser
+from guidekit.pipelines.denoiser import guided
 from guidekit.pipelines.policy import network_labels
 from guidekit.latent.edges import latent_mask, restore_known
 from guidekit.pipelines.sample import check_samples, pixels
@@ -13,7 +13,6 @@ from guidekit.pipelines.settings import Guidance, SamplerSettings
 from guidekit.pipelines.text import with_prompt
 from guidekit.sampling.loop import Callback
 from guidekit.sampling.sdedit import sdedit
-from guidekit.sampling.steps import make_step
 
 
 def edit_guided(model: LoadedModel, guide: torch.Tensor, labels: torch.Tensor, seeds: list[int] | None, t0: float,
@@ -25,13 +24,13 @@ def edit_guided(model: LoadedModel, guide: torch.Tensor, labels: torch.Tensor, s
     `guidance`; checked finite. cond: further conditions, one row per seed (a text model's prompt_cond). On a latent
     model the guide is encoded first (the VAE posterior's mean, or a draw with guide_generator, as diffusers'
     img2img), the edit runs on latents and is decoded; a mask's known pixels come back exactly (restore_known)."""
-    step = make_step(settings.sampler, model.schedule, settings.eta)
+    stack = guided(model, guidance, settings)
     start, known = guide, mask
     if model.latent is not None:
         start = model.latent.encode(guide.to(device), guide_generator).cpu()
         known = None if mask is None else latent_mask(mask, model.latent.factor)
-    out = sdedit(guided_denoiser(model, guidance, settings.clip_x0), model.schedule, start, t0,
-                 {"y": network_labels(model, labels, guidance), **with_prompt(model, cond, len(labels))}, step,
+    out = sdedit(stack.denoiser, model.schedule, start, t0,
+                 {"y": network_labels(model, labels, guidance), **with_prompt(model, cond, len(labels))}, stack.step,
                  seeds, settings.steps,
                  repeats, known, settings.spacing, device=device, callback=callback, progress=progress,
                  batch_size=settings.batch_size, noise=noise, bounded=model.latent is None)

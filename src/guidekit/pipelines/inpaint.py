@@ -6,7 +6,7 @@ import torch
 
 from guidekit.checkpoints import LoadedModel
 from guidekit.errors import check
-from guidekit.pipelines.denoiser import guided_denoiser
+from guidekit.pipelines.denoiser import guided
 from guidekit.pipelines.policy import network_labels
 from guidekit.latent.edges import latent_mask, restore_known
 from guidekit.pipelines.sample import check_samples, pixels
@@ -46,9 +46,10 @@ def inpaint_guided(model: LoadedModel, x0: torch.Tensor, mask: torch.Tensor, lab
               f"the {side // f}×{side // f} latent grid it keeps nothing (thin or scattered masks such as "
               f"every-second-line or sr2 do this): RePaint on a latent model keeps known regions cell by cell; use "
               f"a mask of blocks (half, wide, expand, your own), or a pixel-space model")
-    out, nfe = inpaint(guided_denoiser(model, guidance, settings.clip_x0), model.schedule, known, kept,
+    stack = guided(model, guidance, settings)
+    out, nfe = inpaint(stack.denoiser, model.schedule, known, kept,
                        {"y": network_labels(model, labels, guidance), **with_prompt(model, cond, len(labels))},
-                       settings.sampler, seeds,
+                       stack.step, seeds,
                        settings.steps, jump_length, jump_n_sample, spacing=settings.spacing, eta=settings.eta,
                        device=device, batch_size=settings.batch_size, callback=callback, progress=progress,
                        noise=noise)

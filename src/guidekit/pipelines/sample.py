@@ -6,7 +6,7 @@ import torch
 
 from guidekit.checkpoints import LoadedModel
 from guidekit.errors import check
-from guidekit.pipelines.denoiser import guided_denoiser
+from guidekit.pipelines.denoiser import guided
 from guidekit.pipelines.policy import network_labels
 from guidekit.pipelines.settings import Guidance, SamplerSettings
 from guidekit.pipelines.text import with_prompt
@@ -17,14 +17,18 @@ from guidekit.sampling.loop import Callback
 def sample_guided(model: LoadedModel, labels: torch.Tensor, seeds: list[int] | None, guidance: Guidance,
                   settings: SamplerSettings, device: torch.device | str = "cpu", progress: bool = False,
                   cond: dict[str, torch.Tensor] | None = None, callback: Callback | None = None,
-                  noise=None) -> torch.Tensor:
+                  noise=None, stats: dict | None = None) -> torch.Tensor:
     """Images (N, C, H, W) in [−1, 1] for labels[i] (NULL = ∅) from seeds[i] (or row i of noise, as in
     sampling.generate); checked finite. cond: further per-image conditions (a ControlNet's "hint", a prompt's
-    "text"), N rows each; callback(StepInfo) after every move."""
+    "text"), N rows each; callback(StepInfo) after every move. stats (a dict) receives "nfe" (network evaluations
+    per image) and "clipped" (the share of x̂0's pixels outside [−1, 1], over the steps; pixel models)."""
     cond = {"y": network_labels(model, labels, guidance), **with_prompt(model, cond, len(labels))}
-    out = generate(guided_denoiser(model, guidance, settings.clip_x0), model.schedule, model.sample_shape, seeds, cond,
-                   sampler=settings.sampler, steps=settings.steps, eta=settings.eta, spacing=settings.spacing,
+    stack = guided(model, guidance, settings, measure_clipping=stats is not None and model.latent is None)
+    out = generate(stack.denoiser, model.schedule, model.sample_shape, seeds, cond,
+                   sampler=stack.step, steps=settings.steps, eta=settings.eta, spacing=settings.spacing,
                    device=device, callback=callback, progress=progress, batch_size=settings.batch_size, noise=noise)
+    if stats is not None:
+        stats.update(nfe=stack.nfe(len(out)), clipped=stack.clipped.share if stack.clipped is not None else None)
     return check_samples(pixels(model, check_samples(out, "latents") if model.latent is not None else out))
 
 

@@ -7,7 +7,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from guidekit.diffusion.denoiser import Cond, Denoiser
+from guidekit.diffusion.denoiser import Cond, Denoiser, reset_state
 from guidekit.diffusion.parameterization import q_sample
 from guidekit.errors import check
 from guidekit.sampling.noise import Noise
@@ -45,6 +45,7 @@ def sample(denoiser: Denoiser, x: torch.Tensor, levels: Sequence[float], cond: C
     check(x.shape[0] == len(noise), f"batch of {x.shape[0]} images but {len(noise)} seeds")
     schedule, dtype = step.schedule, x.dtype
     step.reset()
+    reset_state(denoiser)
 
     def eps_fn(x_t: torch.Tensor, t: float) -> torch.Tensor:
         return denoiser(x_t, torch.full((x_t.shape[0],), t, device=x_t.device), cond)

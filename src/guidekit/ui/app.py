@@ -22,6 +22,7 @@ from PIL import Image  # noqa: E402
 from guidekit import zoo  # noqa: E402
 from guidekit.data import FASHION_MNIST_CLASSES  # noqa: E402
 from guidekit.errors import GuidekitError, check  # noqa: E402
+from guidekit.pipelines.settings import RULES  # noqa: E402
 from guidekit.ui import service  # noqa: E402
 from guidekit.ui.inputs import MAX_BYTES, MAX_SIDE, mask_from_paint, read_upload, thumbnail, tile  # noqa: E402
 
@@ -132,7 +133,8 @@ def build_app(device="cpu", max_queue: int = 16, concurrency: int = 1) -> gr.Blo
     @user_errors
     def run(method, model, cls, w, classifier, classifier_w, base_null, controlnet, control_scale, hint, t0,
             jump_length, jump_n_sample, invert, sampler, steps, seed, n, canvas, prompt, negative_prompt,
-            progress=gr.Progress()):
+            guidance_rule="cfg", rescale=0.0, guidance_interval="", guide_model="", dynamic_threshold=False,
+            cads=False, progress=gr.Progress()):
         check(isinstance(hint, str) and hint in EXTRACT,
               f"unknown hint source {hint!r}: use one of {', '.join(EXTRACT)}")
         image, mask, sketch = canvas_arrays(canvas)
@@ -140,7 +142,10 @@ def build_app(device="cpu", max_queue: int = 16, concurrency: int = 1) -> gr.Blo
                                 base_null=base_null, controlnet=controlnet, control_scale=control_scale,
                                 extract_hint=EXTRACT[hint], t0=t0, jump_length=jump_length,
                                 jump_n_sample=jump_n_sample, invert=invert, steps=steps, seed=seed, n=n,
-                                sampler=sampler, prompt=prompt, negative_prompt=negative_prompt)
+                                sampler=sampler, prompt=prompt, negative_prompt=negative_prompt,
+                                guidance_rule=guidance_rule, rescale=rescale, guidance_interval=guidance_interval,
+                                guide_model=guide_model or "", dynamic_threshold=bool(dynamic_threshold),
+                                cads=bool(cads))
         result = service.run_method(method, model, params, image, mask, sketch, device,
                                     lambda f, text: progress(f, desc=text))
         full = tile(result.images)
@@ -197,6 +202,17 @@ def build_app(device="cpu", max_queue: int = 16, concurrency: int = 1) -> gr.Blo
                 with gr.Column(visible=False) as repaint_box:
                     jump_length = gr.Slider(1, 50, value=5, step=1, label="jump length j")
                     jump_n_sample = gr.Slider(1, 20, value=2, step=1, label="jump n sample r (1 = no resampling)")
+                with gr.Accordion("guidance after CFG", open=False, elem_id="frontier"):
+                    guidance_rule = gr.Radio(list(RULES), value="cfg", label="how CFG's two predictions combine",
+                                             info="apg: Sadat et al. 2024; cfg-zero-star: Fan et al. 2025; cfgpp: "
+                                                  "Chung et al. 2024 (w is its λ in [0, 1], DDIM only)")
+                    rescale = gr.Slider(0, 1, value=0, step=0.05, label="CFG rescale φ (Lin et al. 2023)")
+                    guidance_interval = gr.Textbox("", label="guidance interval lo,hi in σ (empty = every step)",
+                                                   placeholder="0.3,5")
+                    guide_model = gr.Dropdown(["", *of_kind("model")], value="", allow_custom_value=True,
+                                              label="autoguidance: a weaker model in place of ∅ (Karras et al. 2024)")
+                    dynamic_threshold = gr.Checkbox(False, label="dynamic thresholding (Imagen, p = 0.995)")
+                    cads = gr.Checkbox(False, label="CADS: anneal the condition with noise (Sadat et al. 2023)")
                 with gr.Accordion("sampler", open=False, elem_id="sampler"):
                     sampler = gr.Radio(list(service.SAMPLERS), value="ddim", label="sampler",
                                        info="DDIM 20 steps here, for quick previews; the command line's sample "
@@ -234,7 +250,8 @@ def build_app(device="cpu", max_queue: int = 16, concurrency: int = 1) -> gr.Blo
         load.click(load_test_image, [index, stroke], [canvas, cls], api_name="load_test_image")
         go.click(run, [method, model, cls, w, classifier, classifier_w, base_null, controlnet, control_scale, hint,
                        t0, jump_length, jump_n_sample, invert, sampler, steps, seed, n, canvas, prompt,
-                       negative_prompt],
+                       negative_prompt, guidance_rule, rescale, guidance_interval, guide_model, dynamic_threshold,
+                       cads],
                  [result, used, download, info], api_name="run")
     demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
     return demo

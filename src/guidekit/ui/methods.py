@@ -31,10 +31,25 @@ def _labels(y: int, n: int) -> torch.Tensor:
     return torch.full((n,), y, dtype=torch.long)
 
 
-def _cfg(model, y: int, p) -> Guidance:
-    """CFG at the UI's weight w, or none where the policy gives none (a request of ∅: the null class, no prompt)."""
+def _cfg(model, y: int, p, device="cpu") -> Guidance:
+    """CFG at the UI's weight w, or none where the policy gives none (a request of ∅: the null class, no prompt),
+    combined by the UI's rule, rescale, interval, thresholding and CADS; autoguidance where a guide model is named."""
+    from guidekit.ui.service import load_model
+
     unconditional = not p.prompt if model.takes_text else y == NULL
-    return Guidance(w=p.w if default_w(model, unconditional) > 0 else 0.0)
+    bad = load_model(p.guide_model, device) if p.guide_model else None
+    w = p.w if bad is not None or default_w(model, unconditional) > 0 else 0.0
+    pair = w > 0 or p.guidance_rule == "cfgpp"
+    interval = tuple(float(v) for v in p.guidance_interval.split(",")) if p.guidance_interval and pair else None
+    return Guidance(w=w, rule=p.guidance_rule if pair else "cfg", rescale=p.rescale if pair else 0.0,
+                    interval=interval, guide_model=bad, dynamic_threshold=0.995 if p.dynamic_threshold else None,
+                    cads=(0.6, 0.9) if p.cads else None)
+
+
+def _frontier(guidance: Guidance) -> dict:
+    """The info of the methods after CFG that a request used."""
+    return {k: v for k, v in guidance.describe().items() if k not in ("w", "classifier_w", "clean_classifier",
+                                                                      "base_null")}
 
 
 def _cond(model, p) -> dict:
@@ -51,10 +66,10 @@ def _settings(p) -> SamplerSettings:
 
 def sample(model, p, y, image, mask, sketch, device, progress):
     """Plain sampling of class y under classifier-free guidance w (Ho & Salimans 2021)."""
-    guidance = _cfg(model, y, p)
+    guidance = _cfg(model, y, p, device)
     images = sample_guided(model, _labels(y, p.n), _seeds(p), guidance, _settings(p), device, cond=_cond(model, p),
                            callback=reporter(progress, "sampling"))
-    return images, {}, {"w": guidance.w}
+    return images, {}, {"w": guidance.w, **_frontier(guidance)}
 
 
 def classifier(model, p, y, image, mask, sketch, device, progress):
@@ -67,7 +82,7 @@ def classifier(model, p, y, image, mask, sketch, device, progress):
     clf = load_classifier(p.classifier, model, device)
     conditional = model.net.config.num_classes > 0
     base_null = p.base_null and conditional
-    w = 0.0 if base_null else _cfg(model, y, p).w
+    w = 0.0 if base_null else _cfg(model, y, p, device).w
     guidance = Guidance(w=w, classifier=clf, classifier_w=p.classifier_w, base_null=base_null)
     images = sample_guided(model, _labels(y, p.n), _seeds(p), guidance, _settings(p), device,
                            callback=reporter(progress, "classifier guidance"))
@@ -101,22 +116,24 @@ def controlnet(model, p, y, image, mask, sketch, device, progress):
                                                            "drawing", p.invert), p.seed)
     else:
         hint = (model_image(drawing, size, channels, "drawing", p.invert) + 1) / 2
-    guidance = _cfg(model, y, p)
+    guidance = _cfg(model, y, p, device)
     images = control_samples(model, [cn], [hint], _labels(y, p.n), _seeds(p), p.control_scale, _settings(p), device,
                              guidance, cond=_cond(model, p), callback=reporter(progress, "ControlNet"))
     shown = hint_image(hint[0], model.image_channels)[None]
     return images, {"hint": shown}, {"controlnet": p.controlnet, "condition": cn.condition, "extract_hint": extract,
-                                     "control_scale": p.control_scale, "w": guidance.w}
+                                     "control_scale": p.control_scale, "w": guidance.w,
+                                     **_frontier(guidance)}
 
 
 def sdedit(model, p, y, image, mask, sketch, device, progress):
     """SDEdit (Meng et al. 2022): noise the drawing to level t0, then denoise it."""
     drawing = need(sketch, "the SDEdit guide", "draw on the canvas (light garment on black) or upload an image")
     guide = model_image(drawing, model.image_size, model.image_channels, "guide", p.invert)
-    guidance = _cfg(model, y, p)
+    guidance = _cfg(model, y, p, device)
     images = edit_guided(model, guide, _labels(y, p.n), _seeds(p), p.t0, guidance, _settings(p), device=device,
                          cond=_cond(model, p), callback=reporter(progress, "SDEdit"))
-    return images, {"guide": guide}, {"t0": p.t0, "w": guidance.w, **faithfulness(images, guide)}
+    return images, {"guide": guide}, {"t0": p.t0, "w": guidance.w, **_frontier(guidance),
+                                   **faithfulness(images, guide)}
 
 
 def repaint(model, p, y, image, mask, sketch, device, progress):
@@ -131,11 +148,11 @@ def repaint(model, p, y, image, mask, sketch, device, progress):
     check(bool((m == 1).any()), "the painted region covers the whole image: that is plain sampling; leave part of "
                                 "the image unpainted")
     m = check_mask(m, x0)
-    guidance = _cfg(model, y, p)
+    guidance = _cfg(model, y, p, device)
     images, nfe = inpaint_guided(model, x0, m, _labels(y, p.n), _seeds(p), guidance, _settings(p), p.jump_length,
                                  p.jump_n_sample, device, cond=_cond(model, p), callback=reporter(progress, "RePaint"))
     return images, {"masked": x0 * m, "mask": m * 2 - 1}, {
-        "w": guidance.w, "jump_length": p.jump_length, "jump_n_sample": p.jump_n_sample, "nfe": nfe,
+        "w": guidance.w, **_frontier(guidance), "jump_length": p.jump_length, "jump_n_sample": p.jump_n_sample, "nfe": nfe,
         "known_fraction": round(float(m.mean()), 4)}
 
 

@@ -52,6 +52,12 @@ class Params:
     sampler: str = "ddim"
     prompt: str = ""  # text-conditioned models only (guidekit train --captions): the prompt; "" = ∅
     negative_prompt: str = ""  # replaces ∅ in CFG (text models only)
+    guidance_rule: str = "cfg"  # how CFG's halves combine: cfg | apg | cfg-zero-star | cfgpp (w = λ, DDIM)
+    rescale: float = 0.0  # CFG rescale φ (Lin et al. 2023)
+    guidance_interval: str = ""  # "lo,hi" in σ: guide only there (Kynkäänniemi et al. 2024); "" = everywhere
+    guide_model: str = ""  # autoguidance's weaker model (Karras et al. 2024); "" = CFG's ∅
+    dynamic_threshold: bool = False  # Imagen's dynamic thresholding (p = 0.995) instead of clipping
+    cads: bool = False  # CADS (Sadat et al. 2023) at its paper settings (τ = 0.6, 0.9; s = 0.25)
 
 
 @dataclass
@@ -181,6 +187,13 @@ def check_params(method: str, p: Params) -> Params:
         setattr(q, name, " ".join((text or "").split()))
         check(len(getattr(q, name)) <= MAX_PROMPT, f"{name.replace('_', ' ')} has {len(getattr(q, name))} "
                                                    f"characters; the limit is {MAX_PROMPT}: shorten it")
+    from guidekit.pipelines.settings import RULES
+
+    check(p.guidance_rule in RULES, f"unknown guidance rule {p.guidance_rule!r}: use one of {', '.join(RULES)}")
+    q.rescale = _number(p.rescale, "rescale φ", 0.0, 1.0)
+    q.guidance_interval = interval_of(p.guidance_interval)
+    check(isinstance(p.guide_model, str), f"guide model must be a zoo name or folder, got {p.guide_model!r}")
+    q.guide_model = (p.guide_model or "").strip()
     if method == "repaint":
         from guidekit.sampling.repaint import expected_nfe
 
@@ -189,6 +202,21 @@ def check_params(method: str, p: Params) -> Params:
                               f"{q.jump_n_sample} needs {nfe} model evaluations per image; the limit is {MAX_NFE}: "
                               f"lower the steps or jump n sample")
     return q
+
+
+def interval_of(text) -> str:
+    """A guidance interval "lo,hi" (σ; hi may be inf) checked, or "" for none."""
+    check(isinstance(text, str), f"guidance interval must be text like 0.3,5, got {text!r}")
+    if not text.strip():
+        return ""
+    parts = text.split(",")
+    try:
+        lo, hi = (float(v) for v in parts)
+    except ValueError:
+        lo = hi = math.nan
+    check(len(parts) == 2 and math.isfinite(lo) and not math.isnan(hi) and 0 <= lo < hi,
+          f"guidance interval must be two σ values lo,hi with 0 <= lo < hi (hi may be inf), like 0.3,5; got {text!r}")
+    return f"{lo:g},{hi:g}"
 
 
 def pick_class(model, text: str | None) -> int:
