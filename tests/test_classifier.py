@@ -17,6 +17,7 @@ from guidekit.models import UNetConfig
 from guidekit.models.classifier import ClassifierConfig, NoisyClassifier
 from guidekit.training.classifier_trainer import (ClassifierTrainConfig, ClassifierTrainer, bucket_edges,
                                                   evaluate_buckets)
+from resume_check import straight_and_resumed
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -223,15 +224,8 @@ def test_resume_equals_uninterrupted_run(tmp_path, ema, heldout):
     kw = dict(eval_dataset=toy(8)) if heldout else {}
     make_run = lambda steps, out, resume=False: ClassifierTrainer(  # noqa: E731
         micro(), ds, NoiseSchedule.linear(), fast(steps=steps, batch_size=8, save_every=3, log_every=2, keep=5,
-                                                  ema_decay=ema, eval_size=8), out, resume=resume, **kw)
-    straight = make_run(6, tmp_path / "a")
-    straight.fit(progress=False)
-    make_run(3, tmp_path / "b").fit(progress=False)
-    resumed = make_run(6, tmp_path / "b", resume=True)
-    assert resumed.step == 3
-    resumed.fit(progress=False)
-    for k, v in straight.raw.state_dict().items():
-        assert torch.equal(v, resumed.raw.state_dict()[k]), k
+                                                  ema_decay=ema, eval_size=8), tmp_path / out, resume=resume, **kw)
+    straight, resumed = straight_and_resumed(make_run, 6, 3)
     if ema:
         for k, v in straight.ema.state_dict().items():
             assert torch.equal(v, resumed.ema.state_dict()[k]), k

@@ -437,6 +437,20 @@ CLI += [
 ]
 
 
+DST = ["distill", "fmnist-cfg", "--no-progress"]
+
+CLI += [
+    ("distill-w-range-reversed", lambda f, o: DST + ["--w-range", "4,0", "--out", o],
+     ["--w-range '4,0' needs 0 <= lo < hi", "e.g. --w-range 0,4"], None),
+    ("distill-w-range-inf", lambda f, o: DST + ["--w-range", "0,inf", "--out", o],
+     ["--w-range '0,inf' is not two finite numbers", "e.g. --w-range 0,4"], None),
+    ("distill-latent-teacher", lambda f, o: ["distill", _sd(f), "--out", o],
+     ["is a text-to-image pipeline", "supports only guidekit UNet models"], None),
+    ("distill-out-not-a-run", lambda f, o: DST + ["--data", "samples", "--out", str(f.junk)],
+     ["is not empty and is not a guidekit run", "a.png"], None),
+]
+
+
 def _run(argv: list[str]) -> int:
     """main(argv), with argparse's SystemExit turned into its code."""
     try:
@@ -722,7 +736,19 @@ def _api():
          ["mask 0 keeps no whole 2×2 pixel cell", "every-second-line", "use a mask of blocks"]),
         ("latent-hint-latent-size", lambda f, M: _latent_control(f, torch.zeros(1, 3, 8, 8)),
          ["hint 0 must be a (1 or 1, 3, 16, 16) tensor"]),
+        ("unet-w-missing", lambda f, M: _student()(_x(1), torch.tensor([5.0]), y=torch.tensor([1])),
+         ["guidance-distilled student (guidance_embed=True) and needs its CFG weight", "w=torch.full((B,), w)"]),
+        ("unet-w-on-plain-model", lambda f, M: M.net(_x(1), torch.tensor([5.0]), y=torch.tensor([1]),
+                                                     w=torch.zeros(1)),
+         ["takes no guidance weight w (guidance_embed=False)", "'guidekit distill'"]),
     ]
+
+
+def _student():
+    """A tiny guidance-distilled UNet (guidance_embed=True)."""
+    from guidekit.models.unet import UNet, UNetConfig
+
+    return UNet(UNetConfig.preset("tiny", num_classes=10, guidance_embed=True))
 
 
 def _lines(side: int) -> torch.Tensor:

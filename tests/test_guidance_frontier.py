@@ -282,8 +282,8 @@ def test_sample_takes_every_method(flags, tmp_path):
     ["control", "fmnist-cfg", "--controlnet", "fmnist-canny", "--condition-from", "0", "--dataset", "samples",
      "--n", "1"]], ids=["edit", "inpaint", "control"])
 def test_edit_inpaint_and_control_take_the_methods(command, tmp_path):
-    for i, flags in enumerate([["--guidance-rule", "apg"], ["--guide-model", "fmnist-cfg", "--w", "0.3",
-                                                            "--guidance-interval", "1,inf"]]):
+    for i, flags in enumerate([["--guidance-rule", "apg"], ["--cads", "0.5,0.9"],
+                               ["--guide-model", "fmnist-cfg", "--w", "0.3", "--guidance-interval", "1,inf"]]):
         assert main([*command, "--steps", "3", "--out", str(tmp_path / str(i)), "--no-progress", *flags]) == 0
         assert json.loads((tmp_path / str(i) / "manifest.json").read_text())
 

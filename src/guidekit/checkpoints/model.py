@@ -1,7 +1,9 @@
-"""Base-model folders ("guidekit-unet/1"): config.json (unet, schedule, class_names[, text]) + model.safetensors."""
+"""Base-model folders ("guidekit-unet/1"): config.json (unet, schedule, class_names[, text][, distilled]) +
+model.safetensors."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +39,16 @@ class LoadedModel:
     text: dict | None = None  # a text-conditioned model's encoder, null and caption settings (config.json "text")
     latent: object = None  # a latent model's VAE edge (guidekit.latent.LatentSpace); None = pixel space
     prompts: object = None  # a latent model's own prompt encoder (guidekit.latent.ClipPrompts)
+    distilled: dict | None = None  # a guidance-distilled student's teacher, w_range and method (guidekit distill)
     _fast_net: object = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def w_range(self) -> tuple[float, float] | None:
+        """The CFG weights [lo, hi] a guidance-distilled student (Meng et al. 2023) was trained on; None otherwise."""
+        if self.distilled is None:
+            return None
+        lo, hi = self.distilled["w_range"]
+        return float(lo), float(hi)
 
     @property
     def takes_text(self) -> bool:
@@ -141,4 +152,20 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", weights: st
     check(net.config.text_dim == 0 or isinstance(text, dict),
           f"{folder / 'config.json'} describes a text-conditioned UNet but lacks its 'text' section (encoder, "
           f"thresholds); re-export it with 'guidekit train --captions'")
-    return LoadedModel(net.to(device).eval(), schedule, config.get("class_names"), folder, text=text)
+    distilled = config.get("distilled")
+    check(distilled is None or (isinstance(distilled, dict) and net.config.guidance_embed),
+          f"{folder / 'config.json'} has a 'distilled' section but its UNet takes no guidance weight "
+          f"(guidance_embed is false): the file is damaged")
+    if distilled is not None:
+        check_w_range(distilled.get("w_range"), f"{folder / 'config.json'}'s distilled.w_range")
+    return LoadedModel(net.to(device).eval(), schedule, config.get("class_names"), folder, text=text,
+                       distilled=distilled)
+
+
+def check_w_range(value, what: str = "w_range") -> tuple[float, float]:
+    """[lo, hi]: two finite numbers with 0 <= lo < hi (CFG weights of a distilled student); returned as floats."""
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    check(ok and 0 <= value[0] < value[1], f"{what} must be two finite CFG weights lo,hi with 0 <= lo < hi (e.g. "
+                                           f"0,4), got {value!r}")
+    return float(value[0]), float(value[1])

@@ -19,7 +19,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from guidekit.cli import (control, demo, edit, evaluate, inpaint, sample, sweep, train, train_classifier,
+    from guidekit.cli import (control, demo, distill, edit, evaluate, inpaint, sample, sweep, train, train_classifier,
                               train_controlnet, ui, zoo)
 
     parser = Parser(
@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'guidekit COMMAND --help' for the options of a command.")
     parser.add_argument("--version", action="version", version=f"guidekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (train, train_classifier, train_controlnet, sample, control, inpaint, edit, evaluate, sweep, zoo,
-                   demo, ui):
+    for module in (train, train_classifier, train_controlnet, distill, sample, control, inpaint, edit, evaluate, sweep,
+                   zoo, demo, ui):
         module.register(sub)
     return parser
 

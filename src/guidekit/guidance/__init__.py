@@ -9,10 +9,11 @@ from guidekit.guidance.cfg_zero import CFGZeroStar, ZeroInit
 from guidekit.guidance.cfgpp import CFGPlusPlus, CFGPPStep
 from guidekit.guidance.classifier import ClassifierGuidance, CleanClassifierGuidance
 from guidekit.guidance.clip import ClipX0
+from guidekit.guidance.distilled import DistilledGuidance
 from guidekit.guidance.interval import GuidanceInterval, sigma_of
 from guidekit.guidance.rescale import Rescale
 from guidekit.guidance.threshold import DynamicThreshold
 
 __all__ = ["APG", "Autoguidance", "CADS", "CFGPPStep", "CFGPlusPlus", "CFGZeroStar", "ClassifierFreeGuidance",
-           "ClassifierGuidance", "CleanClassifierGuidance", "ClipX0", "DynamicThreshold", "GuidanceInterval", "Rescale",
+           "ClassifierGuidance", "CleanClassifierGuidance", "ClipX0", "DistilledGuidance", "DynamicThreshold", "GuidanceInterval", "Rescale",
            "ZeroInit", "cfg_rule", "guidance_scale_to_w", "null_cond", "sigma_of"]

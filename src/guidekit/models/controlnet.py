@@ -139,15 +139,19 @@ class ControlNet(nn.Module):
         return self.copy.skip_shapes()
 
     def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None, hint: torch.Tensor | None = None,
-                text: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+                text: torch.Tensor | None = None,
+                w: torch.Tensor | None = None,
+                class_embedding: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
         """(down_residuals, mid_residual) for the base, from x (B, C, H, W), hint (B, hint_channels, H, W) and, on a
-        text base, the prompt embeddings text (B, text_dim) that the copy sees as the base does (None = ∅)."""
+        text base, the prompt embeddings text (B, text_dim) that the copy sees as the base does (None = ∅); w: the
+        (B,) CFG weights of a guidance-distilled base (guidance_embed), which its copy embeds too."""
         t, y = self.copy._check_inputs(x, t, y)
         c = self.config.hint_channels
         check(isinstance(hint, torch.Tensor) and hint.shape == (x.shape[0], c, *x.shape[2:]),
               f"hint must be a ({x.shape[0]}, {c}, {x.shape[2]}, {x.shape[3]}) tensor (one condition image per "
               f"row of x), got {_shape(hint)}")
-        emb = self.copy.embed(t, y, **text_kwargs(self.copy, text, x))
+        extra = {k: v for k, v in (("w", w), ("class_embedding", class_embedding)) if v is not None}
+        emb = self.copy.embed(t, y, **text_kwargs(self.copy, text, x), **extra)
         h, skips = self.copy.encode(x, emb, self.hint_encoder(hint.to(x.dtype)))
         h = self.copy.middle(h, emb)
         return [z(s) for z, s in zip(self.zero_convs, skips)], self.mid_zero_conv(h)
@@ -241,10 +245,18 @@ class ControlledUNet(nn.Module):
         return full and (self.hint_uncond or self.config.num_classes == 0) and getattr(self.base, "graph_safe", False)
 
     def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None, hint=None,
-                text: torch.Tensor | None = None) -> torch.Tensor:
+                text: torch.Tensor | None = None, w: torch.Tensor | None = None,
+                class_embedding: torch.Tensor | None = None) -> torch.Tensor:
         """The base model's prediction with the ControlNets' residuals added; text: a text base's prompt embeddings
-        (B, text_dim), seen by the base and by every ControlNet's copy (None = the empty prompt ∅)."""
+        (B, text_dim), seen by the base and by every ControlNet's copy (None = the empty prompt ∅); w: a
+        guidance-distilled base's (B,) CFG weights, seen by the base and every copy likewise."""
         kw = text_kwargs(self.base, text, x)
+        if w is not None:
+            check(getattr(self.config, "guidance_embed", False), "this base model takes no guidance weight w (it is "
+                  "not a guidance-distilled student from 'guidekit distill'): drop w= / cond['w']")
+            kw["w"] = w
+        if class_embedding is not None:  # CADS's annealed class embedding, seen by the base and every copy
+            kw["class_embedding"] = class_embedding
         if hint is None:
             return self.base(x, t, y, **kw)
         hints = self._hints(hint)
@@ -266,12 +278,13 @@ class ControlledUNet(nn.Module):
             if h is None or scale == 0 or (on is not None and not bool(on.any())):
                 continue
             if on is None:
-                d, m = net(x, t_b, y_b, h, text)
+                d, m = net(x, t_b, y_b, h, text, w, class_embedding)
                 d, m = [r * scale for r in d], m * scale
             else:  # run only the controlled rows; the others get exactly zero
                 sel = on.nonzero().squeeze(1)
                 d, m = net(x[sel], t_b[sel], None if y_b is None else y_b[sel], h[sel],
-                           None if text is None else text[sel])
+                           None if text is None else text[sel], None if w is None else w[sel],
+                           None if class_embedding is None else class_embedding[sel])
                 d = [r.new_zeros((B, *r.shape[1:])).index_add(0, sel, r * scale) for r in d]
                 m = m.new_zeros((B, *m.shape[1:])).index_add(0, sel, m * scale)
             down = d if down is None else [a + b for a, b in zip(down, d)]

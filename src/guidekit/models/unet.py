@@ -1,4 +1,5 @@
-"""Noise-prediction UNet, class-conditional with a learned null class, with ControlNet hooks."""
+"""Noise-prediction UNet, class-conditional with a learned null class, with ControlNet hooks; optionally
+w-conditioned (a guidance-distilled student, Meng et al. 2023)."""
 
 import dataclasses
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ class UNetConfig:
     num_train_timesteps: int = 1000  # t lives in [0, num_train_timesteps); rescaled to [0, 1000) before embedding
     prediction_type: str = "eps"  # what the network is trained to predict: eps | v | x0 (unused by the network)
     text_dim: int = 0  # > 0: conditioned on a (B, text_dim) text embedding (zeros = the empty prompt ∅), no classes
+    guidance_embed: bool = False  # True: takes the CFG weight w (B,) as input (guidekit distill; Meng et al. 2023)
 
     def __post_init__(self):
         """Accept lists (e.g. from JSON) for the tuple fields."""
@@ -48,7 +50,7 @@ class UNetConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "UNetConfig":
         """Rebuild and validate a config from to_dict() output; every field must be present except the optional
-        ones added later (text_dim), whose absence means their default."""
+        ones added later (text_dim, guidance_embed), whose absence means their default."""
         if isinstance(d, dict):
             d = {**OPTIONAL_FIELDS, **d}
         check_config_keys(cls, d)
@@ -86,6 +88,11 @@ class UNetConfig:
         check(self.text_dim == 0 or self.num_classes == 0,
               f"a UNet takes class labels or a text embedding, not both: num_classes={self.num_classes}, "
               f"text_dim={self.text_dim}")
+        check(isinstance(self.guidance_embed, bool),
+              f"UNetConfig.guidance_embed must be true or false, got {self.guidance_embed!r}")
+        check(not self.guidance_embed or self.num_classes > 0 or self.text_dim > 0,
+              "UNetConfig.guidance_embed=True needs a conditional UNet (num_classes > 0 or text_dim > 0): "
+              "an unconditional model has no guidance weight to take")
         check(len(self.channel_mult) >= 1, "UNetConfig.channel_mult must have at least one level, got ()")
         d = self.dropout
         check(isinstance(d, (int, float)) and not isinstance(d, bool) and 0 <= d < 1,
@@ -113,7 +120,10 @@ class UNetConfig:
         return self
 
 
-OPTIONAL_FIELDS = {"text_dim": 0}  # fields newer than the first config.json files: absent = this default
+#: fields newer than the first config.json files: absent = this default
+OPTIONAL_FIELDS = {"text_dim": 0, "guidance_embed": False}
+
+GUIDANCE_EMBED_SCALE = 100.0  # w·100 enters the sinusoids: w ∈ [0, 10] spans the [0, 1000) that t's embedding sees
 
 PRESETS = {
     # for tests: ~0.19M parameters
@@ -191,21 +201,36 @@ class UNet(nn.Module):
             self.up.append(Level(blocks, attns, Upsample(ch) if i > 0 else None))
             size *= 2
         self.out = nn.Sequential(nn.GroupNorm(g, ch), nn.SiLU(), zero_(nn.Conv2d(ch, c.out_channels, 3, padding=1)))
+        # built last, so every other weight draws the same initial values with or without it; the zero last
+        # layer makes a student built from a teacher's weights equal the teacher for every w (Meng et al. 2023)
+        self.guidance_embed = nn.Sequential(nn.Linear(c.channels, emb), nn.SiLU(), zero_(nn.Linear(emb, emb))) \
+            if c.guidance_embed else None
 
     def skip_shapes(self) -> list[tuple[int, int]]:
         """(channels, resolution at image_size) of every skip tensor that encode() returns, in order."""
         return list(self._skip_shapes)
 
-    def embed(self, t: torch.Tensor, y: torch.Tensor | None = None, text: torch.Tensor | None = None) -> torch.Tensor:
-        """Time (+ class or text) embedding (B, 4*channels) for timesteps t (B,), labels y (B,) or None (= null) and
-        text embeddings (B, text_dim) or None (= zeros, the empty prompt)."""
+    def embed(self, t: torch.Tensor, y: torch.Tensor | None = None, text: torch.Tensor | None = None,
+              w: torch.Tensor | None = None, class_embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """Time (+ class or text, + guidance weight) embedding (B, 4*channels) for timesteps t (B,), labels y (B,) or
+        None (= null), text embeddings (B, text_dim) or None (= zeros, the empty prompt) and, on a guidance_embed
+        UNet only (where it is required), the CFG weight w (B,)."""
         c = self.config
         t = torch.as_tensor(t, device=self.conv_in.weight.device).reshape(-1)
         emb = self.time_embed(timestep_embedding(t * (1000.0 / c.num_train_timesteps), c.channels))
+        w = self._check_w(w, t.shape[0])
+        if w is not None:  # sinusoids of w·GUIDANCE_EMBED_SCALE, as t's (Meng et al. 2023)
+            emb = emb + self.guidance_embed(timestep_embedding(w.float() * GUIDANCE_EMBED_SCALE, c.channels))
         if self.class_embed is not None:
             if y is None:
                 y = torch.full((t.shape[0],), c.num_classes, dtype=torch.long, device=t.device)
-            emb = emb + self.class_embed(y)
+            label = self.class_embed(y)
+            if class_embedding is not None:  # CADS's annealed embedding, in the rows that ask for a class
+                check(tuple(class_embedding.shape) == tuple(label.shape),
+                      f"class_embedding must be {tuple(label.shape)} (one class embedding per image), got "
+                      f"{tuple(class_embedding.shape)}")
+                label = torch.where((y == c.num_classes)[:, None], label, class_embedding.to(label.dtype))
+            emb = emb + label
         if self.text_embed is not None:
             if text is None:
                 text = torch.zeros(t.shape[0], c.text_dim, device=emb.device)
@@ -245,13 +270,32 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None,
                 down_residuals: list[torch.Tensor] | None = None,
-                mid_residual: torch.Tensor | None = None, text: torch.Tensor | None = None) -> torch.Tensor:
+                mid_residual: torch.Tensor | None = None, text: torch.Tensor | None = None,
+                w: torch.Tensor | None = None, class_embedding: torch.Tensor | None = None) -> torch.Tensor:
         """Prediction (B, out_channels, H, W) for x (B, in_channels, H, W); residuals come from a ControlNet;
-        text: (B, text_dim) prompt embeddings of a text-conditioned UNet (None = the empty prompt)."""
+        text: (B, text_dim) prompt embeddings of a text-conditioned UNet (None = the empty prompt); w: (B,) CFG
+        weights of a guidance-distilled UNet (guidance_embed=True; required there, refused elsewhere)."""
+        kw = {} if w is None else {"w": w}
+        if class_embedding is not None:  # replaces the label's embedding where y is not ∅ (CADS)
+            kw["class_embedding"] = class_embedding
         if text is not None or self.text_embed is not None:
-            text = self._check_text(text, x.shape[0])
-            return forward_with_residuals(self, x, t, y, down_residuals, mid_residual, text=text)
-        return forward_with_residuals(self, x, t, y, down_residuals, mid_residual)
+            kw["text"] = self._check_text(text, x.shape[0])
+        return forward_with_residuals(self, x, t, y, down_residuals, mid_residual, **kw)
+
+    def _check_w(self, w, B: int) -> torch.Tensor | None:
+        """w must be a float (B,) tensor of finite CFG weights on a guidance_embed UNet, and None elsewhere."""
+        if self.guidance_embed is None:
+            check(w is None, "this UNet takes no guidance weight w (guidance_embed=False): drop w= / cond['w'], or "
+                             "use a guidance-distilled student made by 'guidekit distill'")
+            return None
+        check(w is not None, "this UNet is a guidance-distilled student (guidance_embed=True) and needs its CFG "
+                             "weight: pass w=torch.full((B,), w) (cond['w'] through ModelDenoiser), w = 0 for the "
+                             "plain conditional model")
+        check(isinstance(w, torch.Tensor) and w.is_floating_point() and tuple(w.shape) == (B,),
+              f"w must be a float tensor of shape ({B},) (one CFG weight per image), got {_shape(w)}")
+        if not tracing() and not bool(torch.isfinite(w).all()):  # the message (a sync) is built only on failure
+            check(False, f"w must hold finite CFG weights, got {w.tolist()[:8]}")
+        return w.to(self.conv_in.weight.device)
 
     def _check_text(self, text, B: int) -> torch.Tensor | None:
         """text must be a float (B, text_dim) tensor, and only for a text-conditioned UNet."""

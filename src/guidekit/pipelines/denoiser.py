@@ -12,7 +12,8 @@ from guidekit.diffusion.denoiser import NULL, CountedDenoiser, reset_state
 from guidekit.diffusion.parameterization import eps_to_x0
 from guidekit.errors import check
 from guidekit.guidance import (APG, CADS, CFGPlusPlus, CFGPPStep, CFGZeroStar, ClassifierFreeGuidance,
-                               ClassifierGuidance, CleanClassifierGuidance, ClipX0, DynamicThreshold, GuidanceInterval,
+                               ClassifierGuidance, CleanClassifierGuidance, ClipX0, DistilledGuidance, DynamicThreshold,
+                               GuidanceInterval,
                                Rescale, ZeroInit)
 from guidekit.guidance.autoguidance import Autoguidance
 from guidekit.pipelines.settings import RULES, Guidance, SamplerSettings
@@ -58,17 +59,14 @@ class Guided:
 def class_embedder(model: LoadedModel):
     """labels → a guidekit UNet's class embedding (∅ → its null row), for CADS; None where the net has none."""
     net, k = model.net, model.net.config.num_classes
-    table = getattr(net, "class_embed", None)
+    table = getattr(getattr(net, "base", net), "class_embed", None)  # a ControlledUNet's base holds it
     if k == 0 or not isinstance(table, torch.nn.Embedding):
         return None
     return lambda y: table(torch.where(y == NULL, torch.full_like(y, k), y).to(table.weight.device))
 
 
 def check_guide_model(model: LoadedModel, bad: LoadedModel) -> None:
-    """Autoguidance's two models must read the same inputs: schedule, sample shape, conditioning, pixel/latent."""
-    check(torch.allclose(bad.schedule.alpha_bar_table, model.schedule.alpha_bar_table),
-          f"the guiding model {bad.path} was trained on another noise schedule than the model; autoguidance needs a "
-          f"weaker model of the same kind (an earlier checkpoint, or a smaller preset trained the same way)")
+    """Autoguidance's two models must read the same inputs: sample space, conditioning, noise schedule."""
     check(tuple(bad.sample_shape) == tuple(model.sample_shape) and (bad.latent is None) == (model.latent is None),
           f"the guiding model {bad.path} samples {'×'.join(map(str, bad.sample_shape))}, the model "
           f"{'×'.join(map(str, model.sample_shape))}; autoguidance needs the same sample space")
@@ -77,6 +75,10 @@ def check_guide_model(model: LoadedModel, bad: LoadedModel) -> None:
           f"the guiding model {bad.path} takes another condition than the model (classes "
           f"{bad.net.config.num_classes} vs {model.net.config.num_classes}, text {bad.takes_text} vs "
           f"{model.takes_text}); autoguidance compares two models of the same conditioning")
+    a, b = bad.schedule.alpha_bar_table, model.schedule.alpha_bar_table
+    check(a.shape == b.shape and torch.allclose(a, b),
+          f"the guiding model {bad.path} was trained on another noise schedule than the model; autoguidance needs a "
+          f"weaker model of the same kind (an earlier checkpoint, or a smaller preset trained the same way)")
 
 
 def combination_rule(model: LoadedModel, guidance: Guidance, settings: SamplerSettings | None):
@@ -123,6 +125,14 @@ def guided(model: LoadedModel, guidance: Guidance, settings: SamplerSettings | N
           "--dynamic-threshold")
     counters = [CountedDenoiser(model.denoiser())]
     den = counters[0]
+    w_range = getattr(model, "w_range", None)
+    if w_range is not None:  # a guidance-distilled student: CFG is inside the network, one pass per step
+        check(guidance.rule == "cfg" and guidance.rescale == 0 and guidance.interval is None and bad is None
+              and guidance.cads is None,
+              f"{model.path} is a guidance-distilled student (guidekit distill): CFG is built into its one pass, so "
+              f"--guidance-rule, --rescale, --guidance-interval, --guide-model and --cads cannot reach its halves; "
+              f"drop them, or use the teacher model")
+        den, pair = DistilledGuidance(den, guidance.w, w_range), False
     rule = combination_rule(model, guidance, settings)
     interval = None if guidance.interval is None else GuidanceInterval(model.schedule, *guidance.interval)
     if bad is not None:

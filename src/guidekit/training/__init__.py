@@ -7,6 +7,7 @@ import importlib
 _WHERE = {
     "TrainConfig": "config", "ClassifierTrainConfig": "config", "ControlNetTrainConfig": "config",
     "Trainer": "trainer", "ControlNetTrainer": "controlnet_trainer", "ClassifierTrainer": "classifier_trainer",
+    "DistillConfig": "config", "DistillTrainer": "distill_trainer",
 }
 _CHECKPOINTS = ("LoadedControlNet", "LoadedModel", "load_controlnet", "load_diffusers_model", "load_model",
                 "resolve_model_dir", "save_controlnet", "write_folder")

@@ -1,8 +1,9 @@
-"""The settings of the three training runs, saved in every checkpoint: a light module (no torch, no accelerate),
+"""The settings of the training runs, saved in every checkpoint: a light module (no torch, no accelerate),
 so the command line can show their defaults without importing the trainers."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from guidekit.errors import check
@@ -92,4 +93,25 @@ class ControlNetTrainConfig(TrainConfig):
     def validate(self) -> "ControlNetTrainConfig":
         super().validate()
         check(0 <= self.p_drop_hint < 1, f"p_drop_hint must lie in [0, 1), got {self.p_drop_hint}")
+        return self
+
+
+@dataclass
+class DistillConfig(TrainConfig):
+    """Settings of one guidance-distillation run (Meng et al. 2023, stage one); saved in every checkpoint."""
+
+    steps: int = 5_000  # optimizer steps in total
+    lr: float = 1e-4  # AdamW peak learning rate
+    warmup: int = 100  # linear learning-rate warm-up steps
+    ema_decay: float = 0.999  # EMA decay of the exported student
+    p_uncond: float = 0.1  # fraction of rows whose label is ∅ (there the CFG target is the teacher's ε(x, ∅))
+    w_min: float = 0.0  # CFG weights w ~ Uniform(w_min, w_max), one per image
+    w_max: float = 4.0
+
+    def validate(self) -> "DistillConfig":
+        super().validate()
+        lo, hi = self.w_min, self.w_max
+        check(all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (lo, hi))
+              and 0 <= lo < hi,
+              f"the w range must be two finite CFG weights lo,hi with 0 <= lo < hi (e.g. 0,4), got {lo!r},{hi!r}")
         return self
