@@ -13,7 +13,7 @@ from guidekit.errors import check
 # Further sweep kinds live in their own modules, each with register_kind(kinds) adding one subparser.
 KIND_MODULES: tuple[str, ...] = ("guidekit.cli.sweep_control", "guidekit.cli.sweep_sdedit",
                                    "guidekit.cli.sweep_repaint", "guidekit.cli.sweep_steps",
-                                   "guidekit.cli.sweep_text")
+                                   "guidekit.cli.sweep_text", "guidekit.cli.sweep_guidance")
 
 OUTPUTS = ("OUT/results.csv, OUT/results.md, OUT/fid_vs_is.png, OUT/metrics_vs_w.png and OUT/grids/w*.png. "
            "Finished rows are kept: rerun the same command to resume.")
@@ -32,8 +32,8 @@ FID-vs-IS curves on one plot."""
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sweep", help="metric sweeps: guidance weights, ControlNet scale, SDEdit t0, RePaint masks, "
-                                               "sampler steps, text prompts",
+    p = sub.add_parser("sweep", help="metric sweeps: guidance weights and methods, ControlNet scale, SDEdit t0, "
+                                               "RePaint masks, sampler steps, text prompts",
                        description="Sweep one setting of a guidance method (or the sampler) and measure each "
                                    "value against real data: tables, CSV and plots in --out.")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
