@@ -306,3 +306,15 @@ def test_sample_refuses_bad_method_options(flags, message, tmp_path, capsys):
     assert code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_cfg_zero_star_at_w_zero_still_zeroes_its_first_steps(tmp_path):
+    """CFG-Zero* at w = 0 is no CFG but its zeroed first step: one pass per step, minus the zeroed one."""
+    from guidekit.checkpoints import load_model
+    from guidekit.pipelines import Guidance, SamplerSettings, sample_guided
+
+    model, stats = load_model("fmnist-cfg"), {}
+    labels, settings = torch.tensor([3]), SamplerSettings("ddim", 4)
+    zeroed = sample_guided(model, labels, [0], Guidance(w=0.0, rule="cfg-zero-star"), settings, stats=stats)
+    assert stats["nfe"] == 3
+    assert not torch.equal(zeroed, sample_guided(model, labels, [0], Guidance(w=0.0), settings))

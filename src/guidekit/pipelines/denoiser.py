@@ -112,7 +112,7 @@ def guided(model: LoadedModel, guidance: Guidance, settings: SamplerSettings | N
     check(not pair or conditional or texted or bad is not None,
           f"w = {guidance.w}: classifier-free guidance needs a class-conditional (or text-conditioned) model, and "
           f"this one is unconditional; use w = 0, or autoguidance (--guide-model) which guides unconditional models")
-    check(pair or (guidance.rule == "cfg" and guidance.rescale == 0 and guidance.interval is None),
+    check(pair or (guidance.rule in ("cfg", "cfg-zero-star") and guidance.rescale == 0 and guidance.interval is None),
           f"--guidance-rule {guidance.rule}, --rescale and --guidance-interval change how guidance combines its two "
           f"predictions, and w = 0 runs none: give w > 0")
     check(not (texted and guidance.classifier is not None and (guidance.clean or guidance.base_null)),
