@@ -2,19 +2,14 @@
 benchmarks/repaint_gaussian.py runs and its exact-denoiser table behaves; benchmarks/roofline.py cuts recorded ops
 into kernels and bounds their time right; benchmarks/fid_vs_nfe.py merges sweep folders into one plot."""
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
+from benchmark_module import load_benchmark
 
 
-def _load(name):
-    """benchmarks/NAME.py as a module (registered in sys.modules: a dataclass in it looks its module up)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent.parent / "benchmarks" / f"{name}.py")
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_load = load_benchmark
 
 
 conv_layouts = _load("conv_layouts")

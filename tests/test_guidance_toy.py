@@ -1,23 +1,17 @@
 """benchmarks/guidance_toy.py: its exact denoiser against a finite-difference score and a Monte-Carlo posterior mean,
 its CADS embedding reading, and the whole comparison at test size with the physics it must show."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
+from benchmark_module import load_benchmark
 import torch
 
 from guidekit.diffusion.denoiser import CLASS_EMBEDDING, NULL
 from guidekit.diffusion.parameterization import eps_to_x0
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent.parent / "benchmarks" / f"{name}.py")
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_load = load_benchmark
 
 
 toy = _load("guidance_toy")

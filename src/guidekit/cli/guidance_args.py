@@ -61,9 +61,8 @@ def add_frontier_args(p: argparse.ArgumentParser) -> None:
 
 
 def frontier_from_args(args, model, device) -> dict:
-    """The Guidance fields of these options (the guide model loaded and checked against the model)."""
+    """The Guidance fields of these options (the guide model loaded; pipelines.guided checks it against the model)."""
     from guidekit.cli.common import load_fast_model
-    from guidekit.pipelines.denoiser import check_guide_model
 
     out = {"rule": getattr(args, "guidance_rule", "cfg")}
     if not hasattr(args, "guidance_rule"):
@@ -71,7 +70,6 @@ def frontier_from_args(args, model, device) -> dict:
     bad = None
     if args.guide_model:
         bad = load_fast_model(args.guide_model, args, device)
-        check_guide_model(model, bad)
     out.update(apg_eta=args.apg_eta, apg_momentum=args.apg_momentum, apg_threshold=args.apg_threshold,
                zero_steps=args.zero_steps, rescale=args.rescale, interval=args.guidance_interval, guide_model=bad,
                dynamic_threshold=args.dynamic_threshold, cads=args.cads, cads_noise=args.cads_noise,

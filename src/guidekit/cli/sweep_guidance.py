@@ -105,11 +105,8 @@ def run(args) -> None:
         methods = applicable(model, bool(args.guide_model), bool(args.student))
     params = MethodParams(tuple(args.interval), args.apg_eta, args.apg_momentum, args.apg_threshold, args.rescale,
                           args.zero_steps, tuple(args.cads), args.cads_noise, args.cads_psi, args.dynamic_threshold)
-    if args.guide_model and "autoguidance" in methods:
-        from guidekit.pipelines.denoiser import check_guide_model
-
+    if args.guide_model and "autoguidance" in methods:  # checked against the model where every row's stack is built
         params.guide_model = load_fast_model(args.guide_model, args, device)
-        check_guide_model(model, params.guide_model)
     if args.student and "distilled" in methods:
         params.student = load_fast_model(args.student, args, device)
     spec = {"reference": args.reference, "split": args.split, "evaluator": args.evaluator}
