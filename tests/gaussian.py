@@ -62,3 +62,27 @@ class MixtureClassifier(torch.nn.Module):
         ab = _ab(self.mixture.schedule, t)[None]
         logp, _ = self.mixture.component_terms(x.double(), ab)
         return (logp + self.mixture.weights.log()[:, None]).T.to(x.dtype)
+
+
+class GaussianEps:
+    """Exact ε for x0 ~ N(μ, Σ) over the flattened pixels: p_t = N(√ᾱ μ, ᾱΣ + (1−ᾱ)I), ε = −√(1−ᾱ)·∇ log p_t
+    (per-row t; differentiable, so gradient methods see the exact Jacobian of x̂0)."""
+
+    def __init__(self, schedule, mu, cov):
+        self.schedule = schedule
+        self.mu, self.cov = torch.as_tensor(mu, dtype=torch.float64), torch.as_tensor(cov, dtype=torch.float64)
+
+    def __call__(self, x, t, cond):
+        ab = self.schedule.alpha_bar(t.detach().cpu()).double().view(-1, 1, 1)
+        d = (x.flatten(1).double() - ab[:, :, 0].sqrt() * self.mu)[..., None]
+        cov_t = ab * self.cov + (1 - ab) * torch.eye(len(self.mu), dtype=torch.float64)
+        return ((1 - ab).sqrt() * torch.linalg.solve(cov_t, d))[..., 0].view_as(x).to(x.dtype)
+
+
+def gaussian_posterior(mu, cov, A, y, sigma_y):
+    """p(x | y) for x ~ N(μ, Σ), y = A x + σ_y n: (mean, covariance) in closed form (pseudo-inverse where AΣAᵀ is
+    singular, as for a noise-free mask)."""
+    mu, cov, A, y = (torch.as_tensor(v, dtype=torch.float64) for v in (mu, cov, A, y))
+    gain = cov @ A.T @ torch.linalg.pinv(A @ cov @ A.T + sigma_y ** 2 * torch.eye(len(A), dtype=torch.float64),
+                                         hermitian=True)
+    return mu + gain @ (y - A @ mu), cov - gain @ A @ cov

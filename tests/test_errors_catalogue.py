@@ -451,6 +451,32 @@ CLI += [
 ]
 
 
+RST = ["restore", "fmnist-cfg", "--from-dataset", "0", "--data", "samples", "--dataset", "samples", "--steps", "2",
+       "--n", "1", "--no-progress"]
+
+CLI += [
+    ("restore-inpaint-without-mask", lambda f, o: RST + ["--task", "inpaint", "--out", o],
+     ["--task inpaint needs --mask KIND|FILE (white = known)"], None),
+    ("restore-mask-on-other-task", lambda f, o: RST + ["--task", "sr4", "--mask", "half", "--out", o],
+     ["--mask is for --task inpaint, not sr4"], None),
+    ("restore-ddnm-plus-deterministic-step", lambda f, o: RST + ["--task", "sr4", "--method", "ddnm", "--sigma-y",
+                                                                "0.05", "--out", o],
+     ["DDNM+ hides y's noise in the step's own noise", "--sampler ddpm, or ddim with --eta in (0, 1]"], None),
+    ("restore-measurement-wrong-size", lambda f, o: ["restore", "fmnist-cfg", "--task", "sr2", "--measurement",
+                                                     str(_png(f.root / "low8.png", 100, size=8)), "--out", o],
+     ["is 8×8, but sr2 of this 32×32 model measures 16×16 images", "resize it to 16×16"], None),
+    ("restore-latent-model", lambda f, o: ["restore", _sd(f), "--task", "sr2", "--image",
+                                           str(_png(f.root / "img32.png", 100)), "--out", o],
+     ["is a latent or text-conditioned model", "'guidekit inpaint'"], None),
+    ("restore-zeta-on-other-method", lambda f, o: RST + ["--task", "sr4", "--method", "pigdm", "--zeta", "3",
+                                                        "--out", o],
+     ["--zeta is DPS/MCG's step size, not pigdm's"], None),
+    ("sweep-restore-unknown-task", lambda f, o: ["sweep", "restore", "fmnist-cfg", "--tasks", "sr4,denoise", "--out",
+                                                 o],
+     ["--tasks: unknown ['denoise']", "inpaint, sr2, sr4, deblur"], None),
+]
+
+
 def _run(argv: list[str]) -> int:
     """main(argv), with argparse's SystemExit turned into its code."""
     try:
@@ -736,12 +762,35 @@ def _api():
          ["mask 0 keeps no whole 2×2 pixel cell", "every-second-line", "use a mask of blocks"]),
         ("latent-hint-latent-size", lambda f, M: _latent_control(f, torch.zeros(1, 3, 8, 8)),
          ["hint 0 must be a (1 or 1, 3, 16, 16) tensor"]),
+        ("restore-y-rows", lambda f, M: _restore(torch.zeros(2, 1, 16, 16), [0]),
+         ["y must have one row per image (1), got (2, 1, 16, 16)"]),
+        ("restore-ddnm-plus-multistep", lambda f, M: _restore(torch.zeros(1, 1, 16, 16), [0], "dpmpp-2m", 0.1),
+         ["DDNM+ (ddnm with --sigma-y > 0) replaces the step", "use --sampler ddpm or ddim"]),
+        ("restore-sr-indivisible", lambda f, M: make_operator("sr4")(torch.zeros(1, 1, 30, 30)),
+         ["×4 super-resolution needs a side divisible by 4, got 30×30"]),
         ("unet-w-missing", lambda f, M: _student()(_x(1), torch.tensor([5.0]), y=torch.tensor([1])),
          ["guidance-distilled student (guidance_embed=True) and needs its CFG weight", "w=torch.full((B,), w)"]),
         ("unet-w-on-plain-model", lambda f, M: M.net(_x(1), torch.tensor([5.0]), y=torch.tensor([1]),
                                                      w=torch.zeros(1)),
          ["takes no guidance weight w (guidance_embed=False)", "'guidekit distill'"]),
     ]
+
+
+def _restore(y, seeds, sampler="ddim", sigma_y=0.0):
+    from guidekit.checkpoints import load_model
+    from guidekit.diffusion import NULL
+    from guidekit.pipelines import Guidance, SamplerSettings, restore_guided
+    from guidekit.restoration import Method
+
+    model = load_model("fmnist-cfg")
+    return restore_guided(model, y, make_operator("sr2"), Method("ddnm"), torch.full((len(seeds),), NULL), seeds,
+                          Guidance(), SamplerSettings(sampler, 2), sigma_y)
+
+
+def make_operator(task):
+    from guidekit.restoration import make_operator as make
+
+    return make(task)
 
 
 def _student():

@@ -19,8 +19,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from guidekit.cli import (control, demo, distill, edit, evaluate, inpaint, sample, sweep, train, train_classifier,
-                              train_controlnet, ui, zoo)
+    from guidekit.cli import (control, demo, distill, edit, evaluate, inpaint, restore, sample, sweep, train,
+                              train_classifier, train_controlnet, ui, zoo)
 
     parser = Parser(
         prog="guidekit",
@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'guidekit COMMAND --help' for the options of a command.")
     parser.add_argument("--version", action="version", version=f"guidekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (train, train_classifier, train_controlnet, distill, sample, control, inpaint, edit, evaluate, sweep,
-                   zoo, demo, ui):
+    for module in (train, train_classifier, train_controlnet, distill, sample, control, inpaint, restore, edit,
+                   evaluate, sweep, zoo, demo, ui):
         module.register(sub)
     return parser
 

@@ -187,6 +187,20 @@ def number_list(name: str, cast=float, example: str = "0,0.5,1", minimum: float 
     return parse
 
 
+def name_list(flag: str, allowed: tuple[str, ...]):
+    """argparse type: comma-separated names out of `allowed`, in the order given, each once."""
+
+    def parse(text: str) -> list[str]:
+        names = [k.strip() for k in text.split(",") if k.strip()]
+        bad = [k for k in names if k not in allowed]
+        if not names or bad:
+            raise argparse.ArgumentTypeError(f"{flag}: unknown {bad or text!r}; use a comma-separated list of "
+                                             f"{', '.join(allowed)}")
+        return list(dict.fromkeys(names))
+
+    return parse
+
+
 def add_run_args(p: argparse.ArgumentParser) -> None:
     """The "run" group of the training commands: --out, --resume, --max-minutes, --mixed-precision, --no-progress."""
     r = p.add_argument_group("run")

@@ -13,7 +13,8 @@ from guidekit.errors import check
 # Further sweep kinds live in their own modules, each with register_kind(kinds) adding one subparser.
 KIND_MODULES: tuple[str, ...] = ("guidekit.cli.sweep_control", "guidekit.cli.sweep_sdedit",
                                    "guidekit.cli.sweep_repaint", "guidekit.cli.sweep_steps",
-                                   "guidekit.cli.sweep_text", "guidekit.cli.sweep_guidance")
+                                   "guidekit.cli.sweep_text", "guidekit.cli.sweep_guidance",
+                                   "guidekit.cli.sweep_restore")
 
 OUTPUTS = ("OUT/results.csv, OUT/results.md, OUT/fid_vs_is.png, OUT/metrics_vs_w.png and OUT/grids/w*.png. "
            "Finished rows are kept: rerun the same command to resume.")

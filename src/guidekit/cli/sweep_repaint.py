@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from guidekit.cli.common import (add_sweep_args, command, load_fast_model, nonneg_float, pick_device, positive_int,
-                                 preload_eval, sampler_settings, seed_int)
+from guidekit.cli.common import (add_sweep_args, command, load_fast_model, name_list, nonneg_float, pick_device,
+                                 positive_int, preload_eval, sampler_settings, seed_int)
 from guidekit.cli.inpaint import add_jump_args, jump_length_of
 from guidekit.errors import check
 from guidekit.masks import MASK_KINDS
-
-
-def mask_list(text: str) -> list[str]:
-    kinds = [k.strip() for k in text.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in MASK_KINDS]
-    if not kinds or bad:
-        raise argparse.ArgumentTypeError(f"unknown mask kind(s) {bad or text!r}: use a comma-separated list of "
-                                         f"{', '.join(MASK_KINDS)}")
-    return list(dict.fromkeys(kinds))
 
 
 REPAINT_HELP = """Inpaint the first --n images of the --reference data set's --split under seeded masks of each type,
@@ -31,7 +21,7 @@ kept: rerun the same command to resume."""
 def register_kind(kinds) -> None:
     p = command(kinds, "repaint", "RePaint inpainting per mask type, with and without resampling", REPAINT_HELP)
     p.add_argument("model", help="model or run folder")
-    p.add_argument("--masks", type=mask_list, default=list(MASK_KINDS), help="mask types, comma-separated")
+    p.add_argument("--masks", type=name_list("--masks", MASK_KINDS), default=list(MASK_KINDS), help="mask types, comma-separated")
     p.add_argument("--n", type=positive_int("--n"), default=1000, help="images per row (at least 10)")
     p.add_argument("--seed", type=seed_int("--seed"), default=0, help="first seed (also seeds the masks)")
     add_jump_args(p)
