@@ -15,7 +15,7 @@ from guidekit.data import idx
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PLACEHOLDER = re.compile(r"\b[A-Z][A-Z0-9_]*\b|[\[\]|…]|\.\.\.")  # MODEL, DIR, N, [--x], a|b: a synopsis
-SAMPLING = ("sample", "control", "edit", "inpaint", "eval")
+SAMPLING = ("sample", "control", "edit", "inpaint", "restore", "eval")
 
 
 def readme_commands() -> list[str]:

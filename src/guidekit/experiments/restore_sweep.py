@@ -198,5 +198,5 @@ def save_grid(truth, shown, keys, path: Path) -> None:
     for i in range(k):
         cells += [truth[i], shown[0][1][i].clamp(-1, 1)] + [images[i] for images, _ in shown]
     cols = 2 + len(shown)
-    title = "truth | A†y | " + " | ".join(f"{m}" + (f" r={r}" if r > 1 else "") for _, _, m, _, r in keys)
+    title = "truth | pinv(y) | " + " | ".join(f"{m}" + (f" r={r}" if r > 1 else "") for _, _, m, _, r in keys)
     save_png(labelled(grid(torch.stack(cells), cols, scale=2), title), path)
