@@ -238,10 +238,10 @@ def fit(trainer, args):
     return trainer.fit(max_seconds=args.max_minutes * 60 if args.max_minutes else None, progress=not args.no_progress)
 
 
-def add_sweep_args(p: argparse.ArgumentParser) -> None:
+def add_sweep_args(p: argparse.ArgumentParser, steps: int = 50) -> None:
     """--out, the sampler, the evaluation, --no-progress and --device options every sweep kind takes."""
     p.add_argument("--out", required=True, help="output folder; rerun the same command to resume")
-    add_sampler_args(p, steps=50, batch=250)
+    add_sampler_args(p, steps=steps, batch=250)
     add_eval_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_device(p)

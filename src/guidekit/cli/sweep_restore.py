@@ -41,8 +41,8 @@ def register_kind(kinds) -> None:
     p.add_argument("--labels", default="null", choices=["null", "true"],
                    help="condition a class-conditional model on ∅ or on each image's true class")
     p.add_argument("--w", type=nonneg_float("--w"), default=0.0, help="CFG weight (with --labels true)")
-    add_sweep_args(p)
-    p.set_defaults(run=run, steps=20)
+    add_sweep_args(p, steps=20)
+    p.set_defaults(run=run)
 
 
 def run(args) -> None:

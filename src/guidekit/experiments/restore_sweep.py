@@ -164,22 +164,28 @@ def best_vs_repaint(rows: list[dict]) -> list[str]:
 
 def noise_degradation(rows: list[dict]) -> list[str]:
     """Per task and method: PSNR lost from σ_y = 0 to each σ_y > 0, and whether the noise-aware methods (DPS, DDNM+,
-    ΠGDM) lose less than half of what the noise-free ones (RePaint, MCG) lose on average."""
+    ΠGDM) lose less than half of what the noise-free ones (RePaint, MCG) lose on average. A cell marked * compares
+    two samplers (DDNM+ runs on DDPM's step where the noise-free rows ran DDIM)."""
     lines = ["| task | σ_y | " + " | ".join(f"{m} ΔPSNR" for m in METHODS) + " | noise-aware < ½ noise-free |",
              "|" + " --- |" * (3 + len(METHODS))]
     by = {(r["task"], r["sigma_y"], r["method"]): r for r in rows if r["r"] == 1}
+    mixed = False
     for task, sigma in dict.fromkeys((r["task"], r["sigma_y"]) for r in rows if r["sigma_y"] > 0):
-        drop = {}
+        drop, cells = {}, []
         for m in METHODS:
             clean, noisy = by.get((task, 0.0, m)), by.get((task, sigma, m))
             if clean and noisy:
                 drop[m] = clean["psnr"] - noisy["psnr"]
+            star = bool(clean and noisy and clean.get("sampler") != noisy.get("sampler"))
+            mixed |= star
+            cells.append(cell(drop.get(m), ".2f") + ("*" if star else ""))
         free = [drop[m] for m in drop if m not in NOISE_AWARE]
         aware = [drop[m] for m in drop if m in NOISE_AWARE]
         verdict = "–" if not free or not aware else \
             ("yes" if max(aware) < 0.5 * sum(free) / len(free) else "no")
-        lines.append(f"| {task} | {sigma:g} | " + " | ".join(cell(drop.get(m), ".2f") for m in METHODS)
-                     + f" | {verdict} |")
+        lines.append(f"| {task} | {sigma:g} | " + " | ".join(cells) + f" | {verdict} |")
+    if mixed:
+        lines += ["", "\\* the σ_y = 0 row ran another sampler (DDNM+ needs a stochastic step)"]
     return lines
 
 

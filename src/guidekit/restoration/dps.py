@@ -1,5 +1,5 @@
-"""DPS (Chung et al. 2023, diffusion posterior sampling): after the sampler's step, x_s ← x_s − ζ·∇_{x_t}‖y − A(x̂0(x_t))‖
-(the paper's ζ_i = ζ/‖y − A(x̂0)‖ on the squared norm, as its code does); MCG (Chung et al. 2022) is this step followed
+"""DPS (Chung et al. 2023, diffusion posterior sampling): after the sampler's step, x_s ← x_s − ζ·∇_{x_t}‖y − A(x̂0(x_t))‖,
+which is the paper's ζ_i·∇‖y − A(x̂0)‖² with ζ_i = ζ / (2‖y − A(x̂0)‖); MCG (Chung et al. 2022) is this step followed
 by the projection onto the noised measurement (restoration.projection)."""
 
 from __future__ import annotations
