@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gaussian import BatchNoise, MixtureEps
+from gaussian import BatchNoise, GaussianEps, MixtureEps
 from guidekit.cli import main
 from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import GuidekitError
@@ -165,23 +165,10 @@ def test_composes_with_guidance_and_a_controlnet_hint():
 
 # ---------------------------------------------------------------- golden: a 2-pixel correlated Gaussian
 
-class GaussianEps:
-    """Exact ε for x0 ~ N(μ, Σ) over the pixels: p_t = N(√ᾱ μ, ᾱΣ + (1−ᾱ)I), ε = −√(1−ᾱ)·∇ log p_t."""
-
-    def __init__(self, mu, cov):
-        self.mu, self.cov = torch.as_tensor(mu, dtype=torch.float64), torch.as_tensor(cov, dtype=torch.float64)
-
-    def __call__(self, x, t, cond):
-        ab = float(SCHEDULE.alpha_bar(float(t[0])))
-        d = x.flatten(1).double() - ab ** 0.5 * self.mu
-        cov_t = ab * self.cov + (1 - ab) * torch.eye(len(self.mu), dtype=torch.float64)
-        return ((1 - ab) ** 0.5 * torch.linalg.solve(cov_t, d.T).T).view_as(x).to(x.dtype)
-
-
 def test_resampling_approaches_the_analytic_conditional_mean():
     """x0 = (a, b) with corr ρ: E[b | a] = ρ·a. Without resampling RePaint is biased; more r gets closer."""
     rho, sd, a, n = 0.95, 0.5, 1.0, 2000
-    den = GaussianEps([0.0, 0.0], sd ** 2 * torch.tensor([[1.0, rho], [rho, 1.0]]))
+    den = GaussianEps(SCHEDULE, [0.0, 0.0], sd ** 2 * torch.tensor([[1.0, rho], [rho, 1.0]]))
     x0, mask = torch.tensor([a, 0.0]).view(1, 1, 1, 2), torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)
     errors = []
     for r in (1, 4, 16):

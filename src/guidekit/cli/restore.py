@@ -79,7 +79,6 @@ def measurement_of(args, model, op_for):
     import torch
 
     from guidekit.cli.inpaint import load_image, source_image
-    from guidekit.data.dataset import to_resolution
     from guidekit.imageio import read_image
 
     side, c = model.image_size, model.image_channels
@@ -103,7 +102,7 @@ def measurement_of(args, model, op_for):
               f"--measurement {path} is {a.shape[1]}×{a.shape[0]}, but {args.task} of this {side}×{side} model "
               f"measures {side // f}×{side // f} images; resize it to {side // f}×{side // f}, or give the clean image "
               f"with --image")
-        y = to_resolution(torch.from_numpy(a).permute(2, 0, 1)[None], side // f).float() / 127.5 - 1
+        y = torch.from_numpy(a).permute(2, 0, 1)[None].float() / 127.5 - 1
         return None, y, op_for(None), sigma, path
     x = load_image(path, side, c)
     op = op_for(x)
@@ -117,7 +116,7 @@ def run(args) -> None:
     from guidekit.cli.output import seeds_of, start, timed, write_outputs
     from guidekit.images import grid, labelled
     from guidekit.masks import check_mask, mask_from_arg
-    from guidekit.pipelines import restoration_errors, restore_guided
+    from guidekit.pipelines import check_restorable, restoration_errors, restore_guided
     from guidekit.restoration import GaussianBlur, Method, make_operator
 
     check(args.task == "inpaint" or args.mask is None, f"--mask is for --task inpaint, not {args.task}")
@@ -125,9 +124,7 @@ def run(args) -> None:
     check(args.task == "deblur" or args.blur_sigma is None, f"--blur-sigma is for --task deblur, not {args.task}")
     check(args.method in ("dps", "mcg") or args.zeta == 10.0, f"--zeta is DPS/MCG's step size, not {args.method}'s")
     device, model = start(args, "restore")
-    check(model.latent is None and not model.takes_text,
-          f"{args.model} is a latent or text-conditioned model; guidekit restore measures pixels of a pixel-space "
-          f"model (inpaint a latent model with 'guidekit inpaint')")
+    check_restorable(model)
     req = request(args, model, device, args.class_, None, args.n)
     settings = sampler_settings(args)
 

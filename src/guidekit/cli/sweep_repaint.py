@@ -21,7 +21,8 @@ kept: rerun the same command to resume."""
 def register_kind(kinds) -> None:
     p = command(kinds, "repaint", "RePaint inpainting per mask type, with and without resampling", REPAINT_HELP)
     p.add_argument("model", help="model or run folder")
-    p.add_argument("--masks", type=name_list("--masks", MASK_KINDS), default=list(MASK_KINDS), help="mask types, comma-separated")
+    p.add_argument("--masks", type=name_list("--masks", MASK_KINDS), default=list(MASK_KINDS),
+                   help="mask types, comma-separated")
     p.add_argument("--n", type=positive_int("--n"), default=1000, help="images per row (at least 10)")
     p.add_argument("--seed", type=seed_int("--seed"), default=0, help="first seed (also seeds the masks)")
     add_jump_args(p)

@@ -51,11 +51,11 @@ def run(args) -> None:
     from guidekit.data import load_dataset
     from guidekit.diffusion import NULL
     from guidekit.experiments.restore_sweep import format_report, run_restore_sweep
-    from guidekit.pipelines import Guidance
+    from guidekit.pipelines import Guidance, check_restorable
 
     device = pick_device(args.device)
     model = load_fast_model(args.model, args, device)
-    check(model.latent is None, f"{args.model} is a latent model; restoration measures pixels: use a pixel model")
+    check_restorable(model)
     check(args.labels == "null" or model.net.config.num_classes > 0,
           "--labels true needs a class-conditional model; use --labels null")
     check(args.w == 0 or args.labels == "true", f"--w {args.w} guides toward a class: use it with --labels true")

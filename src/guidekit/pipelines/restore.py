@@ -17,6 +17,13 @@ from guidekit.restoration import Method, Operator, restore
 from guidekit.sampling.loop import Callback
 
 
+def check_restorable(model: LoadedModel) -> None:
+    """Restoration measures pixels, y = A(x), so A must act on what the loop samples: a pixel model of classes or ∅."""
+    check(model.latent is None and not model.takes_text,
+          f"{model.path} is a latent or text-conditioned model; guidekit restore measures pixels of a pixel-space "
+          f"model (inpaint a latent model with 'guidekit inpaint')")
+
+
 def restore_guided(model: LoadedModel, y: torch.Tensor, op: Operator, method: Method, labels: torch.Tensor,
                    seeds: list[int] | None, guidance: Guidance, settings: SamplerSettings, sigma_y: float = 0.0,
                    jump_length: int = 1, jump_n_sample: int = 1, device: torch.device | str = "cpu",
@@ -25,11 +32,7 @@ def restore_guided(model: LoadedModel, y: torch.Tensor, op: Operator, method: Me
     """Images restored from y = A(x) + σ_y·n (one row per image) for labels[i] (∅ = unconditional) under guidance
     (CFG, classifier guidance, the rules after CFG); stats receives "nfe", network evaluations per image (a CFG pass
     counts 2). x̂0 clipping (settings.clip_x0) applies after DDNM's and ΠGDM's corrections."""
-    check(model.latent is None, f"{model.path} is a latent model: restoration here measures pixels, y = A(x), and "
-                                f"its methods need A on what the loop samples; use 'guidekit inpaint' (RePaint on "
-                                f"latents) or a pixel-space model")
-    check(not model.takes_text, "restoration runs on pixel models conditioned on classes or nothing; this one takes "
-                                "prompts")
+    check_restorable(model)
     stack = guided(model, guidance, replace(settings, clip_x0=False))
     clip = (lambda den: ClipX0(den, model.schedule)) if settings.clip_x0 and guidance.dynamic_threshold is None \
         else None

@@ -5,29 +5,24 @@ from __future__ import annotations
 
 import torch
 
-from guidekit.diffusion.denoiser import Cond, Denoiser, reset_state
-from guidekit.diffusion.parameterization import eps_to_x0, x0_to_eps
+from guidekit.diffusion.denoiser import Denoiser
+from guidekit.diffusion.parameterization import eps_to_x0
 from guidekit.diffusion.schedule import NoiseSchedule
 from guidekit.errors import check
+from guidekit.guidance.clip import X0Transform
 from guidekit.restoration.operators import Operator
 from guidekit.sampling.steps import Step
 
 
-class DDNM:
+class DDNM(X0Transform):
     """Denoiser → denoiser whose x̂0 is A†y + (I − A†A)x̂0 (ε re-derived from x_t), so it drives any sampler."""
 
     def __init__(self, denoiser: Denoiser, schedule: NoiseSchedule, op: Operator, y: torch.Tensor):
-        self.denoiser, self.schedule, self.op, self.y = denoiser, schedule, op, y
+        super().__init__(denoiser, schedule)
+        self.op, self.y = op, y
 
-    def reset(self) -> None:
-        reset_state(self.denoiser)
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
-        eps = self.denoiser(x, t, cond)
-        ab = self.schedule.alpha_bar(t.detach().cpu())
-        x0 = eps_to_x0(x, eps, ab)
-        y = self.y.to(device=x.device, dtype=x0.dtype)
-        return x0_to_eps(x, x0 - self.op.pinv(self.op(x0) - y), ab)
+    def x0(self, x0):
+        return x0 - self.op.pinv(self.op(x0) - self.y.to(device=x0.device, dtype=x0.dtype))
 
 
 class DDNMPlus(Step):

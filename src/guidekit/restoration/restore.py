@@ -49,10 +49,10 @@ class Method:
 
 def ddnm_plus_eta(step: Step) -> float:
     """The η of the stochastic step DDNM+ rebuilds (DDPM = 1), refused for any other sampler with the reason."""
-    check(isinstance(step, (DDPM, DDIM)) and type(step) in (DDPM, DDIM),
+    check(type(step) in (DDPM, DDIM),
           f"DDNM+ (ddnm with --sigma-y > 0) replaces the step by its own DDPM/DDIM form, which spends the step's "
           f"noise on y's; use --sampler ddpm or ddim (with --eta > 0), not {type(step).__name__}")
-    return 1.0 if isinstance(step, DDPM) else step.eta
+    return 1.0 if type(step) is DDPM else step.eta
 
 
 def check_method(method: Method, step: Step, sigma_y: float) -> None:
